@@ -1,0 +1,254 @@
+"""PostgreSQL: the connection pool, the read queries and the migrations.
+
+Driver errors never leave this module: connection failures, pool time-outs and statement
+time-outs become the domain's StoreUnavailable, carrying host and port but no credentials.
+"""
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.errors import StoreUnavailable
+
+# pg_advisory_lock key held while migrating, so that replicas starting together take turns.
+MIGRATION_LOCK_KEY = 0x6D61726B657464  # "marketd"
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    connect_timeout: float = 5.0
+    command_timeout: float = 30.0
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    pool_timeout: float | None = None  # None: connect_timeout
+
+    @property
+    def wait_timeout(self) -> float:
+        return self.pool_timeout or self.connect_timeout
+
+
+class Location(msgspec.Struct, frozen=True):
+    host: str
+    port: str
+    password: str | None
+
+    def unavailable(self, reason: str) -> StoreUnavailable:
+        if self.password:
+            reason = reason.replace(self.password, "***")
+        return StoreUnavailable(self.host, self.port, reason)
+
+
+def location_of(url: str) -> Location:
+    params = conninfo_to_dict(url)
+    return Location(
+        host=str(params.get("host") or "localhost"),
+        port=str(params.get("port") or "5432"),
+        password=str(params["password"]) if params.get("password") else None,
+    )
+
+
+def connection_kwargs(config: DatabaseConfig) -> dict[str, Any]:
+    return {
+        # libpq takes whole seconds and psycopg enforces at least 2.
+        "connect_timeout": max(2, math.ceil(config.connect_timeout)),
+        "options": (f"-c statement_timeout={round(config.command_timeout * 1000)} -c TimeZone=UTC"),
+        "application_name": "marketdata",
+        "autocommit": True,
+    }
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@asynccontextmanager
+async def translated_errors(location: Location, config: DatabaseConfig) -> AsyncIterator[None]:
+    """Turn the driver's and the pool's failures into StoreUnavailable."""
+    try:
+        yield
+    except PoolTimeout:
+        raise location.unavailable(
+            f"no connection could be had within {config.wait_timeout:g} s"
+        ) from None
+    except pg_errors.QueryCanceled:
+        raise location.unavailable(
+            f"the query did not finish within DB_COMMAND_TIMEOUT ({config.command_timeout:g} s)"
+        ) from None
+    except pg_errors.UndefinedTable:
+        raise location.unavailable(
+            "the candles table does not exist: run `marketdata migrate`"
+        ) from None
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+        raise location.unavailable(_first_line(error)) from None
+
+
+async def open_pool(config: DatabaseConfig) -> AsyncConnectionPool:
+    """A pool that opens without waiting, so the service starts (degraded) during an outage.
+
+    `pool_timeout` bounds how long a request waits for a connection; `reconnect_timeout` is short
+    so that a failed reconnection gives up quickly and the next request tries again at once:
+    the pool recovers within about a second of the server's return instead of backing off.
+    """
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        config.url,
+        min_size=config.pool_min_size,
+        max_size=config.pool_max_size,
+        kwargs=connection_kwargs(config),
+        timeout=config.wait_timeout,
+        reconnect_timeout=1.0,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="marketdata",
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+_COLUMNS = (
+    "ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
+    " volume::float8, coalesce(openint, 0)::int8"
+)
+
+# A loose index scan: one index probe per distinct ticker instead of a DISTINCT over the table.
+# The prefix is compared literally (no LIKE patterns) and case-insensitively.
+_SYMBOLS = """
+WITH RECURSIVE tickers(ticker, n) AS (
+    SELECT min(ticker), 1 FROM candles
+  UNION ALL
+    SELECT (SELECT min(c.ticker) FROM candles c WHERE c.ticker > t.ticker), t.n + 1
+    FROM tickers t WHERE t.ticker IS NOT NULL
+)
+SELECT ticker FROM (
+    SELECT ticker, n FROM tickers
+    WHERE ticker IS NOT NULL
+      AND lower(left(ticker, char_length(%(prefix)s))) = lower(%(prefix)s)
+    LIMIT %(limit)s
+) found ORDER BY n
+"""
+
+_CANDLES = {
+    Order.ASC: f"SELECT {_COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
+    " ORDER BY ts ASC LIMIT %s",
+    Order.DESC: f"SELECT {_COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
+    " ORDER BY ts DESC LIMIT %s",
+}
+
+_RANGE = (
+    f"SELECT {_COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
+    " AND ts >= %s AND ts <= %s ORDER BY ts ASC LIMIT %s"
+)
+
+
+class PostgresCandleRepository:
+    """CandleRepository and StoreHealth over a psycopg pool; plain SQL returning Structs."""
+
+    def __init__(self, pool: AsyncConnectionPool, config: DatabaseConfig) -> None:
+        self._pool = pool
+        self._config = config
+        self._location = location_of(config.url)
+
+    async def _fetch(self, query: str, params: Any) -> list[tuple[Any, ...]]:
+        async with (
+            translated_errors(self._location, self._config),
+            self._pool.connection() as conn,
+        ):
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+
+    async def symbols(self, prefix: str, limit: int) -> list[str]:
+        rows = await self._fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
+        return [row[0] for row in rows]
+
+    async def candles(self, ticker: str, tf_min: int, limit: int, order: Order) -> list[Candle]:
+        rows = await self._fetch(_CANDLES[order], (ticker, tf_min, limit))
+        return [Candle(*row) for row in rows]
+
+    async def candle_range(
+        self, ticker: str, tf_min: int, time_range: TimeRange, limit: int
+    ) -> list[Candle]:
+        rows = await self._fetch(_RANGE, (ticker, tf_min, time_range.start, time_range.end, limit))
+        return [Candle(*row) for row in rows]
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1", None)
+
+
+async def _connect(config: DatabaseConfig, name: str) -> psycopg.AsyncConnection[Any]:
+    """One connection outside the pool, with no statement timeout (migrations may be long)."""
+    return await psycopg.AsyncConnection.connect(
+        config.url,
+        autocommit=True,
+        connect_timeout=max(2, math.ceil(config.connect_timeout)),
+        application_name=name,
+    )
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) of every migration, in the order they apply."""
+    folder = resources.files("marketdata.adapters") / "migrations"
+    return sorted(
+        (entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+
+
+async def migrate(config: DatabaseConfig) -> list[str]:
+    """Apply each pending migration once, in its own transaction, under an advisory lock.
+
+    Works on a database laid out by the seed: the table is kept, `numeric` columns too.
+    Returns the versions applied by this call (empty when up to date).
+    """
+    location = location_of(config.url)
+    applied_now: list[str] = []
+    async with (
+        translated_errors(location, config),
+        await _connect(config, "marketdata-migrate") as conn,
+    ):
+        await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cursor = await conn.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cursor.fetchall()}
+            for version, sql in migration_files():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)
+                    )
+                applied_now.append(version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied_now
+
+
+async def pending_migrations(config: DatabaseConfig) -> list[str]:
+    """Versions not yet applied; raises StoreUnavailable when the database cannot be reached."""
+    location = location_of(config.url)
+    async with (
+        translated_errors(location, config),
+        await _connect(config, "marketdata-check") as conn,
+    ):
+        cursor = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = await cursor.fetchone()
+        done: set[str] = set()
+        if row and row[0]:
+            cursor = await conn.execute("SELECT version FROM schema_migrations")
+            done = {r[0] for r in await cursor.fetchall()}
+    return [version for version, _ in migration_files() if version not in done]

@@ -1,0 +1,120 @@
+"""Settings from the environment (and an optional `.env`), with the seed's names and defaults."""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from dotenv import dotenv_values
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["auto", "json", "console"]
+
+_URL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every field is read from the environment variable of the same name in upper case."""
+
+    database_url: str | None = None
+    default_tf_min: Positive = 5
+    max_limit: Positive = 5000
+    ws_default_step_seconds: NonNegativeFloat = 15.0
+    ws_min_step_seconds: NonNegativeFloat = 1.0
+    ws_max_step_seconds: NonNegativeFloat = 60.0
+    db_connect_timeout: PositiveFloat = 5.0
+    db_command_timeout: PositiveFloat = 30.0
+    db_pool_min_size: Positive = 2
+    db_pool_max_size: Positive = 10
+    # How long a request waits for a pool connection before it gets a 503;
+    # unset means DB_CONNECT_TIMEOUT.
+    db_pool_timeout: PositiveFloat | None = None
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
+    # Comma-separated list of origins allowed by CORS; "*" allows any (the seed's behaviour).
+    cors_origins: str = "*"
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: never let it reach a log line or a traceback.
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "database_url"}
+        url = "None" if self.database_url is None else "'***'"
+        return (
+            f"Settings(database_url={url}, "
+            + ", ".join(f"{k}={v!r}" for k, v in shown.items())
+            + ")"
+        )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+class SettingsError(Exception):
+    """Raised once, naming every invalid variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings: " + "; ".join(problems))
+        self.problems = problems
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Read settings: the process environment wins over `.env`, which wins over defaults."""
+    import os
+
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return settings_from(values)
+
+
+def settings_from(values: Mapping[str, str]) -> Settings:
+    problems: list[str] = []
+    fields: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        name = field.name.upper()
+        raw = values.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        if field.name == "database_url":
+            if not raw.startswith(_URL_SCHEMES):
+                # Never echo the value: it may hold a password.
+                problems.append(f"{name}: must be a postgresql:// URL")
+                continue
+            fields[field.name] = raw.replace("+psycopg2://", "://").replace("+psycopg://", "://")
+            continue
+        if field.name == "log_level":
+            raw = raw.upper()
+        try:
+            fields[field.name] = msgspec.convert(raw.strip(), field.type, strict=False)
+        except msgspec.ValidationError as error:
+            reason = str(error).removesuffix(" - at `$`").replace("`", "")
+            problems.append(f"{name}: {raw!r} is invalid ({reason})")
+    settings = Settings(**fields) if not problems else None
+    if settings is not None:
+        problems.extend(_cross_field_problems(settings))
+    if problems:
+        raise SettingsError(problems)
+    assert settings is not None
+    return settings
+
+
+def _cross_field_problems(s: Settings) -> list[str]:
+    problems = []
+    if not s.ws_min_step_seconds <= s.ws_max_step_seconds:
+        problems.append("WS_MIN_STEP_SECONDS: must not exceed WS_MAX_STEP_SECONDS")
+    elif not s.ws_min_step_seconds <= s.ws_default_step_seconds <= s.ws_max_step_seconds:
+        problems.append(
+            "WS_DEFAULT_STEP_SECONDS: must lie between WS_MIN_STEP_SECONDS and WS_MAX_STEP_SECONDS"
+        )
+    if s.db_pool_min_size > s.db_pool_max_size:
+        problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    return problems

@@ -1,0 +1,98 @@
+"""Candles and the value objects that describe which candles a caller wants."""
+
+import enum
+import re
+from datetime import UTC, datetime
+
+import msgspec
+
+from marketdata.domain.errors import InvalidParameter, InvalidQuery
+
+MAX_TICKER_LENGTH = 64
+
+
+class Candle(msgspec.Struct, frozen=True):
+    """One OHLCV bar. `ts` is the bar's open time, timezone-aware UTC."""
+
+    ticker: str
+    tf_min: int
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    openint: int = 0
+
+
+class Order(enum.StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+def ticker_of(value: str) -> str:
+    """A ticker as the store keeps it: non-empty, bounded, no control characters."""
+    if not value or not value.strip():
+        raise InvalidParameter("ticker", "must not be empty")
+    if len(value) > MAX_TICKER_LENGTH:
+        raise InvalidParameter("ticker", f"must be at most {MAX_TICKER_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidParameter("ticker", "must not contain control characters")
+    return value
+
+
+def timeframe_of(minutes: int) -> int:
+    """A timeframe in minutes; the seed's column is `tf_min int (>0)`."""
+    if minutes <= 0:
+        raise InvalidParameter("tf_min", f"must be a positive number of minutes, got {minutes}")
+    if minutes > 2**31 - 1:
+        raise InvalidParameter("tf_min", "is too large")
+    return minutes
+
+
+def limit_of(value: int, maximum: int) -> int:
+    if not 1 <= value <= maximum:
+        raise InvalidParameter("limit", f"must be between 1 and {maximum}, got {value}")
+    return value
+
+
+# An offset whose "+" became a space because the caller did not URL-encode it:
+# "2024-01-01T00:00:00 03:00" means "2024-01-01T00:00:00+03:00".
+_UNENCODED_PLUS = re.compile(r"(.+[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})")
+
+
+def parse_timestamp(text: str, name: str) -> datetime:
+    """Parse an ISO 8601 date or datetime; naive values mean UTC. Returns UTC.
+
+    Raises InvalidQuery naming the parameter, as the seed answered 400 for a bad datetime.
+    """
+    value = text.strip()
+    if match := _UNENCODED_PLUS.fullmatch(value):
+        value = f"{match[1]}+{match[2]}"
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidQuery(
+            f"{name}: {text!r} is not an ISO 8601 datetime (e.g. 2024-01-31T09:30:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidQuery(f"{name}: {text!r} is out of the supported range") from None
+
+
+class TimeRange(msgspec.Struct, frozen=True):
+    """An inclusive range of candle open times: start <= ts <= end, both UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise InvalidQuery("start and end must carry a time zone")
+        if self.start > self.end:
+            raise InvalidQuery(
+                f"start ({self.start.isoformat()}) must not be after end ({self.end.isoformat()})"
+            )

@@ -1,0 +1,1 @@
+"""Driving side: the Litestar app, the CLI and the dishka providers (the composition root)."""

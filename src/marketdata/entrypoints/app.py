@@ -1,0 +1,150 @@
+"""`create_app`: the one factory that builds the service; and the mapping of errors to HTTP."""
+
+import re
+from typing import Any
+
+import structlog
+from dishka import Provider, make_async_container
+from dishka.integrations.litestar import setup_dishka
+from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
+from litestar.enums import MediaType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+
+import marketdata
+from marketdata.adapters.settings import Settings
+from marketdata.domain.errors import (
+    DomainError,
+    InvalidParameter,
+    InvalidQuery,
+    NotFound,
+    StoreUnavailable,
+)
+from marketdata.domain.ports import CandleRepository
+from marketdata.entrypoints.http import ROUTES
+from marketdata.entrypoints.logging import access_log_middleware
+from marketdata.entrypoints.providers import PostgresProvider, SettingsProvider, UseCaseProvider
+from marketdata.entrypoints.schemas import (
+    ErrorBody,
+    UnavailableBody,
+    ValidationDetail,
+    ValidationErrorBody,
+)
+
+log = structlog.get_logger("marketdata")
+
+_MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
+
+
+def domain_error_response(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
+    if isinstance(error, StoreUnavailable):
+        log.warning("database unavailable", reason=error.message)
+        return Response(UnavailableBody(message=error.message), status_code=503)
+    if isinstance(error, InvalidParameter):
+        detail = [ValidationDetail(loc=["query", error.name], msg=error.reason)]
+        return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
+    status = 404 if isinstance(error, NotFound) else 400 if isinstance(error, InvalidQuery) else 500
+    return Response(ErrorBody(error=error.message), status_code=status)
+
+
+def validation_error_response(
+    request: Request[Any, Any, Any], error: ValidationException
+) -> Response[ValidationErrorBody]:
+    """Litestar answers 400 for invalid parameters; the seed's contract says 422."""
+    detail = [
+        ValidationDetail(
+            loc=[getattr(item.get("source"), "value", "query"), str(item.get("key") or "")],
+            msg=str(item.get("message", "invalid value")).replace("`", "").replace(" | null", ""),
+        )
+        for item in (error.extra if isinstance(error.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    if not detail and (missing := _MISSING.search(str(error.detail))):
+        detail = [
+            ValidationDetail(loc=[missing[1], missing[2]], msg="field required", type="missing")
+        ]
+    message = "; ".join(f"{d.loc[-1]}: {d.msg}" for d in detail) if detail else str(error.detail)
+    return Response(ValidationErrorBody(error=message, detail=detail), status_code=422)
+
+
+def http_error_response(
+    request: Request[Any, Any, Any], error: HTTPException
+) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(error=str(error.detail)), status_code=error.status_code, headers=error.headers
+    )
+
+
+def internal_error_response(
+    request: Request[Any, Any, Any], error: Exception
+) -> Response[ErrorBody]:
+    log.exception("unhandled error", path=request.url.path)
+    return Response(ErrorBody(error="Internal Server Error"), status_code=500)
+
+
+async def json_not_found(response: Response[Any]) -> Response[Any]:
+    """The OpenAPI router mounted at "/" answers unknown paths with an HTML page; keep JSON."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        return Response(ErrorBody(error="Not Found"), status_code=404, media_type=MediaType.JSON)
+    return response
+
+
+def create_app(settings: Settings, *providers: Provider) -> Litestar:
+    """Build the service. `providers` override the defaults (tests pass fakes here)."""
+    container = make_async_container(
+        SettingsProvider(),
+        PostgresProvider(),
+        UseCaseProvider(),
+        *providers,
+        context={Settings: settings},
+    )
+
+    async def open_store() -> None:
+        # Open the pool at start-up rather than on the first request.
+        await container.get(CandleRepository)
+
+    async def close_container() -> None:
+        await container.close()
+
+    app = Litestar(
+        route_handlers=ROUTES,
+        on_startup=[open_store],
+        on_shutdown=[close_container],
+        after_request=json_not_found,
+        middleware=[access_log_middleware],
+        cors_config=CORSConfig(allow_origins=settings.cors_origin_list),
+        exception_handlers={
+            DomainError: domain_error_response,
+            ValidationException: validation_error_response,
+            HTTPException: http_error_response,
+            Exception: internal_error_response,
+        },
+        openapi_config=OpenAPIConfig(
+            title="marketdata",
+            version=marketdata.__version__,
+            description="OHLCV candles from PostgreSQL: REST queries and WebSocket replay.",
+            path="/",
+            render_plugins=[SwaggerRenderPlugin(path="/docs"), RedocRenderPlugin(path="/redoc")],
+        ),
+        logging_config=None,
+    )
+    _document_validation_as_422(app)
+    setup_dishka(container, app)
+    return app
+
+
+def _document_validation_as_422(app: Litestar) -> None:
+    """Litestar documents a 400 for every handler with parameters; we answer such errors
+    with 422 (the seed's contract), so a 400 stays only where a handler declares one."""
+    declared = {
+        route.path: handler.responses
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if handler.responses
+    }
+    for path, item in (app.openapi_schema.paths or {}).items():
+        operation = item.get
+        if operation and operation.responses and 400 not in declared.get(path, {}):
+            operation.responses.pop("400", None)

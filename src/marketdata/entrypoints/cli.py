@@ -1,0 +1,87 @@
+"""`marketdata serve | migrate | check`."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from marketdata.adapters.postgres import migrate, pending_migrations
+from marketdata.adapters.settings import Settings, SettingsError, load_settings
+from marketdata.domain.errors import StoreUnavailable
+from marketdata.entrypoints.logging import configure_logging
+from marketdata.entrypoints.providers import PostgresProvider
+
+log = structlog.get_logger("marketdata.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marketdata", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP and WS")
+    serve.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
+    serve.add_argument(
+        "--no-migrate", action="store_true", help="do not apply pending migrations at start"
+    )
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    commands.add_parser(
+        "check", help="validate settings and reach the database; exit 0 when both are fine"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"marketdata: {error}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.database_url is None:
+        print(
+            "marketdata: DATABASE_URL is not set; set it to a PostgreSQL URL, e.g. "
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            file=sys.stderr,
+        )
+        return 1
+    config = PostgresProvider().config(settings)
+    try:
+        if args.command == "check":
+            pending = asyncio.run(pending_migrations(config))
+            if pending:
+                print(f"database reachable; pending migrations: {', '.join(pending)}")
+            else:
+                print("settings valid; database reachable; schema up to date")
+            return 0
+        if args.command == "migrate" or (args.command == "serve" and not args.no_migrate):
+            applied = asyncio.run(migrate(config))
+            log.info("migrations applied" if applied else "schema up to date", versions=applied)
+    except StoreUnavailable as error:
+        print(f"marketdata: {error.message}", file=sys.stderr)
+        return 1
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    return 0
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from marketdata.entrypoints.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""structlog set-up and the per-request access log.
+
+JSON lines when stderr is not a TTY (containers, CI), a readable console otherwise. The
+standard library's loggers (uvicorn, psycopg_pool) go through the same renderer.
+"""
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+_SHARED: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # No local variables in tracebacks: they may hold credentials.
+            exception_formatter=structlog.dev.plain_traceback,
+        )
+    )
+    structlog.configure(
+        processors=[
+            *_SHARED,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if as_json else []),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The pool reports every connection it makes at INFO; keep its warnings only.
+    logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, root.level))
+    # Our access line replaces uvicorn's.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+access_log = structlog.get_logger("marketdata.access")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is sane, otherwise a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+def access_log_middleware(app: ASGIApp) -> ASGIApp:
+    """Bind a request id for every log line of the request; log one line when it ends."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        is_http = scope["type"] == ScopeType.HTTP
+        if not is_http and scope["type"] != ScopeType.WEBSOCKET:
+            await app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id if is_http else send)
+        finally:
+            fields: dict[str, Any] = {
+                "method": scope.get("method", "WS"),
+                "path": scope["path"],
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            if is_http:
+                fields["status"] = status
+            client = scope.get("client")
+            if client:
+                fields["client"] = client[0]
+            access_log.info("request" if is_http else "websocket", **fields)
+
+    return middleware

@@ -1,0 +1,48 @@
+"""The composition root as a table: what provides each port, and for how long it lives."""
+
+from collections.abc import AsyncIterator
+
+from dishka import AnyOf, Provider, Scope, from_context, provide
+from psycopg_pool import AsyncConnectionPool
+
+from marketdata.adapters.postgres import DatabaseConfig, PostgresCandleRepository, open_pool
+from marketdata.adapters.settings import Settings
+from marketdata.domain.ports import CandleRepository, StoreHealth
+from marketdata.domain.queries import CandleQueries, QueryLimits
+
+
+class SettingsProvider(Provider):
+    scope = Scope.APP
+    settings = from_context(provides=Settings)
+
+    @provide
+    def limits(self, settings: Settings) -> QueryLimits:
+        return QueryLimits(default_tf_min=settings.default_tf_min, max_limit=settings.max_limit)
+
+
+class PostgresProvider(Provider):
+    scope = Scope.APP
+    repository = provide(PostgresCandleRepository, provides=AnyOf[CandleRepository, StoreHealth])
+
+    @provide
+    def config(self, settings: Settings) -> DatabaseConfig:
+        if settings.database_url is None:
+            raise RuntimeError("DATABASE_URL is not set")
+        return DatabaseConfig(
+            url=settings.database_url,
+            connect_timeout=settings.db_connect_timeout,
+            command_timeout=settings.db_command_timeout,
+            pool_min_size=settings.db_pool_min_size,
+            pool_max_size=settings.db_pool_max_size,
+            pool_timeout=settings.db_pool_timeout,
+        )
+
+    @provide
+    async def pool(self, config: DatabaseConfig) -> AsyncIterator[AsyncConnectionPool]:
+        pool = await open_pool(config)
+        yield pool
+        await pool.close()
+
+
+class UseCaseProvider(Provider):
+    queries = provide(CandleQueries, scope=Scope.REQUEST)

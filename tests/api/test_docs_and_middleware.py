@@ -1,0 +1,102 @@
+"""OpenAPI documents, CORS and the access log: the parts of the app around the handlers."""
+
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from litestar.testing import TestClient
+
+from marketdata.adapters.settings import Settings
+from marketdata.entrypoints.app import create_app
+from tests.factories import series
+from tests.fakes import InMemoryCandleRepository, fake_store
+
+Client = TestClient  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def fake_client() -> Iterator[Client]:
+    repo = InMemoryCandleRepository(series("AMZN.US", 3))
+    settings = Settings(
+        database_url="postgresql://unused@127.0.0.1:1/x", cors_origins="https://charts.example"
+    )
+    with TestClient(create_app(settings, fake_store(repo))) as client:
+        yield client
+
+
+def test_swagger_redoc_and_schema_are_served(fake_client: Client) -> None:
+    assert "swagger" in fake_client.get("/docs").text.lower()
+    assert "redoc" in fake_client.get("/redoc").text.lower()
+    assert fake_client.get("/openapi.json").json()["info"]["title"] == "marketdata"
+
+
+EXPECTED = {
+    "/health": ({"200", "503"}, set()),
+    "/symbols": ({"200", "422", "500", "503"}, {"prefix", "limit"}),
+    "/candles": ({"200", "404", "422", "500", "503"}, {"ticker", "tf_min", "limit", "order"}),
+    "/candles/range": (
+        {"200", "400", "404", "422", "500", "503"},
+        {"ticker", "tf_min", "start", "end", "limit"},
+    ),
+}
+
+
+@pytest.mark.parametrize("path", EXPECTED)
+def test_every_parameter_and_error_response_is_documented(fake_client: Client, path: str) -> None:
+    operation = fake_client.get("/openapi.json").json()["paths"][path]["get"]
+    statuses, names = EXPECTED[path]
+    assert set(operation["responses"]) == statuses
+    for status, response in operation["responses"].items():
+        assert response["description"], status
+        if status != "200":
+            assert response["content"]["application/json"]["examples"], status
+    parameters = {p["name"]: p for p in operation.get("parameters", [])}
+    assert set(parameters) == names
+    for parameter in parameters.values():
+        assert parameter.get("description"), parameter["name"]
+
+
+def test_cors_allows_only_configured_origins(fake_client: Client) -> None:
+    allowed = fake_client.get("/symbols", headers={"Origin": "https://charts.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://charts.example"
+    other = fake_client.get("/symbols", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_one_access_line_per_request_with_its_request_id(fake_client: Client) -> None:
+    with structlog.testing.capture_logs() as logs:
+        response = fake_client.get("/candles?ticker=AMZN.US", headers={"X-Request-ID": "abc-1"})
+    lines = [entry for entry in logs if entry["event"] == "request"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/candles", 200)
+    assert line["duration_ms"] >= 0
+    assert response.headers["x-request-id"] == "abc-1"
+
+
+def test_request_id_is_bound_for_every_line_of_the_request(fake_client: Client) -> None:
+    # capture_logs drops contextvars, so look at the bound context the way the renderer does
+    seen: list[dict[str, object]] = []
+
+    def grab(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+        seen.append(dict(event))
+        raise structlog.DropEvent
+
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, grab],
+        cache_logger_on_first_use=False,
+    )
+    try:
+        fake_client.get("/health", headers={"X-Request-ID": "req-42"})
+        fake_client.get("/health")
+    finally:
+        structlog.reset_defaults()
+    ids = [entry.get("request_id") for entry in seen if entry["event"] == "request"]
+    assert ids[0] == "req-42"
+    assert isinstance(ids[1], str)
+    assert ids[1] != "req-42"
+
+
+def test_a_hostile_request_id_is_replaced(fake_client: Client) -> None:
+    response = fake_client.get("/health", headers={"X-Request-ID": "x" * 500})
+    assert len(response.headers["x-request-id"]) == 32

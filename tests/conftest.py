@@ -1,0 +1,108 @@
+"""Fixtures: throwaway PostgreSQL databases (created and dropped by the suite), data loaders.
+
+The suite uses the server named by MARKETDATA_TEST_DATABASE_URL (an admin connection that may
+create databases), by default the local one on 127.0.0.1:5432. It never touches a database it
+did not create: each is named md_test_<random> and dropped at the end.
+"""
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from marketdata.adapters.postgres import DatabaseConfig, migrate
+from marketdata.domain.candles import Candle
+from tests.proxy import TcpProxy
+
+ADMIN_URL = os.environ.get(
+    "MARKETDATA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+
+
+def url_for(dbname: str, **overrides: Any) -> str:
+    return make_conninfo(ADMIN_URL, dbname=dbname, **overrides)
+
+
+def as_url(conninfo: str) -> str:
+    """A postgresql:// URL (what DATABASE_URL holds) for a key=value conninfo."""
+    p = conninfo_to_dict(conninfo)
+    auth = str(p.get("user", "postgres"))
+    if p.get("password"):
+        auth += f":{p['password']}"
+    return f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p['dbname']}"
+
+
+@pytest.fixture(scope="session")
+def database_factory() -> Iterator[Callable[[], str]]:
+    """Creates empty databases on demand; drops them all when the session ends."""
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"md_test_{uuid.uuid4().hex[:12]}"
+        with _admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return as_url(url_for(name))
+
+    yield create
+    with _admin() as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_url(database_factory: Callable[[], str]) -> str:
+    url = database_factory()
+    asyncio.run(migrate(DatabaseConfig(url=url)))
+    return url
+
+
+@pytest.fixture
+def db_url(migrated_url: str) -> str:
+    """The session's migrated database, emptied before the test."""
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE candles")
+    return migrated_url
+
+
+def insert(url: str, candles: list[Candle]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (c.ticker, c.tf_min, c.ts, c.open, c.high, c.low, c.close, c.volume, c.openint)
+                for c in candles
+            ],
+        )
+
+
+@pytest.fixture
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    params = conninfo_to_dict(ADMIN_URL)
+    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
+        yield p
+
+
+def through(proxy: TcpProxy, url: str, password: str | None = None) -> str:
+    """The same database reached through the proxy (optionally with a password in the URL)."""
+    extra = {"password": password} if password else {}
+    return as_url(make_conninfo(url, host="127.0.0.1", port=str(proxy.port), **extra))

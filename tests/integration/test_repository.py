@@ -1,0 +1,155 @@
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from marketdata.adapters.postgres import DatabaseConfig, PostgresCandleRepository, open_pool
+from marketdata.domain.candles import Order, TimeRange
+from marketdata.domain.errors import StoreUnavailable
+from tests.conftest import insert, through
+from tests.factories import series
+from tests.proxy import TcpProxy
+
+START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def repo(db_url: str) -> AsyncIterator[PostgresCandleRepository]:
+    config = DatabaseConfig(url=db_url, pool_min_size=1, command_timeout=5)
+    pool = await open_pool(config)
+    yield PostgresCandleRepository(pool, config)
+    await pool.close()
+
+
+async def test_candles_come_back_exactly_as_inserted(
+    repo: PostgresCandleRepository, db_url: str
+) -> None:
+    stored = series("AMZN.US", 50)
+    insert(db_url, stored[::-1])  # insertion order must not matter
+    assert await repo.candles("AMZN.US", 5, 50, Order.ASC) == stored
+    assert await repo.candles("AMZN.US", 5, 3, Order.ASC) == stored[:3]
+    assert await repo.candles("AMZN.US", 5, 3, Order.DESC) == stored[::-1][:3]
+    assert await repo.candles("AMZN.US", 60, 3, Order.ASC) == []
+    assert await repo.candles("amzn.us", 5, 3, Order.ASC) == []
+
+
+async def test_range_is_inclusive_ascending_and_limited(
+    repo: PostgresCandleRepository, db_url: str
+) -> None:
+    stored = series("KO.US", 20)
+    insert(db_url, stored + series("KO.US", 5, tf_min=15))
+    window = TimeRange(stored[3].ts, stored[7].ts)
+    assert await repo.candle_range("KO.US", 5, window, 100) == stored[3:8]
+    assert await repo.candle_range("KO.US", 5, window, 2) == stored[3:5]
+    exact = TimeRange(stored[4].ts, stored[4].ts)
+    assert await repo.candle_range("KO.US", 5, exact, 100) == [stored[4]]
+    between = TimeRange(stored[4].ts + timedelta(seconds=1), stored[5].ts - timedelta(seconds=1))
+    assert await repo.candle_range("KO.US", 5, between, 100) == []
+
+
+async def test_offsets_in_the_range_are_honoured(
+    repo: PostgresCandleRepository, db_url: str
+) -> None:
+    stored = series("SBER", 12)
+    insert(db_url, stored)
+    moscow = datetime.fromisoformat("2024-01-02T17:40:00+03:00")  # 14:40 UTC
+    found = await repo.candle_range("SBER", 5, TimeRange(moscow, moscow), 10)
+    assert [c.ts for c in found] == [START + timedelta(minutes=10)]
+    assert found[0].ts.utcoffset() == timedelta(0)
+
+
+async def test_symbols_prefix_is_literal_and_case_insensitive(
+    repo: PostgresCandleRepository, db_url: str
+) -> None:
+    tickers = ["A%B", "A_C", "AB", "AXC", "Abc", "MSFT.US", "ZZ", "a%z"]
+    insert(db_url, [c for t in tickers for c in series(t, 2)])
+    all_found = await repo.symbols("", 100)
+    assert sorted(all_found) == sorted(tickers)
+    with psycopg.connect(db_url) as conn:
+        db_sorted = [r[0] for r in conn.execute("SELECT DISTINCT ticker FROM candles ORDER BY 1")]
+    assert all_found == db_sorted  # in the database's collation order
+    assert sorted(await repo.symbols("a%", 100)) == ["A%B", "a%z"]
+    assert await repo.symbols("a_", 100) == ["A_C"]
+    assert sorted(await repo.symbols("ab", 100)) == ["AB", "Abc"]
+    assert await repo.symbols("msft.", 100) == ["MSFT.US"]
+    assert await repo.symbols("q", 100) == []
+    assert await repo.symbols("", 3) == db_sorted[:3]
+
+
+async def test_symbols_of_an_empty_table(repo: PostgresCandleRepository) -> None:
+    assert await repo.symbols("", 10) == []
+
+
+async def test_a_statement_over_the_timeout_is_store_unavailable(db_url: str) -> None:
+    config = DatabaseConfig(url=db_url, pool_min_size=1, command_timeout=0.5)
+    pool = await open_pool(config)
+    repo = PostgresCandleRepository(pool, config)
+    blocker = await psycopg.AsyncConnection.connect(db_url)
+    try:
+        # Hold a lock that makes every read wait, so the read outlives its statement timeout.
+        await blocker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(StoreUnavailable, match="DB_COMMAND_TIMEOUT") as caught:
+            await repo.candles("X", 5, 10, Order.ASC)
+        location = conninfo_to_dict(db_url)
+        assert (caught.value.host, caught.value.port) == (location["host"], location["port"])
+    finally:
+        await blocker.rollback()
+        await blocker.close()
+        await pool.close()
+    # the connection that was cancelled is usable again
+    pool = await open_pool(config)
+    try:
+        assert await PostgresCandleRepository(pool, config).candles("X", 5, 1, Order.ASC) == []
+    finally:
+        await pool.close()
+
+
+async def test_an_unreachable_server_is_store_unavailable_within_the_connect_timeout(
+    unused_port: int,
+) -> None:
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{unused_port}/nowhere"
+    config = DatabaseConfig(url=url, connect_timeout=2, pool_min_size=1)
+    pool = await open_pool(config)
+    repo = PostgresCandleRepository(pool, config)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await repo.ping()
+    finally:
+        await pool.close()
+    assert time.monotonic() - started < config.connect_timeout + 1
+    assert (caught.value.host, caught.value.port) == ("127.0.0.1", str(unused_port))
+    assert "hunter2" not in caught.value.message
+
+
+async def test_the_pool_recovers_after_an_outage_without_restart(
+    db_url: str, proxy: TcpProxy
+) -> None:
+    config = DatabaseConfig(
+        url=through(proxy, db_url), connect_timeout=2, pool_timeout=0.5, pool_min_size=2
+    )
+    pool = await open_pool(config)
+    repo = PostgresCandleRepository(pool, config)
+    try:
+        await pool.wait(timeout=5)
+        await repo.ping()
+        proxy.cut()
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable):
+                await repo.ping()
+        proxy.restore()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                await repo.ping()
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the pool did not recover within 10 s"
+                await asyncio.sleep(0.05)
+        assert await repo.candles("X", 5, 1, Order.ASC) == []
+    finally:
+        await pool.close()
