@@ -153,3 +153,19 @@ async def test_the_pool_recovers_after_an_outage_without_restart(
         assert await repo.candles("X", 5, 1, Order.ASC) == []
     finally:
         await pool.close()
+
+
+async def test_connections_killed_by_the_server_cost_no_failed_request(
+    repo: PostgresCandleRepository, db_url: str
+) -> None:
+    insert(db_url, series("KO.US", 3))
+    assert len(await repo.candles("KO.US", 5, 10, Order.ASC)) == 3
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'marketdata'"
+        ).fetchone()
+    assert killed is not None
+    assert killed[0] >= 1
+    # The pooled connection is dead; the read is retried on a fresh one.
+    assert len(await repo.candles("KO.US", 5, 10, Order.ASC)) == 3

@@ -35,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_timeout: PositiveFloat | None = None
     host: str = "127.0.0.1"
     port: Port = 8000
+    # Server processes; each has its own pool of up to DB_POOL_MAX_SIZE connections.
+    workers: Positive = 1
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
     # Comma-separated list of origins allowed by CORS; "*" allows any (the seed's behaviour).

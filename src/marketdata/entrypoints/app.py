@@ -33,7 +33,7 @@ from marketdata.entrypoints.schemas import (
     ValidationErrorBody,
 )
 
-log = structlog.get_logger("marketdata")
+log = structlog.get_logger(logger_name="marketdata")
 
 _MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ from marketdata.domain.errors import StoreUnavailable
 from marketdata.entrypoints.logging import configure_logging
 from marketdata.entrypoints.providers import PostgresProvider
 
-log = structlog.get_logger("marketdata.cli")
+log = structlog.get_logger(logger_name="marketdata.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,13 +68,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
+    from litestar import Litestar
 
     from marketdata.entrypoints.app import create_app
 
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handler that was installed before it: make that a clean exit (status 0).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, _exit_cleanly)
+    # One process runs the app built here; several import it through the ASGI factory.
+    app: Litestar | str = (
+        create_app(settings) if settings.workers == 1 else "marketdata.entrypoints.asgi:app"
+    )
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=host or settings.host,
         port=port if port is not None else settings.port,
         log_config=None,
