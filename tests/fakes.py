@@ -1,10 +1,15 @@
 """In-memory fakes of the domain's ports, shared by unit tests and DI overrides."""
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
 from dishka import AnyOf, Provider, Scope
 
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import CandleRepository, StoreHealth
+from marketdata.domain.replay import ReplayKey, ReplaySelection, key_of
 
 
 class InMemoryCandleRepository:
@@ -50,3 +55,88 @@ def fake_store(repository: InMemoryCandleRepository) -> Provider:
     provider = Provider(scope=Scope.APP)
     provider.provide(lambda: repository, provides=AnyOf[CandleRepository, StoreHealth])
     return provider
+
+
+class InMemoryReplaySource:
+    """ReplaySource over a list; counts the pages it was asked for."""
+
+    def __init__(self, candles: list[Candle]) -> None:
+        self.stored = sorted(candles, key=key_of)
+        self.pages_read = 0
+
+    def _selected(self, selection: ReplaySelection) -> list[Candle]:
+        return [
+            c
+            for c in self.stored
+            if c.ticker in selection.tickers
+            and c.tf_min == selection.tf_min
+            and (selection.start is None or c.ts >= selection.start)
+            and (selection.end is None or c.ts <= selection.end)
+        ]
+
+    async def count(self, selection: ReplaySelection) -> int:
+        return len(self._selected(selection))
+
+    async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
+        return sum(1 for c in self._selected(selection) if c.ts < ts)
+
+    async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:
+        selected = self._selected(selection)
+        return key_of(selected[seq]) if 0 <= seq < len(selected) else None
+
+    async def page(
+        self, selection: ReplaySelection, after: ReplayKey | None, size: int
+    ) -> list[Candle]:
+        self.pages_read += 1
+        await asyncio.sleep(0)
+        return [c for c in self._selected(selection) if after is None or key_of(c) > after][:size]
+
+
+class FakeClock:
+    """Virtual monotonic time: sleeping jumps straight to the deadline."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, deadline: float, wake: asyncio.Event) -> None:
+        if not wake.is_set():
+            self.t = max(self.t, deadline)
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class RecordingSink:
+    """Records what a replay sends, with the virtual time it was sent at."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.candles: list[tuple[float, int, Candle]] = []
+        self.statuses: list[tuple[float, str, str | None, int | None]] = []
+        self.on_candle: Callable[[int, Candle], Awaitable[None]] | None = None
+
+    async def candle(self, seq: int, candle: Candle) -> None:
+        self.candles.append((self.clock.now(), seq, candle))
+        if self.on_candle is not None:
+            await self.on_candle(seq, candle)
+
+    async def status(
+        self, message: str, *, error: str | None = None, seq: int | None = None
+    ) -> None:
+        self.statuses.append((self.clock.now(), message, error, seq))
+
+    @property
+    def messages(self) -> list[str]:
+        return [m for _, m, _, _ in self.statuses]
+
+    @property
+    def seqs(self) -> list[int]:
+        return [s for _, s, _ in self.candles]
+
+    @property
+    def times(self) -> list[float]:
+        return [t for t, _, _ in self.candles]

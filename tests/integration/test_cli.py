@@ -1,5 +1,6 @@
 """The console script, run as a user runs it: a real process, real settings, real PostgreSQL."""
 
+import contextlib
 import json
 import os
 import signal
@@ -7,13 +8,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from marketdata.adapters.postgres import migration_files
+from tests.conftest import insert
+from tests.factories import series
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -74,46 +79,81 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
+class Served:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.output = ""
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        self.output, _ = self.process.communicate(timeout=30)
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def served(cwd: Path, url: str, port: int, **env: str) -> Iterator[Served]:
+    """`marketdata serve` as a real process, waited for until /health answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve"],
+        env={**os.environ, "DATABASE_URL": url, "PORT": str(port), "LOG_FORMAT": "json", **env},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Served(process, port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _get(f"http://127.0.0.1:{port}/health")
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_migrates_answers_and_stops_on_sigterm(
     tmp_path: Path, database_factory: Callable[[], str], unused_port: int, workers: str
 ) -> None:
     url = database_factory()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "PORT": str(unused_port),
-        "LOG_FORMAT": "json",
-        "WORKERS": workers,
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, body = _get(f"http://127.0.0.1:{unused_port}/health")
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
+    with served(tmp_path, url, unused_port, WORKERS=workers) as server:
+        status, body = _get(f"http://127.0.0.1:{unused_port}/health")
         assert (status, body) == (200, {"status": "ok", "database": "connected"})
         assert _get(f"http://127.0.0.1:{unused_port}/candles?ticker=NONE")[0] == 404
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=20)
-    assert server.returncode == 0
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert "migrations applied" in events
     access = [line for line in lines if line["event"] == "request"]
-    assert [(a["path"], a["status"]) for a in access] == [("/health", 200), ("/candles", 404)]
+    assert [(a["path"], a["status"]) for a in access][-2:] == [("/health", 200), ("/candles", 404)]
     assert all(len(str(a["request_id"])) == 32 for a in access)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ends_replays_with_server_shutdown_and_1001(
+    tmp_path: Path, db_url: str, unused_port: int
+) -> None:
+    insert(db_url, series("SHUT.US", 5))
+    with served(tmp_path, db_url, unused_port) as server:
+        uri = f"ws://127.0.0.1:{unused_port}/ws/replay?ticker=SHUT.US&step_seconds=60"
+        with ws_connect(uri, open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10))["message"] == "replay_starting"
+            assert json.loads(ws.recv(timeout=10))["seq"] == 0
+            server.process.send_signal(signal.SIGTERM)
+            goodbye = json.loads(ws.recv(timeout=10))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert server.stop() == 0
+    assert goodbye["message"] == "server_shutdown"
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001

@@ -7,17 +7,20 @@ time-outs become the domain's StoreUnavailable, carrying host and port but no cr
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from importlib import resources
-from typing import Any, LiteralString
+from typing import Any
 
 import msgspec
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.replay import ReplayKey, ReplaySelection
 
 # pg_advisory_lock key held while migrating, so that replicas starting together take turns.
 MIGRATION_LOCK_KEY = 0x6D61726B657464  # "marketd"
@@ -121,6 +124,8 @@ async def open_pool(config: DatabaseConfig) -> AsyncConnectionPool:
     return pool
 
 
+Query = str | bytes | sql.SQL | sql.Composed
+
 _COLUMNS = (
     "ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
     " volume::float8, coalesce(openint, 0)::int8"
@@ -156,15 +161,15 @@ _RANGE = (
 )
 
 
-class PostgresCandleRepository:
-    """CandleRepository and StoreHealth over a psycopg pool; plain SQL returning Structs."""
+class _PooledReader:
+    """Runs read-only statements on a pooled connection, translating failures."""
 
     def __init__(self, pool: AsyncConnectionPool, config: DatabaseConfig) -> None:
         self._pool = pool
         self._config = config
         self._location = location_of(config.url)
 
-    async def _fetch(self, query: LiteralString, params: Any) -> list[tuple[Any, ...]]:
+    async def _fetch(self, query: Query, params: Any) -> list[tuple[Any, ...]]:
         async with translated_errors(self._location, self._config):
             try:
                 return await self._fetch_once(query, params)
@@ -177,12 +182,16 @@ class PostgresCandleRepository:
                 await self._pool.check()
                 return await self._fetch_once(query, params)
 
-    async def _fetch_once(self, query: LiteralString, params: Any) -> list[tuple[Any, ...]]:
+    async def _fetch_once(self, query: Query, params: Any) -> list[tuple[Any, ...]]:
         async with self._pool.connection() as conn:
             # Binary results: about twice as fast to load as text for float8/timestamptz.
             cursor = conn.cursor(binary=True)
             await cursor.execute(query, params)
             return await cursor.fetchall()
+
+
+class PostgresCandleRepository(_PooledReader):
+    """CandleRepository and StoreHealth over a psycopg pool; plain SQL returning Structs."""
 
     async def symbols(self, prefix: str, limit: int) -> list[str]:
         rows = await self._fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
@@ -200,6 +209,78 @@ class PostgresCandleRepository:
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", None)
+
+
+_SELECTED = (
+    "ticker = ANY(%(tickers)s) AND tf_min = %(tf_min)s"
+    " AND ts >= coalesce(%(start)s::timestamptz, '-infinity')"
+    " AND ts <= coalesce(%(end)s::timestamptz, 'infinity')"
+)
+
+
+def _selection_params(selection: ReplaySelection) -> dict[str, Any]:
+    return {
+        "tickers": list(selection.tickers),
+        "tf_min": selection.tf_min,
+        "start": selection.start,
+        "end": selection.end,
+    }
+
+
+class PostgresReplaySource(_PooledReader):
+    """ReplaySource: keyset pages on (ts, ticker), each on a pooled connection of its own,
+    so a replay holds no connection between pages whatever its length."""
+
+    async def count(self, selection: ReplaySelection) -> int:
+        rows = await self._fetch(
+            f"SELECT count(*) FROM candles WHERE {_SELECTED}", _selection_params(selection)
+        )
+        return int(rows[0][0])
+
+    async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
+        rows = await self._fetch(
+            f"SELECT count(*) FROM candles WHERE {_SELECTED} AND ts < %(before)s",
+            {**_selection_params(selection), "before": ts},
+        )
+        return int(rows[0][0])
+
+    async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:
+        rows = await self._fetch(
+            f"SELECT ts, ticker FROM candles WHERE {_SELECTED}"
+            " ORDER BY ts, ticker OFFSET %(seq)s LIMIT 1",
+            {**_selection_params(selection), "seq": seq},
+        )
+        return ReplayKey(rows[0][0], rows[0][1]) if rows else None
+
+    async def page(
+        self, selection: ReplaySelection, after: ReplayKey | None, size: int
+    ) -> list[Candle]:
+        # One index range scan per ticker, merged: "ticker = ANY(...) ORDER BY ts" would
+        # read every row of the range before sorting. (ts, ticker) > after becomes, for a
+        # given ticker, ts >= after.ts when the ticker sorts after after.ticker, else ts >.
+        parts: list[sql.Composable] = []
+        params: list[Any] = []
+        for ticker in selection.tickers:
+            bound: sql.Composable = sql.SQL("")
+            if after is not None:
+                op = ">=" if ticker > after.ticker else ">"
+                bound = sql.SQL(" AND ts {} %s").format(sql.SQL(op))
+            parts.append(
+                sql.SQL(
+                    "(SELECT {} FROM candles WHERE ticker = %s AND tf_min = %s"
+                    " AND ts >= coalesce(%s::timestamptz, '-infinity')"
+                    " AND ts <= coalesce(%s::timestamptz, 'infinity'){} ORDER BY ts LIMIT %s)"
+                ).format(sql.SQL(_COLUMNS), bound)
+            )
+            params += [ticker, selection.tf_min, selection.start, selection.end]
+            if after is not None:
+                params.append(after.ts)
+            params.append(size)
+        query = sql.SQL("SELECT * FROM ({}) merged ORDER BY ts, ticker LIMIT %s").format(
+            sql.SQL(" UNION ALL ").join(parts)
+        )
+        rows = await self._fetch(query, [*params, size])
+        return [Candle(*row) for row in rows]
 
 
 async def _connect(config: DatabaseConfig, name: str) -> psycopg.AsyncConnection[Any]:

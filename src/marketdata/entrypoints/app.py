@@ -25,13 +25,19 @@ from marketdata.domain.errors import (
 from marketdata.domain.ports import CandleRepository
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
-from marketdata.entrypoints.providers import PostgresProvider, SettingsProvider, UseCaseProvider
+from marketdata.entrypoints.providers import (
+    PostgresProvider,
+    ReplayProvider,
+    SettingsProvider,
+    UseCaseProvider,
+)
 from marketdata.entrypoints.schemas import (
     ErrorBody,
     UnavailableBody,
     ValidationDetail,
     ValidationErrorBody,
 )
+from marketdata.entrypoints.websocket import ReplayRegistry, replay
 
 log = structlog.get_logger(logger_name="marketdata")
 
@@ -96,6 +102,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
     container = make_async_container(
         SettingsProvider(),
         PostgresProvider(),
+        ReplayProvider(),
         UseCaseProvider(),
         *providers,
         context={Settings: settings},
@@ -106,10 +113,12 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         await container.get(CandleRepository)
 
     async def close_container() -> None:
+        # Replays first (they say goodbye with STATUS server_shutdown and 1001), then the pool.
+        await (await container.get(ReplayRegistry)).shutdown()
         await container.close()
 
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, replay],
         on_startup=[open_store],
         on_shutdown=[close_container],
         after_request=json_not_found,

@@ -3,16 +3,20 @@
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
 import structlog
+import uvicorn
+from litestar import Litestar
 
 from marketdata.adapters.postgres import migrate, pending_migrations
 from marketdata.adapters.settings import Settings, SettingsError, load_settings
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.entrypoints.logging import configure_logging
 from marketdata.entrypoints.providers import PostgresProvider
+from marketdata.entrypoints.websocket import ReplayRegistry
 
 log = structlog.get_logger(logger_name="marketdata.cli")
 
@@ -73,30 +77,43 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    import uvicorn
-    from litestar import Litestar
-
-    from marketdata.entrypoints.app import create_app
+    from uvicorn.supervisors import Multiprocess
 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
     # handler that was installed before it: make that a clean exit (status 0).
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, _exit_cleanly)
-    # One process runs the app built here; several import it through the ASGI factory.
-    app: Litestar | str = (
-        create_app(settings) if settings.workers == 1 else "marketdata.entrypoints.asgi:app"
-    )
-    uvicorn.run(
-        app,
-        factory=settings.workers > 1,
-        workers=settings.workers,
+    config = uvicorn.Config(
+        "marketdata.entrypoints.asgi:app",
+        factory=True,
         host=host or settings.host,
         port=port if port is not None else settings.port,
+        workers=settings.workers,
         log_config=None,
         access_log=False,
         server_header=False,
     )
+    if settings.workers > 1:
+        # Worker processes build plain uvicorn servers: on shutdown their replays are
+        # closed by uvicorn with 1012 (service restart), without a STATUS first.
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        ReplayAwareServer(config).run()
     return 0
+
+
+class ReplayAwareServer(uvicorn.Server):
+    """uvicorn closes every WebSocket with 1012 as soon as it starts shutting down, before
+    the app's own shutdown runs. Replays are told first: STATUS server_shutdown, close 1001."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app: object = self.config.loaded_app
+        while not isinstance(app, Litestar) and hasattr(app, "app"):
+            app = app.app
+        if isinstance(app, Litestar):
+            registry = await app.state.dishka_container.get(ReplayRegistry)
+            await registry.shutdown()
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,18 @@ from collections.abc import AsyncIterator
 from dishka import AnyOf, Provider, Scope, from_context, provide
 from psycopg_pool import AsyncConnectionPool
 
-from marketdata.adapters.postgres import DatabaseConfig, PostgresCandleRepository, open_pool
+from marketdata.adapters.clock import SystemClock
+from marketdata.adapters.postgres import (
+    DatabaseConfig,
+    PostgresCandleRepository,
+    PostgresReplaySource,
+    open_pool,
+)
 from marketdata.adapters.settings import Settings
 from marketdata.domain.ports import CandleRepository, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
+from marketdata.domain.replay import Clock, ReplaySource
+from marketdata.entrypoints.websocket import ReplayRegistry
 
 
 class SettingsProvider(Provider):
@@ -23,6 +31,7 @@ class SettingsProvider(Provider):
 class PostgresProvider(Provider):
     scope = Scope.APP
     repository = provide(PostgresCandleRepository, provides=AnyOf[CandleRepository, StoreHealth])
+    replay_source = provide(PostgresReplaySource, provides=ReplaySource)
 
     @provide
     def config(self, settings: Settings) -> DatabaseConfig:
@@ -42,6 +51,15 @@ class PostgresProvider(Provider):
         pool = await open_pool(config)
         yield pool
         await pool.close()
+
+
+class ReplayProvider(Provider):
+    scope = Scope.APP
+    clock = provide(SystemClock, provides=Clock)
+
+    @provide
+    def registry(self, settings: Settings) -> ReplayRegistry:
+        return ReplayRegistry(settings.ws_max_sessions)
 
 
 class UseCaseProvider(Provider):
