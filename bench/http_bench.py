@@ -41,8 +41,11 @@ def ensure_data(admin_url: str) -> str:
         f"postgresql://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
         f"{params.get('port', 5432)}/{DB}"
     )
-    subprocess.run([sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
-                   env={**os.environ, "DATABASE_URL": dsn}, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
+        env={**os.environ, "DATABASE_URL": dsn},
+        check=True,
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM candles").fetchone()
         if row is None or row[0] != TICKERS * PER_TICKER:
@@ -70,11 +73,18 @@ def free_port() -> int:
 
 
 def start_server(dsn: str, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "LOG_FORMAT": "json",
-           "WORKERS": str(workers)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+        "WORKERS": str(workers),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "marketdata.entrypoints.cli", "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(100):
         try:
@@ -95,25 +105,43 @@ def wrk(url: str, connections: int, duration: int) -> dict[str, float]:
     threads = min(2, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": p50, "p99": p99,
-            "non2xx": float(non2xx[1]) if non2xx else 0.0,
-            "socket_errors": 1.0 if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "non2xx": float(non2xx[1]) if non2xx else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+    }
 
 
 def pgbench(dsn: str, sql: str, connections: int, duration: int) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(sql)
     out = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", "-f", script.name, f"-c{connections}",
-         f"-j{min(2, connections)}", f"-T{duration}", dsn],
-        capture_output=True, text=True, check=True,
+        [
+            "pgbench",
+            "-n",
+            "-M",
+            "prepared",
+            "-f",
+            script.name,
+            f"-c{connections}",
+            f"-j{min(2, connections)}",
+            f"-T{duration}",
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     Path(script.name).unlink()
     return float(re.search(r"tps = ([\d.]+)", out)[1])  # type: ignore[index]
@@ -146,16 +174,20 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
-    sql = ("SELECT ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
-           " volume::float8, coalesce(openint, 0)::int8 FROM candles"
-           " WHERE ticker = 'T025.US' AND tf_min = 5 ORDER BY ts ASC LIMIT 200;\n")
+    sql = (
+        "SELECT ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
+        " volume::float8, coalesce(openint, 0)::int8 FROM candles"
+        " WHERE ticker = 'T025.US' AND tf_min = 5 ORDER BY ts ASC LIMIT 200;\n"
+    )
     tps = {c: pgbench(dsn, sql, c, args.duration) for c in (1, 32)}
     print(f"WORKERS={args.workers}, {args.duration} s per run")
     print("| request | connections | req/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, connections, r in rows:
-        print(f"| {name} | {connections} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} |"
-              f" {r['non2xx']:.0f} |")
+        print(
+            f"| {name} | {connections} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} |"
+            f" {r['non2xx']:.0f} |"
+        )
     for c, value in tps.items():
         print(f"| pgbench, the /candles?limit=200 SELECT | {c} | {value:,.0f} | | | |")
     service = next(r["rps"] for n, c, r in rows if n == "/candles?limit=200" and c == 32)

@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Replay sessions one process serves at once; more are refused with close code 1013.
     ws_max_sessions: Positive = 1000
     # Candles read per page of a replay (two pages at most are in memory per session).
-    ws_page_size: Positive = 250
+    ws_page_size: Positive = 100
     db_connect_timeout: PositiveFloat = 5.0
     db_command_timeout: PositiveFloat = 30.0
     db_pool_min_size: Positive = 2

@@ -226,7 +226,7 @@ class ReplaySession:
         *,
         lockstep: bool = False,
         from_seq: int = 0,
-        page_size: int = 250,
+        page_size: int = 100,
     ) -> None:
         if from_seq < 0:
             raise InvalidParameter("from_seq", f"must not be negative, got {from_seq}")
@@ -250,6 +250,9 @@ class ReplaySession:
         self._stop = False
         # schedule state: see the module docstring
         self._k = 0
+        # The schedule is anchored when the first step (of the replay, or after a seek) is
+        # ready to go, not before its page has been read.
+        self._anchor_pending = True
         self._anchor_k = 0
         self._anchor_t = 0.0
         self._prev_due = 0.0
@@ -272,7 +275,6 @@ class ReplaySession:
         if self.total is None:
             await self.prepare()
         await self._sink.status("replay_starting")
-        self._anchor_k, self._anchor_t = 0, self._clock.now()
         seq = self._from_seq
         while True:
             after = await self._source.key_at(self.selection, seq - 1) if seq > 0 else None
@@ -301,7 +303,7 @@ class ReplaySession:
             if signal is _Signal.SEEK:
                 assert self._seek is not None
                 seq, self._seek = self._seek, None
-                self._anchor_k, self._anchor_t = self._k, self._clock.now()
+                self._anchor_pending = True
                 continue
             await self._sink.status("replay_complete", seq=seq)
             return Outcome.COMPLETED
@@ -350,6 +352,9 @@ class ReplaySession:
             if self.lockstep and not self._acked:
                 await self._wake.wait()
                 continue
+            if self._anchor_pending:
+                self._anchor_pending = False
+                self._anchor_k, self._anchor_t = self._k, self._clock.now()
             due = self._due(ts)
             if self._clock.now() >= due:
                 return _Signal.GO

@@ -92,6 +92,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        # Compressing each ~250-byte candle message cost 18 % of the server's CPU in the
+        # replay benchmark (bench/README.md) for little gain on such small frames.
+        ws_per_message_deflate=False,
     )
     if settings.workers > 1:
         # Worker processes build plain uvicorn servers: on shutdown their replays are
