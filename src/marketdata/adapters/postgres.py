@@ -5,7 +5,7 @@ time-outs become the domain's StoreUnavailable, carrying host and port but no cr
 """
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib import resources
@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.ingest import BadFile, Row, WriteResult
 from marketdata.domain.replay import ReplayKey, ReplaySelection
 
 # pg_advisory_lock key held while migrating, so that replicas starting together take turns.
@@ -281,6 +282,90 @@ class PostgresReplaySource(_PooledReader):
         )
         rows = await self._fetch(query, [*params, size])
         return [Candle(*row) for row in rows]
+
+
+_STAGING = (
+    "CREATE TEMP TABLE candles_staging (ticker text, tf_min int4, ts timestamptz,"
+    " open float8, high float8, low float8, close float8, volume float8, openint int8)"
+    " ON COMMIT DROP"
+)
+_STAGING_TYPES = [
+    "text",
+    "int4",
+    "timestamptz",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "int8",
+]
+# Rows go in key order, so that two writers of overlapping data wait for each other
+# instead of deadlocking. A row equal to the stored one is not rewritten.
+_UPSERT = """
+WITH written AS (
+    INSERT INTO candles AS c (ticker, tf_min, ts, open, high, low, close, volume, openint)
+    SELECT ticker, tf_min, ts, open, high, low, close, volume, openint
+    FROM candles_staging ORDER BY ticker, tf_min, ts
+    ON CONFLICT (ticker, tf_min, ts) DO UPDATE SET
+        open = excluded.open, high = excluded.high, low = excluded.low,
+        close = excluded.close, volume = excluded.volume, openint = excluded.openint
+    WHERE (c.open, c.high, c.low, c.close, c.volume, c.openint)
+        IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close,
+                          excluded.volume, excluded.openint)
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+"""
+_DUPLICATE = """
+SELECT ticker, tf_min, ts FROM candles_staging
+GROUP BY ticker, tf_min, ts HAVING count(*) > 1 LIMIT 1
+"""
+
+
+async def write_rows(conn: psycopg.AsyncConnection[Any], rows: Iterable[Row]) -> WriteResult:
+    """COPY the rows into a staging table, then upsert them into candles, in one
+    transaction: a bad row (raised by `rows`) or any failure leaves candles untouched."""
+    count = 0
+    async with conn.transaction(), conn.cursor() as cursor:
+        await cursor.execute(_STAGING)
+        async with cursor.copy("COPY candles_staging FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_STAGING_TYPES)
+            for row in rows:
+                await copy.write_row(row)
+                count += 1
+        try:
+            async with conn.transaction():  # a savepoint, so the duplicate can be named
+                await cursor.execute(_UPSERT)
+        except pg_errors.CardinalityViolation:
+            await cursor.execute(_DUPLICATE)
+            twice = await cursor.fetchone()
+            assert twice is not None
+            raise BadFile(
+                f"the data holds the candle {twice[0]} tf_min={twice[1]}"
+                f" ts={twice[2].isoformat()} more than once"
+            ) from None
+        inserted, updated = await cursor.fetchone() or (0, 0)
+    return WriteResult(rows=count, inserted=int(inserted), updated=int(updated))
+
+
+class PostgresCandleWriter:
+    """CandleWriter on a pooled connection (for the HTTP write API)."""
+
+    def __init__(self, pool: AsyncConnectionPool, config: DatabaseConfig) -> None:
+        self._pool = pool
+        self._config = config
+        self._location = location_of(config.url)
+
+    async def write(self, rows: Iterable[Row]) -> WriteResult:
+        async with translated_errors(self._location, self._config), self._pool.connection() as conn:
+            return await write_rows(conn, rows)
+
+
+async def connect(config: DatabaseConfig, name: str = "marketdata") -> psycopg.AsyncConnection[Any]:
+    """One connection outside the pool, with no statement timeout (long imports)."""
+    async with translated_errors(location_of(config.url), config):
+        return await _connect(config, name)
 
 
 async def _connect(config: DatabaseConfig, name: str) -> psycopg.AsyncConnection[Any]:

@@ -45,6 +45,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
     # Comma-separated list of origins allowed by CORS; "*" allows any (the seed's behaviour).
     cors_origins: str = "*"
+    # Comma-separated keys accepted by POST /candles (Authorization: Bearer KEY); none
+    # configured means writes are refused. Reads stay open.
+    api_keys: str = ""
+    # Largest request body accepted (POST /candles), in bytes; larger ones get 413.
+    max_body_bytes: Positive = 10_000_000
 
     def __repr__(self) -> str:
         # The URL may carry a password: never let it reach a log line or a traceback.
@@ -55,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             + ", ".join(f"{k}={v!r}" for k, v in shown.items())
             + ")"
         )
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

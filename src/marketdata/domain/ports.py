@@ -1,8 +1,10 @@
 """What the domain needs from the outside world, as Protocols the adapters implement."""
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.ingest import Row, WriteResult
 
 
 class CandleRepository(Protocol):
@@ -20,6 +22,13 @@ class CandleRepository(Protocol):
         self, ticker: str, tf_min: int, time_range: TimeRange, limit: int
     ) -> list[Candle]:
         """Candles with start <= ts <= end, ascending, at most `limit`."""
+        ...
+
+
+class CandleWriter(Protocol):
+    async def write(self, rows: Iterable[Row]) -> WriteResult:
+        """Upsert every row, all or nothing: an error from `rows` (a BadRow) or from the
+        store leaves the table as it was. Rows equal to what is stored change nothing."""
         ...
 
 

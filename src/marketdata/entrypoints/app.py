@@ -22,6 +22,7 @@ from marketdata.domain.errors import (
     NotFound,
     StoreUnavailable,
 )
+from marketdata.domain.ingest import BadFile, BadRow
 from marketdata.domain.ports import CandleRepository
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
@@ -50,6 +51,12 @@ def domain_error_response(request: Request[Any, Any, Any], error: DomainError) -
         return Response(UnavailableBody(message=error.message), status_code=503)
     if isinstance(error, InvalidParameter):
         detail = [ValidationDetail(loc=["query", error.name], msg=error.reason)]
+        return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
+    if isinstance(error, BadRow):
+        detail = [ValidationDetail(loc=["body", str(error.line), error.field], msg=error.reason)]
+        return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
+    if isinstance(error, BadFile):
+        detail = [ValidationDetail(loc=["body"], msg=error.message)]
         return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
     status = 404 if isinstance(error, NotFound) else 400 if isinstance(error, InvalidQuery) else 500
     return Response(ErrorBody(error=error.message), status_code=status)
@@ -138,6 +145,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
             render_plugins=[SwaggerRenderPlugin(path="/docs"), RedocRenderPlugin(path="/redoc")],
         ),
         logging_config=None,
+        request_max_body_size=settings.max_body_bytes,
     )
     _document_validation_as_422(app)
     setup_dishka(container, app)

@@ -6,14 +6,17 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 import uvicorn
 from litestar import Litestar
 
-from marketdata.adapters.postgres import migrate, pending_migrations
+from marketdata.adapters.postgres import DatabaseConfig, migrate, pending_migrations
 from marketdata.adapters.settings import Settings, SettingsError, load_settings
 from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.ingest import IngestOptions
 from marketdata.entrypoints.logging import configure_logging
 from marketdata.entrypoints.providers import PostgresProvider
 from marketdata.entrypoints.websocket import ReplayRegistry
@@ -31,6 +34,23 @@ def _parser() -> argparse.ArgumentParser:
         "--no-migrate", action="store_true", help="do not apply pending migrations at start"
     )
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    ingest = commands.add_parser(
+        "ingest",
+        help="load candle files (Stooq/Finam text, CSV with a header, Binance klines; gzip or "
+        "not); each file is all-or-nothing and re-importing it changes nothing",
+    )
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    ingest.add_argument(
+        "--tz",
+        default="UTC",
+        help="time zone of naive times in the files (default UTC), "
+        "e.g. Europe/Warsaw for Stooq, Europe/Moscow for MOEX",
+    )
+    ingest.add_argument("--ticker", help="ticker for files without a ticker column (or override)")
+    ingest.add_argument("--tf-min", type=int, help="timeframe in minutes for files without one")
+    ingest.add_argument(
+        "--dry-run", action="store_true", help="read and check every row, write nothing"
+    )
     commands.add_parser(
         "check", help="validate settings and reach the database; exit 0 when both are fine"
     )
@@ -45,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"marketdata: {error}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level, settings.log_format)
+    if args.command == "ingest" and args.dry_run:
+        return _ingest(args, None)
     if settings.database_url is None:
         print(
             "marketdata: DATABASE_URL is not set; set it to a PostgreSQL URL, e.g. "
@@ -69,7 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
+    if args.command == "ingest":
+        return _ingest(args, config)
     return 0
+
+
+def _ingest(args: argparse.Namespace, config: DatabaseConfig | None) -> int:
+    from marketdata.entrypoints.ingest import ingest_files
+
+    try:
+        options = IngestOptions(tz=ZoneInfo(args.tz), ticker=args.ticker, tf_min=args.tf_min)
+    except (ZoneInfoNotFoundError, ValueError):
+        print(f"marketdata: --tz: {args.tz!r} is not a known time zone", file=sys.stderr)
+        return 1
+    if args.tf_min is not None and args.tf_min <= 0:
+        print("marketdata: --tf-min must be a positive number of minutes", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(ingest_files(args.files, options, config))
+    except StoreUnavailable as error:
+        print(f"marketdata: {error.message}", file=sys.stderr)
+        return 1
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -1,17 +1,29 @@
 """REST handlers: the seed's contract, thin over the domain's use cases."""
 
+import hmac
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import msgspec
 from dishka.integrations.litestar import FromDishka, inject
-from litestar import Response, get
+from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
+from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Order, parse_timestamp
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import StoreHealth
+from marketdata.domain.ingest import (
+    BadFile,
+    IngestOptions,
+    Row,
+    rows_from_csv,
+    rows_from_json,
+    rows_from_ndjson,
+)
+from marketdata.domain.ports import CandleWriter, StoreHealth
 from marketdata.domain.queries import CandleQueries
 from marketdata.entrypoints.schemas import (
     CandlesBody,
@@ -217,4 +229,106 @@ async def candle_range(
     return CandlesBody(data=found, count=len(found))
 
 
-ROUTES = [health, symbols, candles, candle_range]
+class WrittenBody(msgspec.Struct):
+    rows: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def authorize(header: str | None, keys: list[str]) -> None:
+    """Bearer API keys, compared in constant time; 401 without one, 403 with a wrong one."""
+    if not keys:
+        raise PermissionDeniedException("writes are disabled: no API_KEYS are configured")
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthorizedException(
+            "an API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    supplied = token.strip().encode()
+    # every key is compared, so the time taken does not tell which one nearly matched
+    matches = [hmac.compare_digest(supplied, key.encode()) for key in keys]
+    if not any(matches):
+        raise PermissionDeniedException("the API key is not valid")
+
+
+def rows_of(body: bytes, media_type: str) -> list[Row]:
+    if media_type in (
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/json-seq",
+    ):
+        return rows_from_ndjson(body)
+    if media_type in ("text/csv", "application/csv", "text/plain"):
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise BadFile("body: not UTF-8 text") from None
+        return rows_from_csv(text, IngestOptions())
+    if media_type in ("application/json", ""):
+        return rows_from_json(body)
+    raise UnsupportedMediaType(media_type)
+
+
+class UnsupportedMediaType(HTTPException):
+    status_code = 415
+
+    def __init__(self, media_type: str) -> None:
+        super().__init__(
+            f"Content-Type {media_type!r} is not supported: use application/json (a list of "
+            "candles), application/x-ndjson or text/csv"
+        )
+
+
+@post(
+    "/candles",
+    summary="Write candles (upsert)",
+    description="Insert or update candles, all or nothing: one bad row and nothing is written; "
+    "candles equal to the stored ones change nothing. Bodies: `application/json` (a list of "
+    "candles), `application/x-ndjson` (one candle per line) or `text/csv` (a header with "
+    "ticker, tf_min, ts, open, high, low, close[, volume, openint]). Naive times are UTC. "
+    "Needs `Authorization: Bearer <API key>`.",
+    tags=["candles"],
+    status_code=200,
+    security=[{"bearer": []}],
+    responses={
+        401: _spec(ErrorBody, "No API key", {"error": "an API key is required: ..."}),
+        403: _spec(
+            ErrorBody, "Wrong API key, or writes disabled", {"error": "the API key is not valid"}
+        ),
+        413: _spec(ErrorBody, "Body over MAX_BODY_BYTES", {"error": "Request Entity Too Large"}),
+        415: _spec(ErrorBody, "Unsupported Content-Type", {"error": "Content-Type ..."}),
+        422: _spec(
+            ValidationErrorBody,
+            "A row cannot be read or fails OHLC sanity",
+            {
+                "error": "body:3: close: close 5 is outside low..high 0.5..2",
+                "detail": [
+                    {
+                        "loc": ["body", "3", "close"],
+                        "msg": "close 5 is outside low..high",
+                        "type": "value_error",
+                    }
+                ],
+            },
+        ),
+        500: INTERNAL,
+        503: UNAVAILABLE,
+    },
+)
+@inject
+async def write_candles(
+    request: Request[Any, Any, Any],
+    settings: FromDishka[Settings],
+    writer: FromDishka[CandleWriter],
+) -> WrittenBody:
+    authorize(request.headers.get("authorization"), settings.api_key_list)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    rows = rows_of(await request.body(), media_type)
+    result = await writer.write(rows)
+    return WrittenBody(result.rows, result.inserted, result.updated, result.unchanged)
+
+
+ROUTES = [health, symbols, candles, candle_range, write_candles]

@@ -9,11 +9,12 @@ from marketdata.adapters.clock import SystemClock
 from marketdata.adapters.postgres import (
     DatabaseConfig,
     PostgresCandleRepository,
+    PostgresCandleWriter,
     PostgresReplaySource,
     open_pool,
 )
 from marketdata.adapters.settings import Settings
-from marketdata.domain.ports import CandleRepository, StoreHealth
+from marketdata.domain.ports import CandleRepository, CandleWriter, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, ReplaySource
 from marketdata.entrypoints.websocket import ReplayRegistry
@@ -32,6 +33,7 @@ class PostgresProvider(Provider):
     scope = Scope.APP
     repository = provide(PostgresCandleRepository, provides=AnyOf[CandleRepository, StoreHealth])
     replay_source = provide(PostgresReplaySource, provides=ReplaySource)
+    writer = provide(PostgresCandleWriter, provides=CandleWriter)
 
     @provide
     def config(self, settings: Settings) -> DatabaseConfig:
