@@ -1,8 +1,9 @@
 """Fixtures: throwaway PostgreSQL databases (created and dropped by the suite), data loaders.
 
 The suite uses the server named by MARKETDATA_TEST_DATABASE_URL (an admin connection that may
-create databases), by default the local one on 127.0.0.1:5432. It never touches a database it
-did not create: each is named md_test_<random> and dropped at the end.
+create databases); without one it starts its own (the embedded server, in a temporary
+folder), so it passes on a machine with no PostgreSQL. It never touches a database it did
+not create: each is named md_test_<random> and dropped at the end.
 """
 
 import asyncio
@@ -16,21 +17,21 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from marketdata.adapters.embedded_postgres import embedded_database
 from marketdata.adapters.postgres import DatabaseConfig, migrate
 from marketdata.domain.candles import Candle
 from tests.proxy import TcpProxy
 
-ADMIN_URL = os.environ.get(
-    "MARKETDATA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 
-
-def _admin() -> psycopg.Connection[Any]:
-    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-
-
-def url_for(dbname: str, **overrides: Any) -> str:
-    return make_conninfo(ADMIN_URL, dbname=dbname, **overrides)
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("MARKETDATA_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    home = tmp_path_factory.mktemp("embedded")
+    with embedded_database(home, exclusive=True) as url:
+        yield url
 
 
 def as_url(conninfo: str) -> str:
@@ -39,23 +40,29 @@ def as_url(conninfo: str) -> str:
     auth = str(p.get("user", "postgres"))
     if p.get("password"):
         auth += f":{p['password']}"
-    return f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p['dbname']}"
+    host, port = str(p.get("host", "127.0.0.1")), p.get("port", 5432)
+    if host.startswith("/"):  # a Unix socket folder
+        return f"postgresql://{auth}@/{p['dbname']}?host={host}&port={port}"
+    return f"postgresql://{auth}@{host}:{port}/{p['dbname']}"
 
 
 @pytest.fixture(scope="session")
-def database_factory() -> Iterator[Callable[[], str]]:
+def database_factory(admin_url: str) -> Iterator[Callable[[], str]]:
     """Creates empty databases on demand; drops them all when the session ends."""
     created: list[str] = []
 
+    def admin() -> psycopg.Connection[Any]:
+        return psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+
     def create() -> str:
         name = f"md_test_{uuid.uuid4().hex[:12]}"
-        with _admin() as conn:
+        with admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
-        return as_url(url_for(name))
+        return as_url(make_conninfo(admin_url, dbname=name))
 
     yield create
-    with _admin() as conn:
+    with admin() as conn:
         for name in created:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -96,8 +103,8 @@ def unused_port() -> int:
 
 
 @pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    params = conninfo_to_dict(ADMIN_URL)
+def proxy(admin_url: str) -> Iterator[TcpProxy]:
+    params = conninfo_to_dict(admin_url)
     with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
         yield p
 

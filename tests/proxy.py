@@ -7,7 +7,8 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to an upstream host:port, from a thread of its own.
+    """Forwards 127.0.0.1:<port> to an upstream host:port (or a PostgreSQL Unix socket
+    when `upstream_host` is a folder), from a thread of its own.
 
     `cut()` closes every open connection and stops listening (clients see "connection
     refused", as when the server is down); `restore()` listens on the same port again.
@@ -56,8 +57,12 @@ class TcpProxy:
         self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.upstream
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            if host.startswith("/"):
+                up_reader, up_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.transport.abort()
             return

@@ -93,10 +93,15 @@ class Served:
 
 @contextlib.contextmanager
 def served(cwd: Path, url: str, port: int, **env: str) -> Iterator[Served]:
-    """`marketdata serve` as a real process, waited for until /health answers."""
+    """`marketdata serve` as a real process, waited for until /health answers. `url` empty:
+    no DATABASE_URL (the embedded default); DEMO=1 adds --demo."""
+    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if url:
+        base["DATABASE_URL"] = url
+    demo = ["--demo"] if env.pop("DEMO", "") else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve"],
-        env={**os.environ, "DATABASE_URL": url, "PORT": str(port), "LOG_FORMAT": "json", **env},
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", *demo],
+        env={**base, "PORT": str(port), "LOG_FORMAT": "json", **env},
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

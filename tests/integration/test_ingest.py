@@ -3,6 +3,7 @@
 import asyncio
 import gzip
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,7 +202,9 @@ def test_the_same_candle_twice_in_one_file_is_refused(
     assert table_digest(db_url)[0] == 0
 
 
-def test_two_ingests_of_one_file_at_once_end_consistent(db_url: str, tmp_path: Path) -> None:
+def test_two_ingests_of_one_file_at_once_end_consistent(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "jpm.us.txt"
     shutil.copy(DATA / "jpm.us.txt", copy)
     config = DatabaseConfig(url=db_url)
@@ -214,7 +217,10 @@ def test_two_ingests_of_one_file_at_once_end_consistent(db_url: str, tmp_path: P
             )
         )
 
+    capsys.readouterr()
     assert asyncio.run(both()) == [0, 0]
+    inserted = re.findall(r"([\d,]+) inserted", capsys.readouterr().out)
+    assert sum(int(n.replace(",", "")) for n in inserted) == 7942  # each candle once
     alone = table_digest(db_url)
     assert alone[0] == 7942
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -300,8 +300,31 @@ _STAGING_TYPES = [
     "float8",
     "int8",
 ]
-# Rows go in key order, so that two writers of overlapping data wait for each other
-# instead of deadlocking. A row equal to the stored one is not rewritten.
+_KEY = "c.ticker = s.ticker AND c.tf_min = s.tf_min AND c.ts = s.ts"
+_DUPLICATE = """
+SELECT ticker, tf_min, ts FROM candles_staging
+GROUP BY ticker, tf_min, ts HAVING count(*) > 1 LIMIT 1
+"""
+# Changed candles first, then the new ones with a plain INSERT: about twice as fast as
+# INSERT ... ON CONFLICT on this machine (bench/README.md). Rows go in key order.
+_UPDATE = f"""
+UPDATE candles c SET open = s.open, high = s.high, low = s.low, close = s.close,
+    volume = s.volume, openint = s.openint
+FROM candles_staging s
+WHERE {_KEY}
+  AND (c.open, c.high, c.low, c.close, c.volume, c.openint)
+      IS DISTINCT FROM (s.open, s.high, s.low, s.close, s.volume, s.openint)
+"""
+_INSERT = f"""
+INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)
+SELECT s.ticker, s.tf_min, s.ts, s.open, s.high, s.low, s.close, s.volume, s.openint
+FROM candles_staging s
+WHERE NOT EXISTS (SELECT 1 FROM candles c WHERE {_KEY})
+ORDER BY s.ticker, s.tf_min, s.ts
+"""
+# When another writer inserted some of the same new candles meanwhile, the plain INSERT
+# meets them: this upsert then settles the rest (a candle equal to the stored one is not
+# rewritten).
 _UPSERT = """
 WITH written AS (
     INSERT INTO candles AS c (ticker, tf_min, ts, open, high, low, close, volume, openint)
@@ -317,14 +340,10 @@ WITH written AS (
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
 """
-_DUPLICATE = """
-SELECT ticker, tf_min, ts FROM candles_staging
-GROUP BY ticker, tf_min, ts HAVING count(*) > 1 LIMIT 1
-"""
 
 
 async def write_rows(conn: psycopg.AsyncConnection[Any], rows: Iterable[Row]) -> WriteResult:
-    """COPY the rows into a staging table, then upsert them into candles, in one
+    """COPY the rows into a staging table, then merge them into candles, in one
     transaction: a bad row (raised by `rows`) or any failure leaves candles untouched."""
     count = 0
     async with conn.transaction(), conn.cursor() as cursor:
@@ -334,19 +353,24 @@ async def write_rows(conn: psycopg.AsyncConnection[Any], rows: Iterable[Row]) ->
             for row in rows:
                 await copy.write_row(row)
                 count += 1
-        try:
-            async with conn.transaction():  # a savepoint, so the duplicate can be named
-                await cursor.execute(_UPSERT)
-        except pg_errors.CardinalityViolation:
-            await cursor.execute(_DUPLICATE)
-            twice = await cursor.fetchone()
-            assert twice is not None
+        await cursor.execute("ANALYZE candles_staging")
+        await cursor.execute(_DUPLICATE)
+        if twice := await cursor.fetchone():
             raise BadFile(
                 f"the data holds the candle {twice[0]} tf_min={twice[1]}"
                 f" ts={twice[2].isoformat()} more than once"
-            ) from None
-        inserted, updated = await cursor.fetchone() or (0, 0)
-    return WriteResult(rows=count, inserted=int(inserted), updated=int(updated))
+            )
+        await cursor.execute(_UPDATE)
+        updated = cursor.rowcount
+        try:
+            async with conn.transaction():  # a savepoint
+                await cursor.execute(_INSERT)
+                inserted = cursor.rowcount
+        except pg_errors.UniqueViolation:
+            await cursor.execute(_UPSERT)
+            settled = await cursor.fetchone() or (0, 0)
+            inserted, updated = int(settled[0]), updated + int(settled[1])
+    return WriteResult(rows=count, inserted=inserted, updated=updated)
 
 
 class PostgresCandleWriter:

@@ -21,6 +21,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every field is read from the environment variable of the same name in upper case."""
 
     database_url: str | None = None
+    # Where the embedded PostgreSQL keeps its data when DATABASE_URL is unset
+    # (default: $XDG_DATA_HOME/marketdata, i.e. ~/.local/share/marketdata).
+    marketdata_home: str | None = None
     default_tf_min: Positive = 5
     max_limit: Positive = 5000
     ws_default_step_seconds: NonNegativeFloat = 15.0

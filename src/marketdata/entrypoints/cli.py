@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -9,12 +10,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import structlog
 import uvicorn
 from litestar import Litestar
 
-from marketdata.adapters.postgres import DatabaseConfig, migrate, pending_migrations
+from marketdata.adapters.embedded_postgres import EmbeddedError, default_home, embedded_database
+from marketdata.adapters.postgres import (
+    DatabaseConfig,
+    connect,
+    migrate,
+    pending_migrations,
+    write_rows,
+)
 from marketdata.adapters.settings import Settings, SettingsError, load_settings
+from marketdata.domain.demo import demo_rows
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ingest import IngestOptions
 from marketdata.entrypoints.logging import configure_logging
@@ -32,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
     serve.add_argument(
         "--no-migrate", action="store_true", help="do not apply pending migrations at start"
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="load a small deterministic demo dataset when the database is empty",
     )
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     ingest = commands.add_parser(
@@ -67,13 +82,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "ingest" and args.dry_run:
         return _ingest(args, None)
-    if settings.database_url is None:
-        print(
-            "marketdata: DATABASE_URL is not set; set it to a PostgreSQL URL, e.g. "
-            "postgresql://postgres@127.0.0.1:5432/postgres",
-            file=sys.stderr,
-        )
+    if args.command == "serve":
+        host = args.host or settings.host
+        port = args.port if args.port is not None else settings.port
+        if taken := _port_taken(host, port):
+            print(
+                f"marketdata: cannot listen on {host}:{port}: {taken}; is another server "
+                "running there? Set PORT (or --port) to another port",
+                file=sys.stderr,
+            )
+            return 1
+    if settings.database_url is not None:
+        return _run(args, settings)
+    home = Path(settings.marketdata_home) if settings.marketdata_home else default_home()
+    try:
+        with embedded_database(home, exclusive=args.command == "serve") as url:
+            log.info("embedded PostgreSQL", home=str(home))
+            # the server processes read their settings from the environment
+            os.environ["DATABASE_URL"] = url
+            return _run(args, msgspec.structs.replace(settings, database_url=url))
+    except EmbeddedError as error:
+        print(f"marketdata: {error}", file=sys.stderr)
         return 1
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on, or None when it can."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     config = PostgresProvider().config(settings)
     try:
         if args.command == "check":
@@ -86,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate" or (args.command == "serve" and not args.no_migrate):
             applied = asyncio.run(migrate(config))
             log.info("migrations applied" if applied else "schema up to date", versions=applied)
+        if args.command == "serve" and args.demo:
+            loaded = asyncio.run(load_demo(config))
+            log.info(
+                "demo data loaded" if loaded else "demo data skipped: the database has data",
+                rows=loaded,
+            )
     except StoreUnavailable as error:
         print(f"marketdata: {error.message}", file=sys.stderr)
         return 1
@@ -94,6 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ingest":
         return _ingest(args, config)
     return 0
+
+
+async def load_demo(config: DatabaseConfig) -> int:
+    """Write the demo dataset when `candles` is empty; the number of rows written."""
+    conn = await connect(config, "marketdata-demo")
+    async with conn:
+        cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM candles)")
+        row = await cursor.fetchone()
+        if row and row[0]:
+            return 0
+        return (await write_rows(conn, demo_rows())).rows
 
 
 def _ingest(args: argparse.Namespace, config: DatabaseConfig | None) -> int:

