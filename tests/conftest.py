@@ -7,10 +7,14 @@ not create: each is named md_test_<random> and dropped at the end.
 """
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,14 +27,24 @@ from marketdata.domain.candles import Candle
 from tests.proxy import TcpProxy
 
 
+@contextlib.contextmanager
+def embedded_home() -> Iterator[Path]:
+    """A folder for an embedded server, outside pytest's tmp tree: pytest makes its root
+    0700 again when another run starts, which locks out the server's own OS user."""
+    home = Path(tempfile.mkdtemp(prefix="md-embedded-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def admin_url() -> Iterator[str]:
     given = os.environ.get("MARKETDATA_TEST_DATABASE_URL")
     if given:
         yield given
         return
-    home = tmp_path_factory.mktemp("embedded")
-    with embedded_database(home, exclusive=True) as url:
+    with embedded_home() as home, embedded_database(home, exclusive=True) as url:
         yield url
 
 

@@ -116,6 +116,15 @@ def test_csv_body(writer: Client, db_url: str) -> None:
         ("application/x-ndjson", json.dumps(candle(30)) + "\n{oops", "body:2"),
         ("text/csv", "ticker,tf_min,ts,open,high,low,close\nW.US,5,2024-01-02,1,2,3,1\n", "body:2"),
         ("text/csv", "nothing,useful\n1,2\n", "no ts, open, high, low, close column"),
+        (
+            "application/json",
+            json.dumps([candle(30, ts="0001-01-01T00:00:00+05:00")]),
+            "body:1: ts",
+        ),
+        ("application/json", json.dumps([candle(30, openint=2**70)]), "body:1: openint"),
+        ("application/json", "[" * 10_000, "body:1"),
+        ("application/json", b"\xff\xfe".decode("latin-1"), "body:1"),
+        ("text/csv", 'ticker,tf_min,ts,open,high,low,close\n"unterminated', "body:2"),
     ],
 )
 def test_a_rejected_batch_writes_nothing(

@@ -7,11 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.conftest import embedded_home
 from tests.integration.test_cli import _get, served
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,10 +50,15 @@ def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
     )
 
 
+@pytest.fixture
+def home() -> Iterator[Path]:
+    with embedded_home() as folder:
+        yield folder / "home"
+
+
 def test_serve_runs_its_own_database_and_keeps_its_data(
-    tmp_path: Path, unused_port: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, home: Path, unused_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = tmp_path / "home"
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("MARKETDATA_HOME", str(home))
     base = f"http://127.0.0.1:{unused_port}"
@@ -104,9 +111,8 @@ def test_a_taken_port_is_named(tmp_path: Path, unused_port: int) -> None:
 
 
 def test_a_server_left_running_by_a_killed_owner_is_adopted_and_stopped(
-    tmp_path: Path, unused_port: int
+    tmp_path: Path, home: Path, unused_port: int
 ) -> None:
-    home = tmp_path / "home"
     env = {**no_database_env(home), "PORT": str(unused_port), "LOG_FORMAT": "json"}
     owner = subprocess.Popen(
         [sys.executable, "-m", "marketdata.entrypoints.cli", "serve"],

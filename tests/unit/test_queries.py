@@ -86,3 +86,5 @@ async def test_symbols_sorted_with_prefix_and_limit(queries: CandleQueries) -> N
         await queries.symbols(limit=0)
     with pytest.raises(InvalidParameter, match="prefix"):
         await queries.symbols("x" * 65)
+    with pytest.raises(InvalidParameter, match="control characters"):
+        await queries.symbols("a\x00")

@@ -109,6 +109,8 @@ def check_candle(row: Row, file: str, line: int) -> Row:
         raise BadRow(file, line, "close", f"close {close:g} is outside low..high {low:g}..{high:g}")
     if volume < 0:
         raise BadRow(file, line, "volume", f"volume {volume:g} is negative")
+    if not -(2**63) <= row[8] < 2**63:
+        raise BadRow(file, line, "openint", f"{row[8]} does not fit in 64 bits")
     return row
 
 
@@ -128,9 +130,11 @@ def parse_time(text: str, tz: tzinfo, name: str, file: str, line: int) -> dateti
             raise BadRow(file, line, name, f"{text!r} is out of range") from None
     try:
         parsed = datetime.fromisoformat(value)
+        return _local(parsed, tz) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise BadRow(file, line, name, f"{text!r} is not a date and time") from None
-    return _local(parsed, tz) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:
+        raise BadRow(file, line, name, f"{text!r} is out of range") from None
 
 
 def _period(text: str, file: str, line: int) -> int:
@@ -320,10 +324,14 @@ BODY = "body"
 
 def _row(candle: CandleIn, line: int) -> Row:
     ts = candle.ts if candle.ts.tzinfo is not None else candle.ts.replace(tzinfo=UTC)
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:
+        raise BadRow(BODY, line, "ts", f"{candle.ts.isoformat()} is out of range") from None
     row: Row = (
         candle.ticker,
         candle.tf_min,
-        ts.astimezone(UTC),
+        ts,
         candle.open,
         candle.high,
         candle.low,

@@ -35,6 +35,8 @@ class CandleQueries:
     async def symbols(self, prefix: str = "", limit: int | None = None) -> list[str]:
         if len(prefix) > MAX_TICKER_LENGTH:
             raise InvalidParameter("prefix", f"must be at most {MAX_TICKER_LENGTH} characters")
+        if not prefix.isprintable():
+            raise InvalidParameter("prefix", "must not contain control characters")
         limit = limit_of(DEFAULT_SYMBOLS_LIMIT if limit is None else limit, self._limits.max_limit)
         return await self._repository.symbols(prefix, limit)
 
