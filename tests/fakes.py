@@ -1,15 +1,44 @@
 """In-memory fakes of the domain's ports, shared by unit tests and DI overrides."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+import itertools
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from dishka import AnyOf, Provider, Scope
 
-from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.candles import Candle, Order, Resample, TimeRange
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import CandleRepository, StoreHealth
+from marketdata.domain.ports import CandleRepository, Coverage, Gap, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, key_of
+
+
+def resample_reference(candles: list[Candle], tf_min: int, tz: str = "UTC") -> list[Candle]:
+    """Plain-Python resampling, the reference the SQL is checked against: buckets of
+    tf_min minutes from the epoch (weeks from Monday 1970-01-05) in local time of `tz`."""
+    zone = ZoneInfo(tz)
+    origin = datetime(1970, 1, 5) if tf_min % 10080 == 0 else datetime(1970, 1, 1)
+    stride = timedelta(minutes=tf_min)
+    buckets: dict[datetime, list[Candle]] = {}
+    for candle in sorted(candles, key=lambda c: c.ts):
+        local = candle.ts.astimezone(zone).replace(tzinfo=None)
+        start = origin + ((local - origin) // stride) * stride
+        buckets.setdefault(start.replace(tzinfo=zone).astimezone(UTC), []).append(candle)
+    return [
+        Candle(
+            group[0].ticker,
+            tf_min,
+            start,
+            group[0].open,
+            max(c.high for c in group),
+            min(c.low for c in group),
+            group[-1].close,
+            sum(c.volume for c in group),
+            group[-1].openint,
+        )
+        for start, group in sorted(buckets.items())
+    ]
 
 
 class InMemoryCandleRepository:
@@ -23,7 +52,9 @@ class InMemoryCandleRepository:
         if not self.available:
             raise StoreUnavailable("memory", "0", "switched off by the test")
 
-    def _series(self, ticker: str, tf_min: int) -> list[Candle]:
+    def _series(self, ticker: str, tf_min: int, resample: Resample | None = None) -> list[Candle]:
+        if resample is not None:
+            return resample_reference(self._series(ticker, resample.source_tf), tf_min)
         return sorted(
             (c for c in self.stored if c.ticker == ticker and c.tf_min == tf_min),
             key=lambda c: c.ts,
@@ -34,17 +65,68 @@ class InMemoryCandleRepository:
         tickers = sorted({c.ticker for c in self.stored})
         return [t for t in tickers if t.lower().startswith(prefix.lower())][:limit]
 
-    async def candles(self, ticker: str, tf_min: int, limit: int, order: Order) -> list[Candle]:
+    async def candles(
+        self,
+        ticker: str,
+        tf_min: int,
+        limit: int,
+        order: Order,
+        resample: Resample | None = None,
+    ) -> list[Candle]:
         self._check()
-        series = self._series(ticker, tf_min)
+        series = self._series(ticker, tf_min, resample)
         return series[:limit] if order is Order.ASC else series[::-1][:limit]
 
     async def candle_range(
-        self, ticker: str, tf_min: int, time_range: TimeRange, limit: int
+        self,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange,
+        limit: int,
+        resample: Resample | None = None,
     ) -> list[Candle]:
         self._check()
-        series = self._series(ticker, tf_min)
+        series = self._series(ticker, tf_min, resample)
+        if resample is not None:  # whole buckets only
+            last = timedelta(minutes=tf_min - resample.source_tf)
+            series = [c for c in series if c.ts + last <= time_range.end]
         return [c for c in series if time_range.start <= c.ts <= time_range.end][:limit]
+
+    async def timeframes(self, ticker: str) -> list[int]:
+        self._check()
+        return sorted({c.tf_min for c in self.stored if c.ticker == ticker})
+
+    async def stream(
+        self,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange | None,
+        order: Order,
+        limit: int | None,
+        resample: Resample | None = None,
+    ) -> AsyncGenerator[Candle, None]:
+        if time_range is None:
+            found = await self.candles(ticker, tf_min, limit or 10**9, order, resample)
+        else:
+            found = await self.candle_range(ticker, tf_min, time_range, limit or 10**9, resample)
+        for candle in found:
+            yield candle
+
+    async def coverage(self, ticker: str) -> list[Coverage]:
+        self._check()
+        return [
+            Coverage(tf, s[0].ts, s[-1].ts, len(s))
+            for tf in await self.timeframes(ticker)
+            if (s := self._series(ticker, tf))
+        ]
+
+    async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
+        series = self._series(ticker, tf_min)
+        return [
+            Gap(a.ts, b.ts, (b.ts - a.ts).total_seconds() / 60)
+            for a, b in itertools.pairwise(series)
+            if b.ts - a.ts > min_gap
+        ][:limit]
 
     async def ping(self) -> None:
         self._check()

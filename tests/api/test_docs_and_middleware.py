@@ -33,10 +33,18 @@ def test_swagger_redoc_and_schema_are_served(fake_client: Client) -> None:
 EXPECTED = {
     "/health": ({"200", "503"}, set()),
     "/symbols": ({"200", "422", "500", "503"}, {"prefix", "limit"}),
-    "/candles": ({"200", "404", "422", "500", "503"}, {"ticker", "tf_min", "limit", "order"}),
+    "/candles": (
+        {"200", "404", "422", "500", "503"},
+        {"ticker", "tf_min", "limit", "order", "tz", "format", "Accept"},
+    ),
     "/candles/range": (
         {"200", "400", "404", "422", "500", "503"},
-        {"ticker", "tf_min", "start", "end", "limit"},
+        {"ticker", "tf_min", "start", "end", "limit", "tz", "cursor", "format", "Accept"},
+    ),
+    "/symbols/{ticker}": ({"200", "404", "422", "500", "503"}, {"ticker"}),
+    "/symbols/{ticker}/gaps": (
+        {"200", "404", "422", "500", "503"},
+        {"ticker", "tf_min", "min_gap", "limit"},
     ),
 }
 

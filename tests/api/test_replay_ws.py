@@ -116,7 +116,7 @@ def test_defaults_come_from_settings(client: Client) -> None:
         ("ticker=AMZN.US&from_seq=-1", "from_seq"),
         ("ticker=AMZN.US&from_seq=31", "from_seq"),
         ("ticker=NOPE.US", "NOPE.US"),
-        ("ticker=AMZN.US&tf_min=60", "tf_min=60"),
+        ("ticker=AMZN.US&tf_min=7", "tf_min=7"),
     ],
 )
 def test_bad_parameters_or_unknown_ticker_get_a_status_then_1008(
@@ -339,3 +339,26 @@ def test_a_client_that_disconnects_leaves_nothing_running(
     assert active == 0
     assert tasks == []
     assert stats["pool_available"] == stats["pool_size"]
+
+
+def test_a_resampled_replay_plays_buckets(client: Client, stored: list[Candle]) -> None:
+    from tests.fakes import resample_reference
+
+    with client.websocket_connect("/ws/replay?ticker=AMZN.US&tf_min=15&step_seconds=0") as ws:
+        messages, code = receive_all(ws)
+    assert code == 1000
+    expected = resample_reference(stored, 15)
+    assert messages[0]["total_candles"] == len(expected)
+    assert candles_of(messages) == [(i, wire(c)) for i, c in enumerate(expected)]
+    with client.websocket_connect(
+        "/ws/replay?tickers=AMZN.US,MSFT.US&tf_min=15&step_seconds=0"
+    ) as ws:
+        both, _ = receive_all(ws)
+    with client.websocket_connect(
+        "/ws/replay?tickers=AMZN.US,MSFT.US&tf_min=15&step_seconds=0&from_seq=5"
+    ) as ws:
+        tail, _ = receive_all(ws)
+    assert candles_of(tail) == candles_of(both)[5:]
+    keys = [(c["ts"], c["ticker"]) for _, c in candles_of(both)]
+    assert keys == sorted(keys)
+    assert {c["tf_min"] for _, c in candles_of(both)} == {15}

@@ -6,7 +6,7 @@ from marketdata.domain.candles import Order
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from tests.factories import series
-from tests.fakes import InMemoryCandleRepository
+from tests.fakes import InMemoryCandleRepository, resample_reference
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -47,8 +47,63 @@ async def test_candles_of_another_timeframe(queries: CandleQueries) -> None:
 async def test_unknown_ticker_or_timeframe_is_not_found(queries: CandleQueries) -> None:
     with pytest.raises(NotFound, match="'ZZZ'"):
         await queries.candles("ZZZ")
-    with pytest.raises(NotFound, match="tf_min=15"):
-        await queries.candles("AAA", tf_min=15)
+    with pytest.raises(NotFound, match="tf_min=7"):
+        await queries.candles("AAA", tf_min=7)  # nothing stored divides 7
+
+
+async def test_an_unstored_timeframe_is_resampled_from_the_finest_divisor(
+    queries: CandleQueries, repo: InMemoryCandleRepository
+) -> None:
+    found = await queries.candles("AAA", tf_min=15, limit=3)
+    assert [c.tf_min for c in found] == [15, 15, 15]
+    assert found == resample_reference(await repo.candles("AAA", 5, 300, Order.ASC), 15)[:3]
+    # 120 is divided by 5 and by 60: the finest (5) is used
+    hourly2 = await queries.candles("AAA", tf_min=120, limit=1)
+    five = await repo.candles("AAA", 5, 300, Order.ASC)
+    assert hourly2[0].volume == sum(c.volume for c in five if c.ts < START + timedelta(hours=1.5))
+
+
+async def test_a_stored_timeframe_is_served_as_stored(
+    queries: CandleQueries, repo: InMemoryCandleRepository
+) -> None:
+    assert await queries.candles("AAA", tf_min=60) == await repo.candles("AAA", 60, 200, Order.ASC)
+
+
+async def test_a_bad_time_zone_is_refused(queries: CandleQueries) -> None:
+    with pytest.raises(InvalidParameter, match="tz"):
+        await queries.candles("AAA", tf_min=1440, tz="Mars/Olympus")
+
+
+async def test_range_pages_say_whether_more_remain(queries: CandleQueries) -> None:
+    end = START + timedelta(days=30)
+    first = await queries.candle_range("AAA", START, end, limit=100)
+    assert (len(first.candles), first.more) == (100, True)
+    rest = await queries.candle_range("AAA", START, end, limit=250, after=first.candles[-1].ts)
+    assert (len(rest.candles), rest.more) == (200, False)
+    assert rest.candles[0].ts == first.candles[-1].ts + timedelta(minutes=5)
+
+
+async def test_export_is_uncapped_and_not_found_comes_first(queries: CandleQueries) -> None:
+    exported = [c async for c in await queries.export("AAA")]
+    assert len(exported) == 300  # over max_limit (250)
+    with pytest.raises(NotFound):
+        await queries.export("ZZZ")
+
+
+async def test_coverage_and_gaps(queries: CandleQueries, repo: InMemoryCandleRepository) -> None:
+    coverage = await queries.coverage("AAA")
+    assert [(c.tf_min, c.count) for c in coverage] == [(5, 300), (60, 10)]
+    assert await queries.gaps("AAA", 5, None, None) == []
+    repo.stored = [
+        c
+        for c in repo.stored
+        if not (c.tf_min == 5 and 10 <= (c.ts - START).total_seconds() / 300 < 13)
+    ]
+    gaps = await queries.gaps("AAA", 5, None, None)
+    assert [(g.after, g.minutes) for g in gaps] == [(START + timedelta(minutes=45), 20.0)]
+    assert await queries.gaps("AAA", 5, 30, None) == []
+    with pytest.raises(NotFound):
+        await queries.gaps("AAA", 15, None, None)
 
 
 @pytest.mark.parametrize("limit", [0, 251])
@@ -59,13 +114,14 @@ async def test_limit_is_bounded_by_max_limit(queries: CandleQueries, limit: int)
 
 async def test_range_is_inclusive_at_both_ends(queries: CandleQueries) -> None:
     start, end = START + timedelta(minutes=10), START + timedelta(minutes=30)
-    found = await queries.candle_range("AAA", start, end)
+    found = (await queries.candle_range("AAA", start, end)).candles
     assert [c.ts for c in found] == [START + timedelta(minutes=m) for m in (10, 15, 20, 25, 30)]
 
 
 async def test_range_limit_defaults_to_max_limit(queries: CandleQueries) -> None:
-    found = await queries.candle_range("AAA", START, START + timedelta(days=30))
-    assert len(found) == 250
+    page = await queries.candle_range("AAA", START, START + timedelta(days=30))
+    assert len(page.candles) == 250
+    assert page.more
 
 
 async def test_range_start_after_end_is_invalid(queries: CandleQueries) -> None:

@@ -5,9 +5,9 @@ time-outs become the domain's StoreUnavailable, carrying host and port but no cr
 """
 
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -18,9 +18,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.candles import MINUTES_PER_WEEK, Candle, Order, Resample, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ingest import BadFile, Row, WriteResult
+from marketdata.domain.ports import Coverage, Gap
 from marketdata.domain.replay import ReplayKey, ReplaySelection
 
 # pg_advisory_lock key held while migrating, so that replicas starting together take turns.
@@ -162,6 +163,66 @@ _RANGE = (
 )
 
 
+_TIMEFRAMES = """
+WITH RECURSIVE tfs(tf_min) AS (
+    SELECT min(tf_min) FROM candles WHERE ticker = %(ticker)s
+  UNION ALL
+    SELECT (SELECT min(c.tf_min) FROM candles c WHERE c.ticker = %(ticker)s AND c.tf_min > t.tf_min)
+    FROM tfs t WHERE t.tf_min IS NOT NULL
+)
+SELECT tf_min FROM tfs WHERE tf_min IS NOT NULL
+"""
+
+
+def _resampled_sql(order: Order, ranged: bool) -> str:
+    """Buckets made from a bounded run of source rows in ts order (the caller drops the
+    last bucket when the run was cut short by its row limit). Open of the first row, max
+    high, min low, close of the last, sum of volume, openint of the last."""
+    direction = "ASC" if order is Order.ASC else "DESC"
+    bounds = " AND ts >= %(start)s AND ts <= %(end)s" if ranged else ""
+    return f"""
+WITH run AS (
+    SELECT ts, open::float8 AS o, high::float8 AS h, low::float8 AS l, close::float8 AS c,
+           volume::float8 AS v, coalesce(openint, 0)::int8 AS oi
+    FROM candles WHERE ticker = %(ticker)s AND tf_min = %(source)s{bounds}
+    ORDER BY ts {direction} LIMIT %(rows)s
+), binned AS (
+    SELECT *, date_bin(%(stride)s, ts AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s
+        AS bucket
+    FROM run
+)
+SELECT bucket, (array_agg(o ORDER BY ts))[1], max(h), min(l),
+       (array_agg(c ORDER BY ts DESC))[1], sum(v), (array_agg(oi ORDER BY ts DESC))[1],
+       count(*)
+FROM binned GROUP BY bucket ORDER BY bucket {direction}
+"""
+
+
+def _resample_params(
+    ticker: str, tf_min: int, resample: Resample, rows: int | None
+) -> dict[str, Any]:
+    weekly = tf_min % MINUTES_PER_WEEK == 0
+    return {
+        "ticker": ticker,
+        "source": resample.source_tf,
+        "rows": rows,  # None: LIMIT NULL, no limit
+        "stride": timedelta(minutes=tf_min),
+        "tz": resample.tz,
+        "origin": datetime(1970, 1, 5) if weekly else datetime(1970, 1, 1),  # Monday / epoch
+    }
+
+
+def _inside(bucket: datetime, tf_min: int, resample: Resample, time_range: TimeRange) -> bool:
+    """Whether every source candle the bucket can hold lies inside the range."""
+    last_source = timedelta(minutes=tf_min - resample.source_tf)
+    return bucket >= time_range.start and bucket + last_source <= time_range.end
+
+
+_RESAMPLED = {
+    (order, ranged): _resampled_sql(order, ranged) for order in Order for ranged in (False, True)
+}
+
+
 class _PooledReader:
     """Runs read-only statements on a pooled connection, translating failures."""
 
@@ -190,6 +251,28 @@ class _PooledReader:
             await cursor.execute(query, params)
             return await cursor.fetchall()
 
+    async def _resampled(
+        self,
+        ticker: str,
+        tf_min: int,
+        limit: int,
+        order: Order,
+        resample: Resample,
+        time_range: TimeRange | None,
+    ) -> list[Candle]:
+        # enough source rows for `limit` buckets, plus one cut short by the row limit and
+        # one cut by the start of the range
+        rows_limit = (limit + 2) * (tf_min // resample.source_tf)
+        params = _resample_params(ticker, tf_min, resample, rows_limit)
+        if time_range is not None:
+            params |= {"start": time_range.start, "end": time_range.end}
+        rows = await self._fetch(_RESAMPLED[order, time_range is not None], params)
+        if sum(row[7] for row in rows) >= rows_limit:
+            rows = rows[:-1]  # the run of source rows ended inside this bucket
+        if time_range is not None:  # only buckets entirely inside the range
+            rows = [row for row in rows if _inside(row[0], tf_min, resample, time_range)]
+        return [Candle(ticker, tf_min, *row[:7]) for row in rows[:limit]]
+
 
 class PostgresCandleRepository(_PooledReader):
     """CandleRepository and StoreHealth over a psycopg pool; plain SQL returning Structs."""
@@ -198,15 +281,95 @@ class PostgresCandleRepository(_PooledReader):
         rows = await self._fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
         return [row[0] for row in rows]
 
-    async def candles(self, ticker: str, tf_min: int, limit: int, order: Order) -> list[Candle]:
+    async def candles(
+        self,
+        ticker: str,
+        tf_min: int,
+        limit: int,
+        order: Order,
+        resample: Resample | None = None,
+    ) -> list[Candle]:
+        if resample is not None:
+            return await self._resampled(ticker, tf_min, limit, order, resample, None)
         rows = await self._fetch(_CANDLES[order], (ticker, tf_min, limit))
         return [Candle(*row) for row in rows]
 
     async def candle_range(
-        self, ticker: str, tf_min: int, time_range: TimeRange, limit: int
+        self,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange,
+        limit: int,
+        resample: Resample | None = None,
     ) -> list[Candle]:
+        if resample is not None:
+            return await self._resampled(ticker, tf_min, limit, Order.ASC, resample, time_range)
         rows = await self._fetch(_RANGE, (ticker, tf_min, time_range.start, time_range.end, limit))
         return [Candle(*row) for row in rows]
+
+    async def timeframes(self, ticker: str) -> list[int]:
+        return [row[0] for row in await self._fetch(_TIMEFRAMES, {"ticker": ticker})]
+
+    async def coverage(self, ticker: str) -> list[Coverage]:
+        rows = await self._fetch(
+            "SELECT tf_min, min(ts), max(ts), count(*) FROM candles WHERE ticker = %s"
+            " GROUP BY tf_min ORDER BY tf_min",
+            (ticker,),
+        )
+        return [Coverage(*row) for row in rows]
+
+    async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
+        rows = await self._fetch(
+            "SELECT ts, next_ts FROM (SELECT ts, lead(ts) OVER (ORDER BY ts) AS next_ts"
+            " FROM candles WHERE ticker = %s AND tf_min = %s) s"
+            " WHERE next_ts - ts > %s ORDER BY ts LIMIT %s",
+            (ticker, tf_min, min_gap, limit),
+        )
+        return [Gap(a, b, (b - a).total_seconds() / 60) for a, b in rows]
+
+    async def stream(
+        self,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange | None,
+        order: Order,
+        limit: int | None,
+        resample: Resample | None = None,
+    ) -> AsyncGenerator[Candle, None]:
+        """Candles from a server-side cursor, a batch at a time: constant memory whatever
+        the count. The connection is held until the stream ends or is closed."""
+        if resample is None:
+            bounds = " AND ts >= %(start)s AND ts <= %(end)s" if time_range else ""
+            direction = "ASC" if order is Order.ASC else "DESC"
+            query = (
+                f"SELECT {_COLUMNS} FROM candles WHERE ticker = %(ticker)s"
+                f" AND tf_min = %(tf)s{bounds} ORDER BY ts {direction} LIMIT %(limit)s"
+            )
+            params: dict[str, Any] = {"ticker": ticker, "tf": tf_min, "limit": limit}
+        else:
+            query = _RESAMPLED[order, time_range is not None]
+            params = _resample_params(ticker, tf_min, resample, None)
+        if time_range is not None:
+            params |= {"start": time_range.start, "end": time_range.end}
+        sent = 0
+        async with (
+            translated_errors(self._location, self._config),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(name="marketdata_export", binary=True) as cursor,
+        ):
+            await cursor.execute(query.encode(), params)
+            while rows := await cursor.fetchmany(2000):
+                for row in rows:
+                    if resample is None:
+                        yield Candle(*row)
+                        continue
+                    if time_range is not None and not _inside(row[0], tf_min, resample, time_range):
+                        continue
+                    if limit is not None and sent >= limit:
+                        return
+                    sent += 1
+                    yield Candle(ticker, tf_min, *row[:7])
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", None)
@@ -228,34 +391,84 @@ def _selection_params(selection: ReplaySelection) -> dict[str, Any]:
     }
 
 
+_FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+
+
 class PostgresReplaySource(_PooledReader):
     """ReplaySource: keyset pages on (ts, ticker), each on a pooled connection of its own,
-    so a replay holds no connection between pages whatever its length."""
+    so a replay holds no connection between pages whatever its length. Tickers whose
+    timeframe is resampled are read as buckets (see `_resampled`)."""
+
+    def _buckets(self, selection: ReplaySelection) -> tuple[sql.Composable, list[Any]]:
+        """(bucket, ticker) of every candle the replay plays, as one UNION ALL."""
+        parts: list[sql.Composable] = []
+        params: list[Any] = []
+        for ticker in selection.tickers:
+            resample = selection.resample_of(ticker)
+            window = [selection.start, selection.end]
+            if resample is None:
+                parts.append(
+                    sql.SQL(
+                        "SELECT ts AS bucket, ticker FROM candles WHERE ticker = %s"
+                        " AND tf_min = %s AND ts >= coalesce(%s::timestamptz, '-infinity')"
+                        " AND ts <= coalesce(%s::timestamptz, 'infinity')"
+                    )
+                )
+                params += [ticker, selection.tf_min, *window]
+                continue
+            p = _resample_params(ticker, selection.tf_min, resample, None)
+            # a bucket counts only when whole inside the range (as for REST)
+            parts.append(
+                sql.SQL(
+                    "SELECT bucket, ticker FROM (SELECT DISTINCT date_bin(%s, ts AT TIME ZONE"
+                    " %s, %s) AT TIME ZONE %s AS bucket, ticker FROM candles WHERE ticker = %s"
+                    " AND tf_min = %s AND ts >= coalesce(%s::timestamptz, '-infinity')"
+                    " AND ts <= coalesce(%s::timestamptz, 'infinity')) r"
+                    " WHERE bucket >= coalesce(%s::timestamptz, '-infinity')"
+                    " AND bucket + %s <= coalesce(%s::timestamptz, 'infinity')"
+                )
+            )
+            last = timedelta(minutes=selection.tf_min - resample.source_tf)
+            params += [
+                p["stride"],
+                p["tz"],
+                p["origin"],
+                p["tz"],
+                ticker,
+                resample.source_tf,
+                *window,
+                selection.start,
+                last,
+                selection.end,
+            ]
+        union = sql.SQL(" UNION ALL ").join(parts)
+        return sql.SQL("SELECT bucket, ticker FROM ({}) b").format(union), params
 
     async def count(self, selection: ReplaySelection) -> int:
-        rows = await self._fetch(
-            f"SELECT count(*) FROM candles WHERE {_SELECTED}", _selection_params(selection)
-        )
+        query, params = self._buckets(selection)
+        rows = await self._fetch(sql.SQL("SELECT count(*) FROM ({}) c").format(query), params)
         return int(rows[0][0])
 
     async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
+        query, params = self._buckets(selection)
         rows = await self._fetch(
-            f"SELECT count(*) FROM candles WHERE {_SELECTED} AND ts < %(before)s",
-            {**_selection_params(selection), "before": ts},
+            sql.SQL("SELECT count(*) FROM ({}) c WHERE bucket < %s").format(query), [*params, ts]
         )
         return int(rows[0][0])
 
     async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:
+        query, params = self._buckets(selection)
         rows = await self._fetch(
-            f"SELECT ts, ticker FROM candles WHERE {_SELECTED}"
-            " ORDER BY ts, ticker OFFSET %(seq)s LIMIT 1",
-            {**_selection_params(selection), "seq": seq},
+            sql.SQL("{} ORDER BY bucket, ticker OFFSET %s LIMIT 1").format(query),
+            [*params, seq],
         )
         return ReplayKey(rows[0][0], rows[0][1]) if rows else None
 
     async def page(
         self, selection: ReplaySelection, after: ReplayKey | None, size: int
     ) -> list[Candle]:
+        if selection.sources and any(map(selection.resample_of, selection.tickers)):
+            return await self._resampled_page(selection, after, size)
         # One index range scan per ticker, merged: "ticker = ANY(...) ORDER BY ts" would
         # read every row of the range before sorting. (ts, ticker) > after becomes, for a
         # given ticker, ts >= after.ts when the ticker sorts after after.ticker, else ts >.
@@ -282,6 +495,41 @@ class PostgresReplaySource(_PooledReader):
         )
         rows = await self._fetch(query, [*params, size])
         return [Candle(*row) for row in rows]
+
+    async def _resampled_page(
+        self, selection: ReplaySelection, after: ReplayKey | None, size: int
+    ) -> list[Candle]:
+        """A query per ticker (stored or resampled), merged here."""
+        merged: list[Candle] = []
+        start = selection.start or datetime(1, 1, 2, tzinfo=UTC)
+        end = selection.end or _FAR_FUTURE
+        for ticker in selection.tickers:
+            resample = selection.resample_of(ticker)
+            lo = start
+            if after is not None:
+                # (ts, ticker) > after: a later ticker may share after.ts, others may not
+                step = (
+                    timedelta(microseconds=1)
+                    if resample is None
+                    else timedelta(minutes=selection.tf_min)
+                )
+                lo = max(lo, after.ts if ticker > after.ticker else after.ts + step)
+            if lo > end:
+                continue
+            window = TimeRange(lo, end)
+            if resample is None:
+                rows = await self._fetch(
+                    _RANGE, (ticker, selection.tf_min, window.start, window.end, size)
+                )
+                found = [Candle(*row) for row in rows]
+            else:
+                found = await self._resampled(
+                    ticker, selection.tf_min, size, Order.ASC, resample, window
+                )
+                found = [c for c in found if c.ts >= start]
+            merged += found
+        merged.sort(key=lambda c: (c.ts, c.ticker))
+        return merged[:size]
 
 
 _STAGING = (

@@ -3,6 +3,7 @@
 import enum
 import re
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -48,6 +49,38 @@ def timeframe_of(minutes: int) -> int:
     if minutes > 2**31 - 1:
         raise InvalidParameter("tf_min", "is too large")
     return minutes
+
+
+MINUTES_PER_WEEK = 10080
+
+
+class Resample(msgspec.Struct, frozen=True):
+    """Aggregate stored `source_tf` candles into buckets of the requested timeframe.
+
+    Buckets are aligned with `date_bin` on an epoch origin (1970-01-01 00:00; for whole
+    weeks 1970-01-05, a Monday) in the time zone `tz`, which matters for daily and weekly
+    buckets: `America/New_York` keeps a US session in one day.
+    """
+
+    source_tf: int
+    tz: str = "UTC"
+
+
+def source_timeframe(requested: int, stored: list[int]) -> int | None:
+    """The finest stored timeframe that divides `requested`; None when none does."""
+    divisors = [tf for tf in stored if tf < requested and requested % tf == 0]
+    return min(divisors) if divisors else None
+
+
+def zone_of(name: str) -> str:
+    """A time zone name that PostgreSQL and zoneinfo both know."""
+    if not name or len(name) > 64 or not name.isprintable():
+        raise InvalidParameter("tz", "must be an IANA time zone name such as America/New_York")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidParameter("tz", f"{name!r} is not a known time zone") from None
+    return name
 
 
 def limit_of(value: int, maximum: int) -> int:

@@ -1,10 +1,28 @@
 """What the domain needs from the outside world, as Protocols the adapters implement."""
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from marketdata.domain.candles import Candle, Order, TimeRange
+import msgspec
+
+from marketdata.domain.candles import Candle, Order, Resample, TimeRange
 from marketdata.domain.ingest import Row, WriteResult
+
+
+class Coverage(msgspec.Struct, frozen=True):
+    tf_min: int
+    first: datetime
+    last: datetime
+    count: int
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """No candle strictly between `after` and `before`."""
+
+    after: datetime
+    before: datetime
+    minutes: float
 
 
 class CandleRepository(Protocol):
@@ -14,14 +32,52 @@ class CandleRepository(Protocol):
         """Distinct tickers starting with `prefix` (case-insensitive, literal), sorted."""
         ...
 
-    async def candles(self, ticker: str, tf_min: int, limit: int, order: Order) -> list[Candle]:
-        """The oldest `limit` candles ascending (ASC) or the newest descending (DESC)."""
+    async def candles(
+        self,
+        ticker: str,
+        tf_min: int,
+        limit: int,
+        order: Order,
+        resample: Resample | None = None,
+    ) -> list[Candle]:
+        """The oldest `limit` candles ascending (ASC) or the newest descending (DESC);
+        with `resample`, buckets of tf_min made from the stored `source_tf` candles."""
         ...
 
     async def candle_range(
-        self, ticker: str, tf_min: int, time_range: TimeRange, limit: int
+        self,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange,
+        limit: int,
+        resample: Resample | None = None,
     ) -> list[Candle]:
-        """Candles with start <= ts <= end, ascending, at most `limit`."""
+        """Candles with start <= ts <= end, ascending, at most `limit`. Resampled buckets
+        are returned only when they lie entirely inside the range."""
+        ...
+
+    async def timeframes(self, ticker: str) -> list[int]:
+        """The timeframes stored for `ticker`, ascending."""
+        ...
+
+    def stream(
+        self,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange | None,
+        order: Order,
+        limit: int | None,
+        resample: Resample | None = None,
+    ) -> AsyncGenerator[Candle, None]:
+        """Like candles/candle_range, without a cap, in constant memory (for exports)."""
+        ...
+
+    async def coverage(self, ticker: str) -> list[Coverage]:
+        """First and last ts and the count of each stored timeframe of `ticker`."""
+        ...
+
+    async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
+        """Consecutive candles further apart than `min_gap`, oldest first."""
         ...
 
 

@@ -1,6 +1,7 @@
 """The read use cases: validation and defaults of the REST contract over a CandleRepository."""
 
-from datetime import datetime
+from collections.abc import AsyncGenerator
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -8,13 +9,16 @@ from marketdata.domain.candles import (
     MAX_TICKER_LENGTH,
     Candle,
     Order,
+    Resample,
     TimeRange,
     limit_of,
+    source_timeframe,
     ticker_of,
     timeframe_of,
+    zone_of,
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
-from marketdata.domain.ports import CandleRepository
+from marketdata.domain.ports import CandleRepository, Coverage, Gap
 
 DEFAULT_SYMBOLS_LIMIT = 100
 DEFAULT_CANDLES_LIMIT = 200
@@ -27,10 +31,28 @@ class QueryLimits(msgspec.Struct, frozen=True):
     max_limit: int = 5000
 
 
+async def _chain(first: Candle, rest: AsyncGenerator[Candle, None]) -> AsyncGenerator[Candle, None]:
+    try:
+        yield first
+        async for candle in rest:
+            yield candle
+    finally:
+        await rest.aclose()
+
+
+class Page(msgspec.Struct, frozen=True):
+    candles: list[Candle]
+    more: bool
+
+
 class CandleQueries:
     def __init__(self, repository: CandleRepository, limits: QueryLimits) -> None:
         self._repository = repository
         self._limits = limits
+
+    @property
+    def default_tf_min(self) -> int:
+        return self._limits.default_tf_min
 
     async def symbols(self, prefix: str = "", limit: int | None = None) -> list[str]:
         if len(prefix) > MAX_TICKER_LENGTH:
@@ -46,11 +68,15 @@ class CandleQueries:
         tf_min: int | None = None,
         limit: int | None = None,
         order: Order = Order.ASC,
+        tz: str | None = None,
     ) -> list[Candle]:
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         limit = limit_of(DEFAULT_CANDLES_LIMIT if limit is None else limit, self._limits.max_limit)
+        zone = zone_of(tz) if tz is not None else "UTC"
         found = await self._repository.candles(ticker, tf_min, limit, order)
+        if not found and (resample := await self._resampling(ticker, tf_min, zone)):
+            found = await self._repository.candles(ticker, tf_min, limit, order, resample)
         if not found:
             raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
         return found
@@ -62,15 +88,86 @@ class CandleQueries:
         end: datetime,
         tf_min: int | None = None,
         limit: int | None = None,
-    ) -> list[Candle]:
+        tz: str | None = None,
+        after: datetime | None = None,
+    ) -> Page:
+        """Candles in [start, end]; `after` (from a cursor) skips those up to it. A page
+        holds at most `limit`; `more` says whether candles remain after its last one."""
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         limit = limit_of(self._limits.max_limit if limit is None else limit, self._limits.max_limit)
+        zone = zone_of(tz) if tz is not None else "UTC"
         time_range = TimeRange(start, end)
-        found = await self._repository.candle_range(ticker, tf_min, time_range, limit)
-        if not found:
+        window = time_range
+        if after is not None and after >= start:
+            if after >= end:
+                return Page([], more=False)
+            window = TimeRange(after + timedelta(microseconds=1), end)
+        # one more than asked for tells whether there is a next page
+        found = await self._repository.candle_range(ticker, tf_min, window, limit + 1)
+        if not found and (resample := await self._resampling(ticker, tf_min, zone)):
+            found = await self._repository.candle_range(ticker, tf_min, window, limit + 1, resample)
+        if not found and after is None:
             raise NotFound(
                 f"No candles found for ticker {ticker!r} with tf_min={tf_min} between "
                 f"{time_range.start.isoformat()} and {time_range.end.isoformat()}"
             )
+        return Page(found[:limit], more=len(found) > limit)
+
+    async def export(
+        self,
+        ticker: str,
+        tf_min: int | None = None,
+        order: Order = Order.ASC,
+        limit: int | None = None,
+        tz: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> AsyncGenerator[Candle, None]:
+        """Every candle asked for, without the MAX_LIMIT cap, streamed. Checks everything
+        and reads the first candle before returning, so that NotFound or StoreUnavailable
+        come before a response has started."""
+        ticker = ticker_of(ticker)
+        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
+        if limit is not None and limit < 1:
+            raise InvalidParameter("limit", f"must be at least 1, got {limit}")
+        zone = zone_of(tz) if tz is not None else "UTC"
+        time_range = TimeRange(start, end) if start is not None and end is not None else None
+        resample = await self._resampling(ticker, tf_min, zone)
+        candles = self._repository.stream(ticker, tf_min, time_range, order, limit, resample)
+        first = await anext(candles, None)
+        if first is None:
+            await candles.aclose()
+            raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
+        return _chain(first, candles)
+
+    async def coverage(self, ticker: str) -> list[Coverage]:
+        found = await self._repository.coverage(ticker_of(ticker))
+        if not found:
+            raise NotFound(f"No candles found for ticker {ticker!r}")
         return found
+
+    async def gaps(
+        self, ticker: str, tf_min: int | None, min_gap: int | None, limit: int | None
+    ) -> list[Gap]:
+        """Holes longer than `min_gap` minutes (default: tf_min, i.e. any missing candle)."""
+        ticker = ticker_of(ticker)
+        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
+        min_gap = tf_min if min_gap is None else min_gap
+        if min_gap < 1:
+            raise InvalidParameter("min_gap", f"must be at least 1 minute, got {min_gap}")
+        limit = limit_of(
+            min(1000, self._limits.max_limit) if limit is None else limit, self._limits.max_limit
+        )
+        if tf_min not in await self._repository.timeframes(ticker):
+            raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
+        return await self._repository.gaps(ticker, tf_min, timedelta(minutes=min_gap), limit)
+
+    async def _resampling(self, ticker: str, tf_min: int, tz: str) -> Resample | None:
+        """How to make `tf_min` candles of `ticker` when none are stored: from the finest
+        stored timeframe that divides it. None when tf_min is stored or nothing divides it."""
+        stored = await self._repository.timeframes(ticker)
+        if tf_min in stored:
+            return None
+        source = source_timeframe(tf_min, stored)
+        return Resample(source, tz) if source is not None else None

@@ -14,13 +14,20 @@ import asyncio
 import contextlib
 import enum
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
 import msgspec
 
-from marketdata.domain.candles import Candle, parse_timestamp, ticker_of, timeframe_of
+from marketdata.domain.candles import (
+    Candle,
+    Resample,
+    parse_timestamp,
+    source_timeframe,
+    ticker_of,
+    timeframe_of,
+)
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 
 MAX_TICKERS = 20
@@ -33,6 +40,16 @@ class ReplaySelection(msgspec.Struct, frozen=True):
     tf_min: int
     start: datetime | None = None
     end: datetime | None = None
+    # Per ticker, the stored timeframe its candles are made from (empty: tf_min for all);
+    # a finer one is resampled into buckets aligned in `tz`, as for REST.
+    sources: tuple[int, ...] = ()
+    tz: str = "UTC"
+
+    def resample_of(self, ticker: str) -> Resample | None:
+        if not self.sources:
+            return None
+        source = self.sources[self.tickers.index(ticker)]
+        return None if source == self.tf_min else Resample(source, self.tz)
 
     def __post_init__(self) -> None:
         if not self.tickers:
@@ -44,6 +61,21 @@ class ReplaySelection(msgspec.Struct, frozen=True):
         timeframe_of(self.tf_min)
         if self.start and self.end and self.start > self.end:
             raise InvalidQuery("start must not be after end")
+
+
+async def with_sources(
+    selection: ReplaySelection, timeframes: Callable[[str], Awaitable[list[int]]]
+) -> ReplaySelection:
+    """The selection with each ticker's source timeframe: tf_min where it is stored (or
+    nothing is), else the finest stored timeframe dividing it."""
+    sources = []
+    for ticker in selection.tickers:
+        stored = await timeframes(ticker)
+        source = None if selection.tf_min in stored else source_timeframe(selection.tf_min, stored)
+        sources.append(source or selection.tf_min)
+    if all(source == selection.tf_min for source in sources):
+        return selection
+    return msgspec.structs.replace(selection, sources=tuple(sources))
 
 
 class ReplayKey(msgspec.Struct, frozen=True, order=True):

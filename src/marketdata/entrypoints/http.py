@@ -1,8 +1,14 @@
 """REST handlers: the seed's contract, thin over the domain's use cases."""
 
+import base64
+import binascii
+import csv
 import hmac
-from datetime import datetime
-from typing import Annotated, Any
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import msgspec
 from dishka.integrations.litestar import FromDishka, inject
@@ -10,11 +16,12 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import QueryParameter
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
+from litestar.response import Stream
 
 from marketdata.adapters.settings import Settings
-from marketdata.domain.candles import Order, parse_timestamp
-from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.candles import Candle, Order, parse_timestamp
+from marketdata.domain.errors import InvalidQuery, StoreUnavailable
 from marketdata.domain.ingest import (
     BadFile,
     IngestOptions,
@@ -23,7 +30,7 @@ from marketdata.domain.ingest import (
     rows_from_json,
     rows_from_ndjson,
 )
-from marketdata.domain.ports import CandleWriter, StoreHealth
+from marketdata.domain.ports import CandleWriter, Coverage, Gap, StoreHealth
 from marketdata.domain.queries import CandleQueries
 from marketdata.entrypoints.schemas import (
     CandlesBody,
@@ -42,6 +49,8 @@ def _spec(model: type, description: str, example: dict[str, object]) -> Response
         examples=[Example(summary=description, value=example)],
     )
 
+
+_encode = msgspec.json.Encoder().encode
 
 UNAVAILABLE = _spec(
     UnavailableBody,
@@ -160,13 +169,112 @@ async def symbols(
     return SymbolsBody(symbols=found, count=len(found))
 
 
+Tz = Annotated[
+    str | None,
+    QueryParameter(
+        description="Time zone that aligns resampled daily and weekly buckets (IANA name); "
+        "default UTC. Stored timeframes are served as stored.",
+        max_length=64,
+        examples=[Example(value="America/New_York")],
+    ),
+]
+Format = Annotated[
+    Literal["json", "csv", "ndjson"] | None,
+    QueryParameter(
+        description="`json` (default), or `csv` / `ndjson` streamed row by row without the "
+        "MAX_LIMIT cap; also chosen by `Accept: text/csv` or `application/x-ndjson`.",
+    ),
+]
+RESAMPLING = (
+    " When `tf_min` is not stored but a finer stored timeframe divides it, candles are "
+    "aggregated from the finest such one (open of the first, max high, min low, close of the "
+    "last, sum of volume, last openint), in buckets aligned on the UTC epoch (weeks on a "
+    "Monday), or on local time with `tz`."
+)
+STREAMED = {
+    200: ResponseSpec(
+        data_container=CandlesBody,
+        description="JSON body; with format=csv or ndjson a text/csv or application/x-ndjson "
+        "stream of the same candles, one per line",
+    )
+}
+
+
+def _format(requested: str | None, accept: str | None) -> str:
+    if requested is not None:
+        return requested
+    accepted = (accept or "").lower()
+    if "text/csv" in accepted:
+        return "csv"
+    if "ndjson" in accepted or "jsonl" in accepted:
+        return "ndjson"
+    return "json"
+
+
+_CSV_HEADER = b"ticker,tf_min,ts,open,high,low,close,volume,openint\n"
+_BATCH = 1000
+
+
+async def _csv_lines(candles: AsyncIterator[Candle]) -> AsyncIterator[bytes]:
+    yield _CSV_HEADER
+    batch: list[tuple[object, ...]] = []
+    async for c in candles:
+        stamp = c.ts.isoformat().replace("+00:00", "Z")
+        batch.append(
+            (c.ticker, c.tf_min, stamp, c.open, c.high, c.low, c.close, c.volume, c.openint)
+        )
+        if len(batch) >= _BATCH:
+            yield _csv_chunk(batch)
+            batch.clear()
+    if batch:
+        yield _csv_chunk(batch)
+
+
+def _csv_chunk(rows: list[tuple[object, ...]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
+
+
+async def _ndjson_lines(candles: AsyncIterator[Candle]) -> AsyncIterator[bytes]:
+    batch: list[bytes] = []
+    async for candle in candles:
+        batch.append(_encode(candle))
+        if len(batch) >= _BATCH:
+            yield b"\n".join(batch) + b"\n"
+            batch.clear()
+    if batch:
+        yield b"\n".join(batch) + b"\n"
+
+
+def _stream(candles: AsyncIterator[Candle], output: str) -> Stream:
+    if output == "csv":
+        return Stream(_csv_lines(candles), media_type="text/csv; charset=utf-8")
+    return Stream(_ndjson_lines(candles), media_type="application/x-ndjson")
+
+
+def encode_cursor(after: datetime) -> str:
+    return base64.urlsafe_b64encode(f"v1|{after.isoformat()}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> datetime:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, stamp = text.partition("|")
+        if version != "v1":
+            raise ValueError(version)
+        return parse_timestamp(stamp, "cursor")
+    except (ValueError, InvalidQuery, binascii.Error):
+        raise InvalidQuery("cursor: not a cursor this service gave out") from None
+
+
 @get(
     "/candles",
     summary="Oldest or newest candles of a series",
     description="`order=asc` gives the oldest `limit` candles ascending; `order=desc` the "
-    "newest `limit` candles, newest first.",
+    "newest `limit` candles, newest first." + RESAMPLING,
     tags=["candles"],
-    responses={404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
+    responses={**STREAMED, 404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
 )
 @inject
 async def candles(
@@ -176,27 +284,53 @@ async def candles(
     limit: Annotated[
         int | None,
         QueryParameter(
-            description="1..MAX_LIMIT, default 200.", ge=1, examples=[Example(value=200)]
+            description="1..MAX_LIMIT, default 200 (csv/ndjson: no cap, default all).",
+            ge=1,
+            examples=[Example(value=200)],
         ),
     ] = None,
     order: Annotated[
         Order, QueryParameter(description="`asc` (oldest first) or `desc` (newest first).")
     ] = Order.ASC,
-) -> CandlesBody:
-    found = await queries.candles(ticker, tf_min, limit, order)
-    return CandlesBody(data=found, count=len(found))
+    tz: Tz = None,
+    format: Format = None,
+    accept: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Accept",
+            required=False,
+            description="text/csv or application/x-ndjson stream the result (as format does).",
+        ),
+    ] = None,
+) -> Response[CandlesBody] | Stream:
+    output = _format(format, accept)
+    if output != "json":
+        return _stream(await queries.export(ticker, tf_min, order, limit, tz), output)
+    found = await queries.candles(ticker, tf_min, limit, order, tz)
+    return Response(CandlesBody(data=found, count=len(found)))
 
 
 @get(
     "/candles/range",
     summary="Candles between two times",
     description="Candles with start <= ts <= end (both inclusive), ascending. Datetimes are "
-    "ISO 8601; without an offset they mean UTC.",
+    "ISO 8601; without an offset they mean UTC. When more candles remain than `limit`, the "
+    'body has `next` (a cursor) and a `Link: <...>; rel="next"` header gives the URL of '
+    "the next page; following it returns every candle once. Resampled buckets are returned "
+    "only when they lie entirely inside [start, end]." + RESAMPLING,
     tags=["candles"],
-    responses={400: BAD_REQUEST, 404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
+    responses={
+        **STREAMED,
+        400: BAD_REQUEST,
+        404: NOT_FOUND,
+        422: INVALID,
+        500: INTERNAL,
+        503: UNAVAILABLE,
+    },
 )
 @inject
 async def candle_range(
+    request: Request[Any, Any, Any],
     queries: FromDishka[CandleQueries],
     ticker: Ticker,
     start: Annotated[
@@ -219,14 +353,111 @@ async def candle_range(
     limit: Annotated[
         int | None,
         QueryParameter(
-            description="1..MAX_LIMIT, default MAX_LIMIT.", ge=1, examples=[Example(value=1000)]
+            description="1..MAX_LIMIT, default MAX_LIMIT (csv/ndjson: no cap, default all).",
+            ge=1,
+            examples=[Example(value=1000)],
         ),
     ] = None,
-) -> CandlesBody:
-    start_ts: datetime = parse_timestamp(start, "start")
-    end_ts: datetime = parse_timestamp(end, "end")
-    found = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit)
-    return CandlesBody(data=found, count=len(found))
+    tz: Tz = None,
+    cursor: Annotated[
+        str | None,
+        QueryParameter(description="`next` of the previous page.", max_length=200),
+    ] = None,
+    format: Format = None,
+    accept: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Accept",
+            required=False,
+            description="text/csv or application/x-ndjson stream the result (as format does).",
+        ),
+    ] = None,
+) -> Response[CandlesBody] | Stream:
+    start_ts = parse_timestamp(start, "start")
+    end_ts = parse_timestamp(end, "end")
+    after = decode_cursor(cursor) if cursor is not None else None
+    output = _format(format, accept)
+    if output != "json":
+        if after is not None and after >= start_ts:
+            start_ts = after + timedelta(microseconds=1)
+        exported = await queries.export(ticker, tf_min, Order.ASC, limit, tz, start_ts, end_ts)
+        return _stream(exported, output)
+    page = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit, tz, after)
+    if not page.more:
+        return Response(CandlesBody(data=page.candles, count=len(page.candles)))
+    next_cursor = encode_cursor(page.candles[-1].ts)
+    query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+    link = f"{request.url.path}?{urlencode({**query, 'cursor': next_cursor})}"
+    return Response(
+        CandlesBody(data=page.candles, count=len(page.candles), next=next_cursor),
+        headers={"Link": f'<{link}>; rel="next"'},
+    )
+
+
+class CoverageBody(msgspec.Struct):
+    ticker: str
+    timeframes: list[Coverage]
+
+
+class GapsBody(msgspec.Struct):
+    ticker: str
+    tf_min: int
+    min_gap: int
+    gaps: list[Gap]
+    count: int
+
+
+@get(
+    "/symbols/{ticker:str}",
+    summary="What is stored for a ticker",
+    description="For each stored timeframe: the first and last candle's `ts` and the count.",
+    tags=["coverage"],
+    responses={404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
+)
+@inject
+async def symbol_coverage(
+    queries: FromDishka[CandleQueries],
+    ticker: Annotated[str, PathParameter(description="Ticker exactly as stored.", max_length=64)],
+) -> CoverageBody:
+    return CoverageBody(ticker=ticker, timeframes=await queries.coverage(ticker))
+
+
+@get(
+    "/symbols/{ticker:str}/gaps",
+    summary="Holes in a series",
+    description="Pairs of consecutive candles further apart than `min_gap` minutes (default: "
+    "tf_min, i.e. any missing candle), oldest first: nights, weekends, holidays and feed "
+    "outages, so that missing data shows before a backtest meets it.",
+    tags=["coverage"],
+    responses={404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
+)
+@inject
+async def symbol_gaps(
+    queries: FromDishka[CandleQueries],
+    ticker: Annotated[str, PathParameter(description="Ticker exactly as stored.", max_length=64)],
+    tf_min: TfMin = None,
+    min_gap: Annotated[
+        int | None,
+        QueryParameter(
+            description="Minutes; default tf_min.",
+            ge=1,
+            le=10_000_000,
+            examples=[Example(value=60)],
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        QueryParameter(description="1..MAX_LIMIT gaps, default 1000.", ge=1),
+    ] = None,
+) -> GapsBody:
+    found = await queries.gaps(ticker, tf_min, min_gap, limit)
+    return GapsBody(
+        ticker=ticker,
+        tf_min=tf_min or queries.default_tf_min,
+        min_gap=min_gap or tf_min or queries.default_tf_min,
+        gaps=found,
+        count=len(found),
+    )
 
 
 class WrittenBody(msgspec.Struct):
@@ -331,4 +562,4 @@ async def write_candles(
     return WrittenBody(result.rows, result.inserted, result.updated, result.unchanged)
 
 
-ROUTES = [health, symbols, candles, candle_range, write_candles]
+ROUTES = [health, symbols, symbol_coverage, symbol_gaps, candles, candle_range, write_candles]

@@ -18,9 +18,11 @@ class SymbolsBody(msgspec.Struct):
     count: int
 
 
-class CandlesBody(msgspec.Struct):
+class CandlesBody(msgspec.Struct, omit_defaults=True):
     data: list[Candle]
     count: int
+    # a cursor for the next page of /candles/range; absent on the last page (the seed's body)
+    next: str | None = None
 
 
 class ErrorBody(msgspec.Struct):

@@ -17,8 +17,9 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.adapters.settings import Settings
-from marketdata.domain.candles import Candle, parse_timestamp
+from marketdata.domain.candles import Candle, parse_timestamp, zone_of
 from marketdata.domain.errors import DomainError, InvalidParameter, StoreUnavailable
+from marketdata.domain.ports import CandleRepository
 from marketdata.domain.replay import (
     Clock,
     Command,
@@ -26,6 +27,7 @@ from marketdata.domain.replay import (
     ReplaySelection,
     ReplaySession,
     ReplaySource,
+    with_sources,
 )
 
 log = structlog.get_logger(logger_name="marketdata.replay")
@@ -105,11 +107,16 @@ def replay_request(query: Mapping[str, str], settings: Settings) -> ReplayReques
     mode = query.get("mode", "paced")
     if mode not in ("paced", "lockstep"):
         raise InvalidParameter("mode", f"must be paced or lockstep, got {mode!r}")
+    tz = zone_of(query["tz"]) if query.get("tz") else "UTC"
     start = parse_timestamp(query["start"], "start") if query.get("start") else None
     end = parse_timestamp(query["end"], "end") if query.get("end") else None
     return ReplayRequest(
         selection=ReplaySelection(
-            tickers, int(tf_min) if tf_min is not None else settings.default_tf_min, start, end
+            tickers,
+            int(tf_min) if tf_min is not None else settings.default_tf_min,
+            start,
+            end,
+            tz=tz,
         ),
         pacing=Pacing(
             step_seconds=step,
@@ -247,6 +254,7 @@ async def replay(
     source: FromDishka[ReplaySource],
     clock: FromDishka[Clock],
     registry: FromDishka[ReplayRegistry],
+    repository: FromDishka[CandleRepository],
 ) -> None:
     await socket.accept()
     query = dict(socket.query_params)
@@ -274,7 +282,7 @@ async def replay(
             source,
             clock,
             sink,
-            request.selection,
+            await with_sources(request.selection, repository.timeframes),
             request.pacing,
             lockstep=request.lockstep,
             from_seq=request.from_seq,
