@@ -185,6 +185,14 @@ Format = Annotated[
         "MAX_LIMIT cap; also chosen by `Accept: text/csv` or `application/x-ndjson`.",
     ),
 ]
+Accept = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Accept",
+        required=False,
+        description="text/csv or application/x-ndjson stream the result (as format does).",
+    ),
+]
 RESAMPLING = (
     " When `tf_min` is not stored but a finer stored timeframe divides it, candles are "
     "aggregated from the finest such one (open of the first, max high, min low, close of the "
@@ -294,14 +302,7 @@ async def candles(
     ] = Order.ASC,
     tz: Tz = None,
     format: Format = None,
-    accept: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Accept",
-            required=False,
-            description="text/csv or application/x-ndjson stream the result (as format does).",
-        ),
-    ] = None,
+    accept: Accept = None,
 ) -> Response[CandlesBody] | Stream:
     output = _format(format, accept)
     if output != "json":
@@ -364,14 +365,7 @@ async def candle_range(
         QueryParameter(description="`next` of the previous page.", max_length=200),
     ] = None,
     format: Format = None,
-    accept: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Accept",
-            required=False,
-            description="text/csv or application/x-ndjson stream the result (as format does).",
-        ),
-    ] = None,
+    accept: Accept = None,
 ) -> Response[CandlesBody] | Stream:
     start_ts = parse_timestamp(start, "start")
     end_ts = parse_timestamp(end, "end")

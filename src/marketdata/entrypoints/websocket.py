@@ -306,7 +306,7 @@ async def replay(
         # else: the client left; its session ends silently
     except ClientGone:
         pass
-    except (InvalidParameter, DomainError) as error:
+    except DomainError as error:
         code = CLOSE_INTERNAL if isinstance(error, StoreUnavailable) else CLOSE_POLICY
         if isinstance(error, StoreUnavailable):
             log.warning("replay failed: database unavailable", reason=error.message)
