@@ -72,16 +72,11 @@ def free_port() -> int:
         return port
 
 
-def start_server(dsn: str, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PORT": str(port),
-        "LOG_FORMAT": "json",
-        "WORKERS": str(workers),
-    }
+def start_server(dsn: str, port: int, **settings: str) -> subprocess.Popen[bytes]:
+    """`marketdata serve` on `dsn` (already migrated), once /health answers."""
+    env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "LOG_FORMAT": "json", **settings}
     server = subprocess.Popen(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve"],
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", "--no-migrate"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -163,7 +158,7 @@ def main() -> None:
         "&start=2024-02-01T00:00:00Z&end=2024-02-07T23:55:00Z",
         "/symbols": "/symbols",
     }
-    server = start_server(dsn, port, args.workers)
+    server = start_server(dsn, port, WORKERS=str(args.workers))
     rows = []
     try:
         for name, path in urls.items():

@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import free_port
+from http_bench import free_port, start_server
 from replay_bench import rss_kib
 
 DB = "marketdata_bench_query"
@@ -39,8 +39,13 @@ def prepare(admin_url: str) -> str:
     p = conninfo_to_dict(make_conninfo(admin_url, dbname=DB))
     url = f"postgresql://{p.get('user', 'postgres')}@{p.get('host')}:{p.get('port', 5432)}/{DB}"
     env = {**os.environ, "DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"], env=env,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
@@ -63,21 +68,13 @@ def main() -> None:
     args = parser.parse_args()
     url = prepare(args.admin_url)
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", "--no-migrate"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    server = start_server(url, port, LOG_LEVEL="WARNING")
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        resample = (f"{base}/candles/range?ticker=YEAR&tf_min=60"
-                    "&start=2024-01-01T00:00:00Z&end=2024-12-31T23:59:00Z")
+        resample = (
+            f"{base}/candles/range?ticker=YEAR&tf_min=60"
+            "&start=2024-01-01T00:00:00Z&end=2024-12-31T23:59:00Z"
+        )
         times = []
         for _ in range(31):
             started = time.perf_counter()
@@ -99,8 +96,9 @@ def main() -> None:
         sampler.start()
         started = time.perf_counter()
         rows = 0
-        with urllib.request.urlopen(f"{base}/candles?ticker=MILLION&tf_min=1&format=ndjson",
-                                    timeout=600) as response:
+        with urllib.request.urlopen(
+            f"{base}/candles?ticker=MILLION&tf_min=1&format=ndjson", timeout=600
+        ) as response:
             while chunk := response.read(1 << 20):
                 rows += chunk.count(b"\n")
         seconds = time.perf_counter() - started
@@ -111,11 +109,15 @@ def main() -> None:
         server.wait(timeout=30)
         with psycopg.connect(args.admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    print(f"resample 527,040 1-minute rows to 1 hour, first page ({buckets} buckets):"
-          f" p50 {statistics.median(times) * 1000:.0f} ms,"
-          f" p90 {times[int(len(times) * 0.9)] * 1000:.0f} ms over {len(times)} requests")
-    print(f"NDJSON export: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s;"
-          f" server RSS {before / 1024:.0f} MiB before, peak {peak[0] / 1024:.0f} MiB")
+    print(
+        f"resample 527,040 1-minute rows to 1 hour, first page ({buckets} buckets):"
+        f" p50 {statistics.median(times) * 1000:.0f} ms,"
+        f" p90 {times[int(len(times) * 0.9)] * 1000:.0f} ms over {len(times)} requests"
+    )
+    print(
+        f"NDJSON export: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s;"
+        f" server RSS {before / 1024:.0f} MiB before, peak {peak[0] / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -16,19 +16,16 @@ candle, refused or dropped sessions, and the server's RSS per session. Measures 
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ensure_data, free_port
+from http_bench import ensure_data, free_port, start_server
 
 STEP = 0.1
 
@@ -115,27 +112,10 @@ def main() -> None:
     args = parser.parse_args()
     dsn = ensure_data(args.admin_url)
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
-        "WS_MIN_STEP_SECONDS": str(STEP),
-        "WS_MAX_SESSIONS": "5000",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", "--no-migrate"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = start_server(
+        dsn, port, LOG_LEVEL="WARNING", WS_MIN_STEP_SECONDS=str(STEP), WS_MAX_SESSIONS="5000"
     )
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         result = asyncio.run(run(f"ws://127.0.0.1:{port}", args.sessions, args.seconds, server.pid))
     finally:
         server.send_signal(signal.SIGTERM)

@@ -110,7 +110,7 @@ async def open_pool(config: DatabaseConfig) -> AsyncConnectionPool:
 
     `pool_timeout` bounds how long a request waits for a connection; `reconnect_timeout` is short
     so that a failed reconnection gives up quickly and the next request tries again at once:
-    the pool recovers within about a second of the server's return instead of backing off.
+    a request after the server's return reconnects at once instead of waiting out a backoff.
     """
     pool: AsyncConnectionPool = AsyncConnectionPool(
         config.url,
