@@ -19,8 +19,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER marketdata
 WORKDIR /home/marketdata
 EXPOSE 8000
-# /health answers 503 when the database is unreachable; urlopen raises on it.
+# /health/ready answers 503 while the database is unreachable or migrations are pending;
+# urlopen raises on it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '8000'), timeout=2)"]
 # `serve` applies pending migrations (under an advisory lock), then serves.
 CMD ["marketdata", "serve"]

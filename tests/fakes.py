@@ -131,6 +131,10 @@ class InMemoryCandleRepository:
     async def ping(self) -> None:
         self._check()
 
+    async def pending_migrations(self) -> list[str]:
+        self._check()
+        return []
+
 
 def fake_store(repository: InMemoryCandleRepository) -> Provider:
     """A dishka provider overriding the PostgreSQL store with `repository`."""

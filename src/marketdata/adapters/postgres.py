@@ -46,10 +46,10 @@ class Location(msgspec.Struct, frozen=True):
     port: str
     password: str | None
 
-    def unavailable(self, reason: str) -> StoreUnavailable:
+    def unavailable(self, reason: str, kind: str = "connection") -> StoreUnavailable:
         if self.password:
             reason = reason.replace(self.password, "***")
-        return StoreUnavailable(self.host, self.port, reason)
+        return StoreUnavailable(self.host, self.port, reason, kind)
 
 
 def location_of(url: str) -> Location:
@@ -91,15 +91,16 @@ async def translated_errors(location: Location, config: DatabaseConfig) -> Async
         yield
     except PoolTimeout:
         raise location.unavailable(
-            f"no connection could be had within {config.wait_timeout:g} s"
+            f"no connection could be had within {config.wait_timeout:g} s", "pool_timeout"
         ) from None
     except pg_errors.QueryCanceled:
         raise location.unavailable(
-            f"the query did not finish within DB_COMMAND_TIMEOUT ({config.command_timeout:g} s)"
+            f"the query did not finish within DB_COMMAND_TIMEOUT ({config.command_timeout:g} s)",
+            "statement_timeout",
         ) from None
     except pg_errors.UndefinedTable:
         raise location.unavailable(
-            "the candles table does not exist: run `marketdata migrate`"
+            "the candles table does not exist: run `marketdata migrate`", "schema"
         ) from None
     except (psycopg.OperationalError, psycopg.InterfaceError) as error:
         raise location.unavailable(_first_line(error)) from None
@@ -277,6 +278,8 @@ class _PooledReader:
 class PostgresCandleRepository(_PooledReader):
     """CandleRepository and StoreHealth over a psycopg pool; plain SQL returning Structs."""
 
+    _migrated = False
+
     async def symbols(self, prefix: str, limit: int) -> list[str]:
         rows = await self._fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
         return [row[0] for row in rows]
@@ -373,6 +376,19 @@ class PostgresCandleRepository(_PooledReader):
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", None)
+
+    async def pending_migrations(self) -> list[str]:
+        if self._migrated:  # migrations are never undone: once up to date, stay so
+            return []
+        exists = await self._fetch("SELECT to_regclass('schema_migrations') IS NOT NULL", None)
+        done: set[str] = set()
+        if exists[0][0]:
+            done = {
+                row[0] for row in await self._fetch("SELECT version FROM schema_migrations", None)
+            }
+        pending = [version for version, _ in migration_files() if version not in done]
+        self._migrated = not pending
+        return pending
 
 
 _SELECTED = (

@@ -32,8 +32,10 @@ class StoreUnavailable(DomainError):
     Carries the server's host and port so operators can see where it tried; never credentials.
     """
 
-    def __init__(self, host: str, port: str, reason: str) -> None:
+    def __init__(self, host: str, port: str, reason: str, kind: str = "connection") -> None:
         super().__init__(f"database at {host}:{port} is unavailable: {reason}")
         self.host = host
         self.port = port
         self.reason = reason
+        # connection | pool_timeout | statement_timeout | schema: for metrics and logs
+        self.kind = kind

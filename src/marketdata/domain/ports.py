@@ -92,3 +92,7 @@ class StoreHealth(Protocol):
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable otherwise."""
         ...
+
+    async def pending_migrations(self) -> list[str]:
+        """Schema migrations not applied yet (empty when the schema is up to date)."""
+        ...

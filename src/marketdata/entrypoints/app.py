@@ -10,6 +10,7 @@ from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.enums import MediaType
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 
@@ -26,6 +27,7 @@ from marketdata.domain.ingest import BadFile, BadRow
 from marketdata.domain.ports import CandleRepository
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
+from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.providers import (
     PostgresProvider,
     ReplayProvider,
@@ -47,7 +49,8 @@ _MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 def domain_error_response(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
     if isinstance(error, StoreUnavailable):
-        log.warning("database unavailable", reason=error.message)
+        log.warning("database unavailable", reason=error.message, kind=error.kind)
+        request.app.state.metrics.db_errors.labels(error.kind).inc()
         return Response(UnavailableBody(message=error.message), status_code=503)
     if isinstance(error, InvalidParameter):
         detail = [ValidationDetail(loc=["query", error.name], msg=error.reason)]
@@ -106,18 +109,21 @@ async def json_not_found(response: Response[Any]) -> Response[Any]:
 
 def create_app(settings: Settings, *providers: Provider) -> Litestar:
     """Build the service. `providers` override the defaults (tests pass fakes here)."""
+    metrics = Metrics()
     container = make_async_container(
         SettingsProvider(),
         PostgresProvider(),
         ReplayProvider(),
         UseCaseProvider(),
         *providers,
-        context={Settings: settings},
+        context={Settings: settings, Metrics: metrics},
     )
 
     async def open_store() -> None:
         # Open the pool at start-up rather than on the first request.
         await container.get(CandleRepository)
+        registry = await container.get(ReplayRegistry)
+        metrics.watch_replays(lambda: registry.active)
 
     async def close_container() -> None:
         # Replays first (they say goodbye with STATUS server_shutdown and 1001), then the pool.
@@ -129,7 +135,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         on_startup=[open_store],
         on_shutdown=[close_container],
         after_request=json_not_found,
-        middleware=[access_log_middleware],
+        middleware=[DefineMiddleware(access_log_middleware, metrics=metrics)],
         cors_config=CORSConfig(allow_origins=settings.cors_origin_list),
         exception_handlers={
             DomainError: domain_error_response,
@@ -147,6 +153,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
     )
+    app.state.metrics = metrics
     _document_validation_as_422(app)
     setup_dishka(container, app)
     return app

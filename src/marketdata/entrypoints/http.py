@@ -32,6 +32,7 @@ from marketdata.domain.ingest import (
 )
 from marketdata.domain.ports import CandleWriter, Coverage, Gap, StoreHealth
 from marketdata.domain.queries import CandleQueries
+from marketdata.entrypoints.metrics import CONTENT_TYPE
 from marketdata.entrypoints.schemas import (
     CandlesBody,
     ErrorBody,
@@ -137,6 +138,55 @@ async def health(store: FromDishka[StoreHealth]) -> Response[HealthBody]:
             status_code=503,
         )
     return Response(HealthBody(status="ok", database="connected"))
+
+
+class ProbeBody(msgspec.Struct, omit_defaults=True):
+    status: Literal["alive", "ready", "not_ready"]
+    reason: str | None = None
+
+
+@get("/health/live", summary="Liveness: the process answers", tags=["health"])
+async def live() -> ProbeBody:
+    return ProbeBody(status="alive")
+
+
+@get(
+    "/health/ready",
+    summary="Readiness: the database answers and its schema is up to date",
+    tags=["health"],
+    responses={
+        503: _spec(
+            ProbeBody,
+            "The database is unreachable, or migrations are pending",
+            {"status": "not_ready", "reason": "pending migrations: 0002_timescaledb"},
+        )
+    },
+)
+@inject
+async def ready(store: FromDishka[StoreHealth]) -> Response[ProbeBody]:
+    try:
+        await store.ping()  # pending_migrations() stops asking once the schema is up to date
+        pending = await store.pending_migrations()
+    except StoreUnavailable as error:
+        return Response(ProbeBody(status="not_ready", reason=error.message), status_code=503)
+    if pending:
+        reason = f"pending migrations: {', '.join(pending)}"
+        return Response(ProbeBody(status="not_ready", reason=reason), status_code=503)
+    return Response(ProbeBody(status="ready"))
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Requests by route and status with latency histograms, the database pool "
+    "(size, in use, waiting), database errors by kind, replay sessions, candles sent and "
+    "rows written, in the Prometheus text format.",
+    tags=["health"],
+    media_type=CONTENT_TYPE,
+)
+async def metrics(request: Request[Any, Any, Any]) -> bytes:
+    rendered: bytes = request.app.state.metrics.render()
+    return rendered
 
 
 @get(
@@ -553,7 +603,19 @@ async def write_candles(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     rows = rows_of(await request.body(), media_type)
     result = await writer.write(rows)
+    request.app.state.metrics.rows_ingested.inc(result.inserted + result.updated)
     return WrittenBody(result.rows, result.inserted, result.updated, result.unchanged)
 
 
-ROUTES = [health, symbols, symbol_coverage, symbol_gaps, candles, candle_range, write_candles]
+ROUTES = [
+    health,
+    live,
+    ready,
+    metrics,
+    symbols,
+    symbol_coverage,
+    symbol_gaps,
+    candles,
+    candle_range,
+    write_candles,
+]

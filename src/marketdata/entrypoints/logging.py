@@ -16,6 +16,8 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from marketdata.entrypoints.metrics import Metrics
+
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
@@ -84,8 +86,9 @@ def request_id_of(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def access_log_middleware(app: ASGIApp) -> ASGIApp:
-    """Bind a request id for every log line of the request; log one line when it ends."""
+def access_log_middleware(app: ASGIApp, metrics: Metrics | None = None) -> ASGIApp:
+    """Bind a request id for every log line of the request; log one line when it ends;
+    count the request and its latency by route template."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         is_http = scope["type"] == ScopeType.HTTP
@@ -111,10 +114,16 @@ def access_log_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id if is_http else send)
         finally:
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "WS")
+            if metrics is not None and is_http:
+                route = scope.get("path_template") or "unmatched"
+                metrics.requests.labels(route, method, str(status)).inc()
+                metrics.latency.labels(route, method).observe(elapsed)
             fields: dict[str, Any] = {
-                "method": scope.get("method", "WS"),
+                "method": method,
                 "path": scope["path"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
             }
             if is_http:
                 fields["status"] = status

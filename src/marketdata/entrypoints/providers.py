@@ -17,12 +17,14 @@ from marketdata.adapters.settings import Settings
 from marketdata.domain.ports import CandleRepository, CandleWriter, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, ReplaySource
+from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.websocket import ReplayRegistry
 
 
 class SettingsProvider(Provider):
     scope = Scope.APP
     settings = from_context(provides=Settings)
+    metrics = from_context(provides=Metrics)
 
     @provide
     def limits(self, settings: Settings) -> QueryLimits:
@@ -49,8 +51,11 @@ class PostgresProvider(Provider):
         )
 
     @provide
-    async def pool(self, config: DatabaseConfig) -> AsyncIterator[AsyncConnectionPool]:
+    async def pool(
+        self, config: DatabaseConfig, metrics: Metrics
+    ) -> AsyncIterator[AsyncConnectionPool]:
         pool = await open_pool(config)
+        metrics.watch_pool(pool.get_stats)
         yield pool
         await pool.close()
 

@@ -29,6 +29,7 @@ from marketdata.domain.replay import (
     ReplaySource,
     with_sources,
 )
+from marketdata.entrypoints.metrics import Metrics
 
 log = structlog.get_logger(logger_name="marketdata.replay")
 
@@ -133,7 +134,10 @@ class WebSocketSink:
     """ReplaySink over the socket. One lock: the replay and the acknowledgements of control
     messages are sent from two tasks."""
 
-    def __init__(self, socket: Socket, query: Mapping[str, str]) -> None:
+    def __init__(
+        self, socket: Socket, query: Mapping[str, str], metrics: Metrics | None = None
+    ) -> None:
+        self._metrics = metrics
         self._socket = socket
         self._lock = asyncio.Lock()
         self.session: ReplaySession | None = None
@@ -148,6 +152,8 @@ class WebSocketSink:
 
     async def candle(self, seq: int, candle: Candle) -> None:
         await self._send(_encode(CandleMessage("CANDLE", candle, seq)))
+        if self._metrics is not None:
+            self._metrics.candles_sent.inc()
 
     async def status(
         self, message: str, *, error: str | None = None, seq: int | None = None
@@ -255,10 +261,11 @@ async def replay(
     clock: FromDishka[Clock],
     registry: FromDishka[ReplayRegistry],
     repository: FromDishka[CandleRepository],
+    metrics: FromDishka[Metrics],
 ) -> None:
     await socket.accept()
     query = dict(socket.query_params)
-    sink = WebSocketSink(socket, query)
+    sink = WebSocketSink(socket, query, metrics)
     try:
         request = replay_request(query, settings)
     except DomainError as error:
@@ -310,6 +317,7 @@ async def replay(
         code = CLOSE_INTERNAL if isinstance(error, StoreUnavailable) else CLOSE_POLICY
         if isinstance(error, StoreUnavailable):
             log.warning("replay failed: database unavailable", reason=error.message)
+            metrics.db_errors.labels(error.kind).inc()
         with contextlib.suppress(ClientGone):
             await sink.status("error", error=error.message)
         await _close(socket, code)

@@ -1,0 +1,74 @@
+"""Prometheus metrics: one registry per app (tests build many apps in one process)."""
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar adds the charset
+
+
+class _PoolCollector(Collector):
+    """Reads the pool's numbers at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self._stats()
+        size = stats.get("pool_size", 0)
+        available = stats.get("pool_available", 0)
+        yield GaugeMetricFamily("marketdata_db_pool_size", "Connections the pool holds", value=size)
+        yield GaugeMetricFamily(
+            "marketdata_db_pool_in_use", "Connections lent out", value=size - available
+        )
+        yield GaugeMetricFamily(
+            "marketdata_db_pool_waiting",
+            "Requests waiting for a connection",
+            value=stats.get("requests_waiting", 0),
+        )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "marketdata_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "marketdata_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.db_errors = Counter(
+            "marketdata_db_errors",
+            "Database failures reported to callers, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.replays = Gauge(
+            "marketdata_replay_sessions", "Replay sessions playing now", registry=self.registry
+        )
+        self.candles_sent = Counter(
+            "marketdata_replay_candles_sent", "Candles sent by replays", registry=self.registry
+        )
+        self.rows_ingested = Counter(
+            "marketdata_rows_ingested",
+            "Rows written through POST /candles (inserted or updated)",
+            registry=self.registry,
+        )
+
+    def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_PoolCollector(stats))
+
+    def watch_replays(self, active: Callable[[], int]) -> None:
+        self.replays.set_function(active)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,105 @@
+"""Probes and metrics: what an operator sees."""
+
+import json
+import re
+from collections.abc import Callable
+
+from litestar.testing import TestClient
+
+from marketdata.adapters.settings import Settings
+from marketdata.entrypoints.app import create_app
+from tests.conftest import insert, through
+from tests.factories import series
+from tests.proxy import TcpProxy
+
+Client = TestClient  # type: ignore[type-arg]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match[2])
+    return 0.0
+
+
+def test_readiness_needs_the_schema(database_factory: Callable[[], str]) -> None:
+    fresh = database_factory()
+    with TestClient(create_app(Settings(database_url=fresh, db_pool_min_size=1))) as client:
+        assert client.get("/health/live").json() == {"status": "alive"}
+        response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["status"] == "not_ready"
+    assert "pending migrations: 0001_candles" in response.json()["reason"]
+
+
+def test_probes_during_an_outage(db_url: str, proxy: TcpProxy) -> None:
+    settings = Settings(
+        database_url=through(proxy, db_url),
+        db_connect_timeout=2,
+        db_pool_timeout=0.5,
+        db_pool_min_size=1,
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/ready").json() == {"status": "ready"}
+        proxy.cut()
+        live = client.get("/health/live")
+        ready = client.get("/health/ready")
+        failed = client.get("/candles?ticker=X")
+        text = client.get("/metrics").text
+        proxy.restore()
+    assert live.status_code == 200
+    assert ready.status_code == 503
+    assert "unavailable" in ready.json()["reason"]
+    assert failed.status_code == 503
+    errors = sum(
+        metric(text, "marketdata_db_errors_total", kind=kind)
+        for kind in ("connection", "pool_timeout")
+    )
+    assert errors >= 1
+
+
+def test_metrics_count_requests_replays_and_writes(db_url: str) -> None:
+    insert(db_url, series("M.US", 5))
+    settings = Settings(
+        database_url=db_url, api_keys="key", ws_min_step_seconds=0, db_pool_min_size=1
+    )
+    with TestClient(create_app(settings)) as client:
+        for _ in range(3):
+            client.get("/candles?ticker=M.US")
+        client.get("/candles?ticker=NOPE")
+        with client.websocket_connect("/ws/replay?ticker=M.US&step_seconds=60") as ws:
+            json.loads(ws.receive_text())
+            json.loads(ws.receive_text())
+            during = client.get("/metrics").text
+        body = [
+            {
+                "ticker": "W",
+                "tf_min": 5,
+                "ts": "2024-01-01T00:00:00Z",
+                "open": 1,
+                "high": 2,
+                "low": 0.5,
+                "close": 1.5,
+            }
+        ]
+        client.post("/candles", json=body, headers={"Authorization": "Bearer key"})
+        after = client.get("/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert metric(text, "marketdata_requests_total", route="/candles", status="200") == 3
+    assert metric(text, "marketdata_requests_total", route="/candles", status="404") == 1
+    assert metric(text, "marketdata_request_duration_seconds_count", route="/candles") == 4
+    assert metric(during, "marketdata_replay_sessions") == 1
+    assert metric(text, "marketdata_replay_sessions") == 0
+    assert metric(text, "marketdata_replay_candles_sent_total") >= 1
+    assert metric(text, "marketdata_rows_ingested_total") == 1
+    assert metric(text, "marketdata_db_pool_size") >= 1
+    assert "marketdata_db_pool_in_use" in text
+    assert "marketdata_db_pool_waiting" in text
