@@ -58,7 +58,7 @@ def test_time_range_demands_aware_datetimes() -> None:
         TimeRange(datetime(2024, 1, 1), datetime(2024, 1, 2, tzinfo=UTC))
 
 
-@pytest.mark.parametrize("value", ["", "   ", "x" * 65, "AB\x00C"])
+@pytest.mark.parametrize("value", ["", "x" * 65, "AB\x00C", "A\x1fB", "A\x85B"])
 def test_ticker_rejects_empty_long_and_control_characters(value: str) -> None:
     with pytest.raises(InvalidParameter) as caught:
         ticker_of(value)

@@ -88,6 +88,8 @@ async def test_export_is_uncapped_and_not_found_comes_first(queries: CandleQueri
     assert len(exported) == 300  # over max_limit (250)
     with pytest.raises(NotFound):
         await queries.export("ZZZ")
+    with pytest.raises(InvalidParameter, match="limit"):
+        await queries.export("AAA", limit=2**70)
 
 
 async def test_coverage_and_gaps(queries: CandleQueries, repo: InMemoryCandleRepository) -> None:

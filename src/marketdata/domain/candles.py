@@ -31,15 +31,25 @@ class Order(enum.StrEnum):
     DESC = "desc"
 
 
+# C0 and C1 control characters (NUL among them, which PostgreSQL text cannot hold).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"  # the same rule, for OpenAPI
+
+
+def text_of(name: str, value: str) -> str:
+    """A free text parameter (ticker, prefix): bounded, no control characters."""
+    if len(value) > MAX_TICKER_LENGTH:
+        raise InvalidParameter(name, f"must be at most {MAX_TICKER_LENGTH} characters")
+    if CONTROL_CHARACTERS.search(value):
+        raise InvalidParameter(name, "must not contain control characters")
+    return value
+
+
 def ticker_of(value: str) -> str:
     """A ticker as the store keeps it: non-empty, bounded, no control characters."""
-    if not value or not value.strip():
+    if not value:
         raise InvalidParameter("ticker", "must not be empty")
-    if len(value) > MAX_TICKER_LENGTH:
-        raise InvalidParameter("ticker", f"must be at most {MAX_TICKER_LENGTH} characters")
-    if not value.isprintable():
-        raise InvalidParameter("ticker", "must not contain control characters")
-    return value
+    return text_of("ticker", value)
 
 
 def timeframe_of(minutes: int) -> int:

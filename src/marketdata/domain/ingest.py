@@ -22,7 +22,7 @@ from datetime import UTC, datetime, tzinfo
 
 import msgspec
 
-from marketdata.domain.candles import MAX_TICKER_LENGTH
+from marketdata.domain.candles import CONTROL_CHARACTERS, MAX_TICKER_LENGTH
 from marketdata.domain.errors import DomainError
 
 # ticker, tf_min, ts, open, high, low, close, volume, openint: the table's column order
@@ -97,7 +97,7 @@ def _integer(text: str, name: str, file: str, line: int) -> int:
 def check_candle(row: Row, file: str, line: int) -> Row:
     """OHLC sanity: low <= open, close <= high; volume >= 0; a usable ticker and timeframe."""
     ticker, tf_min, _, open_, high, low, close, volume, _ = row
-    if not ticker or len(ticker) > MAX_TICKER_LENGTH or not ticker.isprintable():
+    if not ticker or len(ticker) > MAX_TICKER_LENGTH or CONTROL_CHARACTERS.search(ticker):
         raise BadRow(file, line, "ticker", f"{ticker!r} is not a valid ticker")
     if not 0 < tf_min < 2**31:
         raise BadRow(file, line, "tf_min", f"{tf_min} is not a positive number of minutes")

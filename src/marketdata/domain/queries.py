@@ -6,13 +6,13 @@ from datetime import datetime, timedelta
 import msgspec
 
 from marketdata.domain.candles import (
-    MAX_TICKER_LENGTH,
     Candle,
     Order,
     Resample,
     TimeRange,
     limit_of,
     source_timeframe,
+    text_of,
     ticker_of,
     timeframe_of,
     zone_of,
@@ -55,10 +55,7 @@ class CandleQueries:
         return self._limits.default_tf_min
 
     async def symbols(self, prefix: str = "", limit: int | None = None) -> list[str]:
-        if len(prefix) > MAX_TICKER_LENGTH:
-            raise InvalidParameter("prefix", f"must be at most {MAX_TICKER_LENGTH} characters")
-        if not prefix.isprintable():
-            raise InvalidParameter("prefix", "must not contain control characters")
+        prefix = text_of("prefix", prefix)
         limit = limit_of(DEFAULT_SYMBOLS_LIMIT if limit is None else limit, self._limits.max_limit)
         return await self._repository.symbols(prefix, limit)
 
@@ -129,8 +126,8 @@ class CandleQueries:
         come before a response has started."""
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
-        if limit is not None and limit < 1:
-            raise InvalidParameter("limit", f"must be at least 1, got {limit}")
+        if limit is not None and not 1 <= limit < 2**63:
+            raise InvalidParameter("limit", f"must be between 1 and 2^63-1, got {limit}")
         zone = zone_of(tz) if tz is not None else "UTC"
         time_range = TimeRange(start, end) if start is not None and end is not None else None
         resample = await self._resampling(ticker, tf_min, zone)

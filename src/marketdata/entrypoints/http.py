@@ -20,7 +20,7 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 from litestar.response import Stream
 
 from marketdata.adapters.settings import Settings
-from marketdata.domain.candles import Candle, Order, parse_timestamp
+from marketdata.domain.candles import NO_CONTROL_CHARACTERS, Candle, Order, parse_timestamp
 from marketdata.domain.errors import InvalidQuery, StoreUnavailable
 from marketdata.domain.ingest import (
     BadFile,
@@ -98,6 +98,7 @@ Ticker = Annotated[
         description="Ticker exactly as stored, e.g. `AMZN.US`.",
         min_length=1,
         max_length=64,
+        pattern=NO_CONTROL_CHARACTERS,
         examples=[Example(value="AMZN.US")],
     ),
 ]
@@ -205,6 +206,7 @@ async def symbols(
         QueryParameter(
             description="Start of the ticker, any case.",
             max_length=64,
+            pattern=NO_CONTROL_CHARACTERS,
             examples=[Example(value="am")],
         ),
     ] = "",
@@ -390,6 +392,7 @@ async def candle_range(
             description="ISO 8601 datetime or date, inclusive.",
             examples=[Example(value="2026-01-26T14:30:00Z")],
             max_length=64,
+            format="date-time",
         ),
     ],
     end: Annotated[
@@ -398,6 +401,7 @@ async def candle_range(
             description="ISO 8601 datetime or date, inclusive.",
             examples=[Example(value="2026-01-27T21:00:00Z")],
             max_length=64,
+            format="date-time",
         ),
     ],
     tf_min: TfMin = None,
@@ -461,7 +465,12 @@ class GapsBody(msgspec.Struct):
 @inject
 async def symbol_coverage(
     queries: FromDishka[CandleQueries],
-    ticker: Annotated[str, PathParameter(description="Ticker exactly as stored.", max_length=64)],
+    ticker: Annotated[
+        str,
+        PathParameter(
+            description="Ticker exactly as stored.", max_length=64, pattern=NO_CONTROL_CHARACTERS
+        ),
+    ],
 ) -> CoverageBody:
     return CoverageBody(ticker=ticker, timeframes=await queries.coverage(ticker))
 
@@ -478,7 +487,12 @@ async def symbol_coverage(
 @inject
 async def symbol_gaps(
     queries: FromDishka[CandleQueries],
-    ticker: Annotated[str, PathParameter(description="Ticker exactly as stored.", max_length=64)],
+    ticker: Annotated[
+        str,
+        PathParameter(
+            description="Ticker exactly as stored.", max_length=64, pattern=NO_CONTROL_CHARACTERS
+        ),
+    ],
     tf_min: TfMin = None,
     min_gap: Annotated[
         int | None,
