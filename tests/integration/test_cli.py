@@ -80,14 +80,16 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 
 
 class Served:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
         self.process = process
         self.port = port
+        self.log = log
         self.output = ""
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        self.output, _ = self.process.communicate(timeout=30)
+        self.process.wait(timeout=30)
+        self.output = self.log.read_text()
         return self.process.returncode
 
 
@@ -99,15 +101,18 @@ def served(cwd: Path, url: str, port: int, **env: str) -> Iterator[Served]:
     if url:
         base["DATABASE_URL"] = url
     demo = ["--demo"] if env.pop("DEMO", "") else []
-    process = subprocess.Popen(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", *demo],
-        env={**base, "PORT": str(port), "LOG_FORMAT": "json", **env},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Served(process, port)
+    # the log goes to a file: a pipe nobody reads fills up and blocks the server
+    log = cwd / f"server-{port}.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", *demo],
+            env={**base, "PORT": str(port), "LOG_FORMAT": "json", **env},
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    server = Served(process, port, log)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -115,14 +120,14 @@ def served(cwd: Path, url: str, port: int, **env: str) -> Iterator[Served]:
                 _get(f"http://127.0.0.1:{port}/health")
                 break
             except OSError:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
         yield server
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait()
 
 
 @pytest.mark.timeout(60)
