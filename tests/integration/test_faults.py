@@ -3,6 +3,7 @@ proxy, more requests than connections, a WebSocket client that stops reading."""
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -148,3 +149,36 @@ def test_a_websocket_client_that_stops_reading_does_not_grow_the_server(
     print(f"server RSS while the client stalled: {early} KiB then {late} KiB")
     assert late - early < 20_000  # 200,000 queued candles would be over 50 MB
     assert received == 200_000 + 1  # every candle, then replay_complete
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(
+    tmp_path: Path, db_url: str, unused_port: int
+) -> None:
+    insert(db_url, series("G.US", 5))
+    settings = {"DB_COMMAND_TIMEOUT": "10", "SHUTDOWN_GRACE_SECONDS": "8"}
+    with (
+        served(tmp_path, db_url, unused_port, **settings) as server,
+        psycopg.connect(db_url) as blocker,
+    ):
+        blocker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
+        base = f"http://127.0.0.1:{unused_port}"
+
+        async def scenario() -> tuple[int, str]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                in_flight = asyncio.create_task(client.get(f"{base}/candles?ticker=G.US"))
+                await asyncio.sleep(0.5)  # the request waits on the lock inside the server
+                server.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                try:
+                    await httpx.AsyncClient(timeout=2).get(f"{base}/health/live")
+                    refused = "answered"
+                except httpx.TransportError:
+                    refused = "refused"
+                await asyncio.to_thread(blocker.rollback)  # let the request finish
+                return (await in_flight).status_code, refused
+
+        status, refused = asyncio.run(scenario())
+        server.process.wait(timeout=15)
+    assert status == 200
+    assert refused == "refused"
+    assert server.process.returncode == 0

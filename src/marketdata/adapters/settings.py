@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: Port = 8000
     # Server processes; each has its own pool of up to DB_POOL_MAX_SIZE connections.
     workers: Positive = 1
+    # On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut.
+    shutdown_grace_seconds: NonNegativeFloat = 10.0
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
     # Comma-separated list of origins allowed by CORS; "*" allows any (the seed's behaviour).

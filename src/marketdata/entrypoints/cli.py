@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import socket
@@ -195,6 +196,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         # Compressing each ~250-byte candle message cost 18 % of the server's CPU in the
         # replay benchmark (bench/README.md) for little gain on such small frames.
         ws_per_message_deflate=False,
