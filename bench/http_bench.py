@@ -25,6 +25,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+# the local server this machine runs; the benchmarks create and drop their own databases
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TICKERS = 50
 PER_TICKER = 40_000  # 50 x 40,000 = 2,000,000 candles
 DB = "marketdata_bench"
@@ -146,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     dsn = ensure_data(args.admin_url)
     port = free_port()

@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import free_port, start_server
+from http_bench import ADMIN_URL, free_port, start_server
 from replay_bench import rss_kib
 
 DB = "marketdata_bench_query"
@@ -64,7 +64,7 @@ def prepare(admin_url: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     url = prepare(args.admin_url)
     port = free_port()

@@ -25,7 +25,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ensure_data, free_port, start_server
+from http_bench import ADMIN_URL, ensure_data, free_port, start_server
 
 STEP = 0.1
 
@@ -108,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     dsn = ensure_data(args.admin_url)
     port = free_port()

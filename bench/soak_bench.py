@@ -20,7 +20,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ensure_data, free_port, start_server
+from http_bench import ADMIN_URL, ensure_data, free_port, start_server
 from replay_bench import rss_kib
 
 URLS = [
@@ -104,7 +104,7 @@ async def soak(port: int, minutes: float, pid: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     dsn = ensure_data(args.admin_url)
     port = free_port()

@@ -125,9 +125,7 @@ async def test_postgres_source_agrees_with_the_in_memory_one(
             after = key_of(page[-1])
 
 
-async def test_pages_can_be_read_concurrently(
-    db_url: str, source: PostgresReplaySource
-) -> None:
+async def test_pages_can_be_read_concurrently(db_url: str, source: PostgresReplaySource) -> None:
     insert(db_url, series("AAA", 30))
     selection = ReplaySelection(("AAA",), 5)
     pages = await asyncio.gather(*(source.page(selection, None, 10) for _ in range(5)))

@@ -95,15 +95,17 @@ async def test_export_is_uncapped_and_not_found_comes_first(queries: CandleQueri
 async def test_coverage_and_gaps(queries: CandleQueries, repo: InMemoryCandleRepository) -> None:
     coverage = await queries.coverage("AAA")
     assert [(c.tf_min, c.count) for c in coverage] == [(5, 300), (60, 10)]
-    assert await queries.gaps("AAA", 5, None, None) == []
+    assert (await queries.gaps("AAA", 5, None, None)).gaps == []
     repo.stored = [
         c
         for c in repo.stored
         if not (c.tf_min == 5 and 10 <= (c.ts - START).total_seconds() / 300 < 13)
     ]
-    gaps = await queries.gaps("AAA", 5, None, None)
+    report = await queries.gaps("AAA", 5, None, None)
+    assert (report.tf_min, report.min_gap, report.count) == (5, 5, 1)
+    gaps = report.gaps
     assert [(g.after, g.minutes) for g in gaps] == [(START + timedelta(minutes=45), 20.0)]
-    assert await queries.gaps("AAA", 5, 30, None) == []
+    assert (await queries.gaps("AAA", 5, 30, None)).gaps == []
     with pytest.raises(NotFound):
         await queries.gaps("AAA", 15, None, None)
 

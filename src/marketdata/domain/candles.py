@@ -22,7 +22,7 @@ class Candle(msgspec.Struct, frozen=True):
     high: float
     low: float
     close: float
-    volume: float
+    volume: float = 0.0
     openint: int = 0
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, tzinfo
 
 import msgspec
 
-from marketdata.domain.candles import CONTROL_CHARACTERS, MAX_TICKER_LENGTH
+from marketdata.domain.candles import CONTROL_CHARACTERS, MAX_TICKER_LENGTH, Candle
 from marketdata.domain.errors import DomainError
 
 # ticker, tf_min, ts, open, high, low, close, volume, openint: the table's column order
@@ -303,26 +303,13 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-class CandleIn(msgspec.Struct, frozen=True):
-    """A candle as a client writes it (JSON and NDJSON bodies); naive `ts` means UTC."""
-
-    ticker: str
-    tf_min: int
-    ts: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float = 0.0
-    openint: int = 0
-
-
-_json_list = msgspec.json.Decoder(list[CandleIn])
-_json_one = msgspec.json.Decoder(CandleIn)
+_json_list = msgspec.json.Decoder(list[Candle])
+_json_one = msgspec.json.Decoder(Candle)
 BODY = "body"
 
 
-def _row(candle: CandleIn, line: int) -> Row:
+def _row(candle: Candle, line: int) -> Row:
+    """A candle as a client wrote it (JSON, NDJSON); a naive `ts` means UTC."""
     ts = candle.ts if candle.ts.tzinfo is not None else candle.ts.replace(tzinfo=UTC)
     try:
         ts = ts.astimezone(UTC)

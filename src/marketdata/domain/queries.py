@@ -40,6 +40,16 @@ async def _chain(first: Candle, rest: AsyncGenerator[Candle, None]) -> AsyncGene
         await rest.aclose()
 
 
+class GapReport(msgspec.Struct, frozen=True):
+    """The holes found, with the timeframe and the minimum gap they were looked for with."""
+
+    ticker: str
+    tf_min: int
+    min_gap: int
+    gaps: list[Gap]
+    count: int
+
+
 class Page(msgspec.Struct, frozen=True):
     candles: list[Candle]
     more: bool
@@ -49,10 +59,6 @@ class CandleQueries:
     def __init__(self, repository: CandleRepository, limits: QueryLimits) -> None:
         self._repository = repository
         self._limits = limits
-
-    @property
-    def default_tf_min(self) -> int:
-        return self._limits.default_tf_min
 
     async def symbols(self, prefix: str = "", limit: int | None = None) -> list[str]:
         prefix = text_of("prefix", prefix)
@@ -146,7 +152,7 @@ class CandleQueries:
 
     async def gaps(
         self, ticker: str, tf_min: int | None, min_gap: int | None, limit: int | None
-    ) -> list[Gap]:
+    ) -> GapReport:
         """Holes longer than `min_gap` minutes (default: tf_min, i.e. any missing candle)."""
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
@@ -158,7 +164,8 @@ class CandleQueries:
         )
         if tf_min not in await self._repository.timeframes(ticker):
             raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
-        return await self._repository.gaps(ticker, tf_min, timedelta(minutes=min_gap), limit)
+        found = await self._repository.gaps(ticker, tf_min, timedelta(minutes=min_gap), limit)
+        return GapReport(ticker, tf_min, min_gap, found, len(found))
 
     async def _resampling(self, ticker: str, tf_min: int, tz: str) -> Resample | None:
         """How to make `tf_min` candles of `ticker` when none are stored: from the finest

@@ -340,14 +340,19 @@ class ReplaySession:
             await self._sink.status("replay_complete", seq=seq)
             return Outcome.COMPLETED
 
+    def _interrupted(self) -> _Signal | None:
+        if self._stop:
+            return _Signal.STOP
+        if self._seek is not None:
+            return _Signal.SEEK
+        return None
+
     async def _settle(self) -> _Signal:
         """At the end: in lockstep, the last step's ack comes before replay_complete."""
         while True:
             self._wake.clear()
-            if self._stop:
-                return _Signal.STOP
-            if self._seek is not None:
-                return _Signal.SEEK
+            if signal := self._interrupted():
+                return signal
             if not self.lockstep or self._acked:
                 return _Signal.GO
             await self._wake.wait()
@@ -371,10 +376,8 @@ class ReplaySession:
     async def _wait(self, ts: datetime) -> _Signal:
         while True:
             self._wake.clear()
-            if self._stop:
-                return _Signal.STOP
-            if self._seek is not None:
-                return _Signal.SEEK
+            if signal := self._interrupted():
+                return signal
             if self._paused:
                 if self._step_credit:
                     self._step_credit -= 1

@@ -29,7 +29,7 @@ from marketdata.domain.demo import demo_rows
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ingest import IngestOptions
 from marketdata.entrypoints.logging import configure_logging
-from marketdata.entrypoints.providers import PostgresProvider
+from marketdata.entrypoints.providers import database_config
 from marketdata.entrypoints.websocket import ReplayRegistry
 
 log = structlog.get_logger(logger_name="marketdata.cli")
@@ -119,7 +119,7 @@ def _port_taken(host: str, port: int) -> str | None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    config = PostgresProvider().config(settings)
+    config = database_config(settings)
     try:
         if args.command == "check":
             pending = asyncio.run(pending_migrations(config))

@@ -30,8 +30,8 @@ from marketdata.domain.ingest import (
     rows_from_json,
     rows_from_ndjson,
 )
-from marketdata.domain.ports import CandleWriter, Coverage, Gap, StoreHealth
-from marketdata.domain.queries import CandleQueries
+from marketdata.domain.ports import CandleWriter, Coverage, StoreHealth
+from marketdata.domain.queries import CandleQueries, GapReport
 from marketdata.entrypoints.metrics import CONTENT_TYPE
 from marketdata.entrypoints.schemas import (
     CandlesBody,
@@ -447,14 +447,6 @@ class CoverageBody(msgspec.Struct):
     timeframes: list[Coverage]
 
 
-class GapsBody(msgspec.Struct):
-    ticker: str
-    tf_min: int
-    min_gap: int
-    gaps: list[Gap]
-    count: int
-
-
 @get(
     "/symbols/{ticker:str}",
     summary="What is stored for a ticker",
@@ -507,15 +499,8 @@ async def symbol_gaps(
         int | None,
         QueryParameter(description="1..MAX_LIMIT gaps, default 1000.", ge=1),
     ] = None,
-) -> GapsBody:
-    found = await queries.gaps(ticker, tf_min, min_gap, limit)
-    return GapsBody(
-        ticker=ticker,
-        tf_min=tf_min or queries.default_tf_min,
-        min_gap=min_gap or tf_min or queries.default_tf_min,
-        gaps=found,
-        count=len(found),
-    )
+) -> GapReport:
+    return await queries.gaps(ticker, tf_min, min_gap, limit)
 
 
 class WrittenBody(msgspec.Struct):

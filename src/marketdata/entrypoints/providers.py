@@ -21,6 +21,19 @@ from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.websocket import ReplayRegistry
 
 
+def database_config(settings: Settings) -> DatabaseConfig:
+    if settings.database_url is None:
+        raise RuntimeError("DATABASE_URL is not set")
+    return DatabaseConfig(
+        url=settings.database_url,
+        connect_timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_command_timeout,
+        pool_min_size=settings.db_pool_min_size,
+        pool_max_size=settings.db_pool_max_size,
+        pool_timeout=settings.db_pool_timeout,
+    )
+
+
 class SettingsProvider(Provider):
     scope = Scope.APP
     settings = from_context(provides=Settings)
@@ -39,16 +52,7 @@ class PostgresProvider(Provider):
 
     @provide
     def config(self, settings: Settings) -> DatabaseConfig:
-        if settings.database_url is None:
-            raise RuntimeError("DATABASE_URL is not set")
-        return DatabaseConfig(
-            url=settings.database_url,
-            connect_timeout=settings.db_connect_timeout,
-            command_timeout=settings.db_command_timeout,
-            pool_min_size=settings.db_pool_min_size,
-            pool_max_size=settings.db_pool_max_size,
-            pool_timeout=settings.db_pool_timeout,
-        )
+        return database_config(settings)
 
     @provide
     async def pool(
