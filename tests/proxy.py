@@ -31,6 +31,7 @@ class TcpProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.cut()
+        self._run(self._finish_handlers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
@@ -55,6 +56,13 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+
+    async def _finish_handlers(self) -> None:
+        """End the connections' tasks before the loop stops, rather than leave them pending."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = self.upstream

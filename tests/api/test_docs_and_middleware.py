@@ -30,6 +30,35 @@ def test_swagger_redoc_and_schema_are_served(fake_client: Client) -> None:
     assert fake_client.get("/openapi.json").json()["info"]["title"] == "marketdata"
 
 
+def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs() -> None:
+    settings = Settings(
+        database_url="postgresql://unused@127.0.0.1:1/x",
+        max_limit=300,
+        ws_min_step_seconds=0.5,
+        default_tf_min=15,
+    )
+    repo = InMemoryCandleRepository(series("AMZN.US", 3))
+    with TestClient(create_app(settings, fake_store(repo))) as client:
+        for path in ["/", "/chart"]:
+            page = client.get(path)
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
+            assert '"maxLimit":300' in page.text
+            assert '"minStep":0.5' in page.text
+            assert '"defaultTf":15' in page.text
+        script = client.get("/static/chart.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        assert client.get("/static/chart.css").headers["content-type"].startswith("text/css")
+        assert client.get("/static/index.html").status_code == 404  # the template is not served
+        missing = client.get("/static/nothing.js")
+        assert missing.status_code == 404
+        assert set(missing.json()) == {"error"}
+        paths = client.get("/openapi.json").json()["paths"]
+        assert not {"/", "/chart"} & set(paths)
+        assert not [path for path in paths if path.startswith("/static")]
+
+
 EXPECTED = {
     "/health": ({"200", "503"}, set()),
     "/symbols": ({"200", "422", "500", "503"}, {"prefix", "limit"}),

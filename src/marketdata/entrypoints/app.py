@@ -28,6 +28,7 @@ from marketdata.domain.ports import CandleRepository
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
 from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.page import ChartPage, static_files
 from marketdata.entrypoints.providers import (
     PostgresProvider,
     ReplayProvider,
@@ -131,7 +132,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         await container.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, replay],
+        route_handlers=[*ROUTES, replay, static_files()],
         on_startup=[open_store],
         on_shutdown=[close_container],
         after_request=json_not_found,
@@ -148,7 +149,11 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
             version=marketdata.__version__,
             description="OHLCV candles from PostgreSQL: REST queries and WebSocket replay.",
             path="/",
-            render_plugins=[SwaggerRenderPlugin(path="/docs"), RedocRenderPlugin(path="/redoc")],
+            render_plugins=[
+                ChartPage(settings),
+                SwaggerRenderPlugin(path="/docs"),
+                RedocRenderPlugin(path="/redoc"),
+            ],
         ),
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
