@@ -1,5 +1,6 @@
 """OpenAPI documents, CORS and the access log: the parts of the app around the handlers."""
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -46,6 +47,7 @@ def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs() -> Non
             assert '"maxLimit":300' in page.text
             assert '"minStep":0.5' in page.text
             assert '"defaultTf":15' in page.text
+        assert re.search(r'src="/static/chart\.js\?v=[0-9a-f]{12}"', page.text)
         script = client.get("/static/chart.js")
         assert script.status_code == 200
         assert "javascript" in script.headers["content-type"]

@@ -291,6 +291,11 @@ def test_replay_adds_candles_pauses_steps_resumes_and_seeks(
     assert_contiguous(chart_server.url, state)  # history was loaded up to the jump
     assert int(page.input_value("#progress")) >= target
     opened.shot("replay-seeked")
+
+    page.fill("#pace", "0.02")  # a new pace applies to the running replay
+    page.dispatch_event("#pace", "change")
+    page.wait_for_function("window.marketdata.state().replay.lastStatus === 'speed_changed'")
+    wait_seq(opened, opened.state()["replay"]["nextSeq"] + 10)
     page.click("#stop")
     page.wait_for_function("document.body.dataset.replay === 'idle'")
     assert opened.errors == []

@@ -4,6 +4,7 @@ Nothing is fetched from elsewhere: the page works offline. The settings the page
 replay's pace bounds, MAX_LIMIT, the default timeframe) are written into it once, at start-up.
 """
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,14 @@ class ChartPage(OpenAPIRenderPlugin):
         )
         # JSON inside <script>: "<" escaped, so no value can close the element
         script = msgspec.json.encode(config).decode().replace("<", "\\u003c")
+        # the files' digest in their URLs: a browser never pairs this page with a cached
+        # script or style sheet of another version
+        digest = hashlib.sha256()
+        for name in ("chart.js", "chart.css"):
+            digest.update((WEB / "static" / name).read_bytes())
         template = (WEB / "index.html").read_text(encoding="utf-8")
-        self._html = template.replace("{{CONFIG}}", script).encode()
+        html = template.replace("{{CONFIG}}", script).replace("{{ASSETS}}", digest.hexdigest()[:12])
+        self._html = html.encode()
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         return self._html

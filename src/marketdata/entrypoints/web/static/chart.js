@@ -271,7 +271,7 @@
     }
     series.candles = result.rows;
     series.exhausted = result.done;
-    view.count = Math.min(Math.max(MIN_VISIBLE, 150), MAX_VISIBLE);
+    view.count = Math.max(MIN_VISIBLE, Math.min(150, series.candles.length + 2)); // a short series fills the width
     view.right = series.candles.length + 2;
     updateControls();
     scheduleDraw();
@@ -590,7 +590,7 @@
       const label = timeLabel(candles[i].t, unit, i > 0 ? candles[i - 1].t : null);
       const x = xOf(i);
       const half = ctx.measureText(label).width / 2;
-      if (x - half < lastRight + 8 || x + half > area.w) continue;
+      if (x - half < Math.max(0, lastRight + 8) || x + half > area.w) continue;
       ctx.fillText(label, x, area.h + AXIS_BOTTOM / 2);
       lastRight = x + half;
     }
@@ -747,6 +747,7 @@
     paused: false,
     attempts: 0,
     lastError: null,
+    lastStatus: null,
     seeking: false,
     reconnects: 0,
     received: [], // seqs as they arrived, for the page's own checks
@@ -847,6 +848,7 @@
   }
 
   function onStatus(message) {
+    replay.lastStatus = message.message;
     switch (message.message) {
       case "replay_starting":
         replay.total = message.total_candles;
@@ -1086,6 +1088,7 @@
         nextSeq: replay.nextSeq,
         total: replay.total,
         reconnects: replay.reconnects,
+        lastStatus: replay.lastStatus,
         received: replay.received.slice(),
         seqOfFirst: replay.placed ? replay.base : null,
       },
