@@ -30,19 +30,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parents[1]))
 from http_bench import ADMIN_URL, free_port, start_server
+
+from tests.browser.chromium import CHROMIUM, FLAGS
 
 DB = "marketdata_chart_bench"
 SBER = Path(__file__).resolve().parents[2] / "shared" / "data" / "TQBR.SBER_M5.csv"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 TIME_DRAWS = """async ([count, frames]) => {
   const md = window.marketdata;
@@ -103,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--chromium", default=CHROMIUM)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 

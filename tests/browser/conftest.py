@@ -19,23 +19,13 @@ from playwright import sync_api as playwright
 from psycopg.conninfo import conninfo_to_dict
 
 from marketdata.adapters.postgres import DatabaseConfig, migrate
+from tests.browser.chromium import CHROMIUM, FLAGS
 from tests.conftest import through
 from tests.integration.test_cli import served
 from tests.integration.test_ingest import DATA, WARSAW, ingest
 from tests.proxy import TcpProxy
 
-CHROMIUM = os.environ.get("MARKETDATA_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "chart"
-# Flags for a closed network: no background connections, no first-run work.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FILES = ["amzn.us.txt", "msft.us.txt"]
 MAX_LIMIT = 250
 
