@@ -147,7 +147,8 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="marketdata",
             version=marketdata.__version__,
-            description="OHLCV candles from PostgreSQL: REST queries and WebSocket replay.",
+            description="OHLCV candles from PostgreSQL: REST queries and WebSocket replay. "
+            "A chart page that draws them and plays replays is at [/](/).",
             path="/",
             render_plugins=[
                 ChartPage(settings),

@@ -173,7 +173,8 @@
     tf % 10080 === 0 ? `${tf / 10080}w` : tf % 1440 === 0 ? `${tf / 1440}d` : tf % 60 === 0 ? `${tf / 60}h` : `${tf}m`;
 
   // Timeframes for a ticker: the stored ones, and common ones a stored timeframe divides
-  // (the service resamples those). Each with the stored timeframe it is made from.
+  // (the service resamples those from the finest such). Each with the time of the first
+  // candle of the timeframe it is made from: loading older candles stops there.
   function timeframesOf(coverage) {
     const stored = new Map(coverage.timeframes.map((c) => [c.tf_min, c]));
     const finest = Math.min(...stored.keys());
@@ -240,7 +241,6 @@
 
   async function loadSeries(ticker, tf) {
     stopReplay();
-    replay.state = "idle";
     const generation = ++series.generation;
     resetSeries(ticker, tf);
     const params = new URLSearchParams(location.search);
@@ -938,11 +938,8 @@
     replay.timer = null;
     const socket = replay.socket;
     replay.socket = null;
-    if (socket) {
-      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ action: "stop" }));
-      socket.close(1000);
-    }
-    if (replay.state !== "done") replay.state = "idle";
+    socket?.close(1000); // the server ends a replay whose client leaves
+    replay.state = "idle";
     updateControls();
   }
 
@@ -1028,10 +1025,7 @@
   $("pause").addEventListener("click", () => send({ action: "pause" }));
   $("resume").addEventListener("click", () => send({ action: "resume" }));
   $("step").addEventListener("click", () => send({ action: "step" }));
-  $("stop").addEventListener("click", () => {
-    replay.state = "idle";
-    stopReplay();
-  });
+  $("stop").addEventListener("click", stopReplay);
   $("progress").addEventListener("input", () => {
     replay.seeking = true;
   });
