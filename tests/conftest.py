@@ -108,8 +108,7 @@ def insert(url: str, candles: list[Candle]) -> None:
         )
 
 
-@pytest.fixture
-def unused_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -117,9 +116,19 @@ def unused_port() -> int:
 
 
 @pytest.fixture
-def proxy(admin_url: str) -> Iterator[TcpProxy]:
+def unused_port() -> int:
+    return free_port()
+
+
+def database_proxy(admin_url: str) -> TcpProxy:
+    """A proxy (not started: use it in a `with`) in front of the tests' PostgreSQL server."""
     params = conninfo_to_dict(admin_url)
-    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as p:
+    return TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+
+
+@pytest.fixture
+def proxy(admin_url: str) -> Iterator[TcpProxy]:
+    with database_proxy(admin_url) as p:
         yield p
 
 

@@ -51,7 +51,11 @@ def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs() -> Non
         script = client.get("/static/chart.js")
         assert script.status_code == 200
         assert "javascript" in script.headers["content-type"]
-        assert client.get("/static/chart.css").headers["content-type"].startswith("text/css")
+        style = client.get("/static/chart.css")
+        for text in (page.text, script.text, style.text):  # nothing from another host
+            assert "http://" not in text
+            assert "https://" not in text
+        assert style.headers["content-type"].startswith("text/css")
         assert client.get("/static/index.html").status_code == 404  # the template is not served
         missing = client.get("/static/nothing.js")
         assert missing.status_code == 404

@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 from playwright import sync_api as playwright
-from psycopg.conninfo import conninfo_to_dict
 
 from marketdata.adapters.postgres import DatabaseConfig, migrate
 from tests.browser.chromium import CHROMIUM, FLAGS
-from tests.conftest import through
+from tests.conftest import database_proxy, free_port, through
 from tests.integration.test_cli import served
 from tests.integration.test_ingest import DATA, WARSAW, ingest
 from tests.proxy import TcpProxy
@@ -31,14 +30,14 @@ MAX_LIMIT = 250
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if shutil.which(CHROMIUM) or not any("browser" in item.nodeid for item in items):
+    browser_tests = [item for item in items if "tests/browser/" in item.nodeid]
+    if not browser_tests or shutil.which(CHROMIUM):
         return
+    missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
     if os.environ.get("MARKETDATA_REQUIRE_BROWSER"):
-        raise pytest.UsageError(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    skip = pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    for item in items:
-        if "tests/browser/" in item.nodeid:
-            item.add_marker(skip)
+        raise pytest.UsageError(missing)
+    for item in browser_tests:
+        item.add_marker(pytest.mark.skip(reason=missing))
 
 
 @dataclass
@@ -64,10 +63,8 @@ def chart_server(
     url = database_factory()
     asyncio.run(migrate(DatabaseConfig(url=url)))
     assert ingest(url, [DATA / name for name in FILES], WARSAW) == 0
-    params = conninfo_to_dict(admin_url)
-    upstream = str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))
-    with TcpProxy(*upstream) as database:
-        port = _free_port()
+    with database_proxy(admin_url) as database:
+        port = free_port()
         env = {
             "WS_MIN_STEP_SECONDS": "0.01",
             "DB_CONNECT_TIMEOUT": "2",
@@ -78,14 +75,6 @@ def chart_server(
         cwd = tmp_path_factory.mktemp("chart-server")
         with served(cwd, through(database, url), port, **env), TcpProxy("127.0.0.1", port) as front:
             yield ChartServer(f"http://127.0.0.1:{port}", front, database)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

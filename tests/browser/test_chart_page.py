@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.browser.conftest import MAX_LIMIT, ChartServer, Tab
+from tests.browser.conftest import ChartServer, Tab
 from tests.integration.test_ingest import DATA, data_lines
 
 OpenTab = Callable[..., Tab]
@@ -95,23 +95,6 @@ def canvas_pixels(opened: Tab) -> dict[str, int]:
       }"""
     )
     return result
-
-
-def test_the_page_is_served_with_its_own_files_only(chart_server: ChartServer) -> None:
-    for path in ["/", "/chart"]:
-        with urllib.request.urlopen(chart_server.url + path, timeout=5) as response:
-            assert response.headers["content-type"].startswith("text/html")
-            html = response.read().decode()
-        assert '<canvas id="chart"' in html
-        assert f'"maxLimit":{MAX_LIMIT}' in html  # the settings are written into the page
-    for name in ["chart.js", "chart.css"]:
-        with urllib.request.urlopen(f"{chart_server.url}/static/{name}", timeout=5) as response:
-            text = response.read().decode()
-        assert "http://" not in text
-        assert "https://" not in text
-    # the API documentation moved off "/" but stays where the seed had it
-    with urllib.request.urlopen(chart_server.url + "/docs", timeout=5) as response:
-        assert "swagger" in response.read().decode().lower()
 
 
 def test_picking_a_ticker_draws_the_candles_the_api_has_for_the_view(

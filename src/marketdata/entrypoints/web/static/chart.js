@@ -1049,10 +1049,8 @@
 
   // ---------------------------------------------------------------- start
 
+  // fired by Enter, by leaving the box and by picking from the list
   $("ticker").addEventListener("change", () => selectTicker($("ticker").value));
-  $("ticker").addEventListener("keydown", (event) => {
-    if (event.key === "Enter") selectTicker($("ticker").value);
-  });
   $("tf").addEventListener("change", () => loadSeries(series.ticker, Number($("tf").value)));
 
   async function start() {
