@@ -26,7 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, free_port, start_server
+from http_bench import ADMIN_URL, free_port, refresh_catalog, start_server
 from replay_bench import rss_kib
 
 DB = "marketdata_bench_query"
@@ -59,6 +59,7 @@ def prepare(admin_url: str) -> str:
             " 100, 101, 99, 100.5, i FROM generate_series(0, 999999) i"
         )
         conn.execute("VACUUM ANALYZE candles")
+    refresh_catalog(url)
     return url
 
 

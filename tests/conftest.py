@@ -22,7 +22,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from marketdata.adapters.embedded_postgres import embedded_database
-from marketdata.adapters.postgres import DatabaseConfig, migrate
+from marketdata.adapters.postgres.catalog import REFRESH_STATEMENTS
+from marketdata.adapters.postgres.migrations import migrate
+from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.candles import Candle
 from tests.proxy import TcpProxy
 
@@ -92,11 +94,13 @@ def migrated_url(database_factory: Callable[[], str]) -> str:
 def db_url(migrated_url: str) -> str:
     """The session's migrated database, emptied before the test."""
     with psycopg.connect(migrated_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE candles")
+        conn.execute("TRUNCATE candles, candle_series")
     return migrated_url
 
 
 def insert(url: str, candles: list[Candle]) -> None:
+    """Rows written straight into the table, as another tool would, then the series catalog
+    mended (`marketdata catalog --refresh`); the write path has tests of its own."""
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
@@ -106,6 +110,13 @@ def insert(url: str, candles: list[Candle]) -> None:
                 for c in candles
             ],
         )
+    refresh_catalog(url)
+
+
+def refresh_catalog(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        for statement in REFRESH_STATEMENTS:
+            conn.execute(statement)
 
 
 def free_port() -> int:

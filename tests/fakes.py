@@ -2,7 +2,7 @@
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,7 +10,7 @@ from dishka import AnyOf, Provider, Scope
 
 from marketdata.domain.candles import Candle, Order, Resample, TimeRange
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import CandleRepository, Coverage, Gap, StoreHealth
+from marketdata.domain.ports import CandleRepository, Coverage, Gap, Series, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, key_of
 
 
@@ -149,6 +149,15 @@ class InMemoryReplaySource:
     def __init__(self, candles: list[Candle]) -> None:
         self.stored = sorted(candles, key=key_of)
         self.pages_read = 0
+        self.counted = 0  # count() calls: what the catalog could not answer
+
+    async def series(self, tickers: Sequence[str]) -> list[Series]:
+        found = []
+        for ticker in sorted(set(tickers)):
+            for tf in sorted({c.tf_min for c in self.stored if c.ticker == ticker}):
+                held = [c for c in self.stored if c.ticker == ticker and c.tf_min == tf]
+                found.append(Series(ticker, tf, held[0].ts, held[-1].ts, len(held)))
+        return found
 
     def _selected(self, selection: ReplaySelection) -> list[Candle]:
         return [
@@ -161,6 +170,7 @@ class InMemoryReplaySource:
         ]
 
     async def count(self, selection: ReplaySelection) -> int:
+        self.counted += 1
         return len(self._selected(selection))
 
     async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:

@@ -31,7 +31,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_readiness_needs_the_schema(database_factory: Callable[[], str]) -> None:
     fresh = database_factory()
-    with TestClient(create_app(Settings(database_url=fresh, db_pool_min_size=1))) as client:
+    settings = Settings(database_url=fresh, db_pool_min_size=1, migrate_on_start=False)
+    with TestClient(create_app(settings)) as client:
         assert client.get("/health/live").json() == {"status": "alive"}
         response = client.get("/health/ready")
     assert response.status_code == 503

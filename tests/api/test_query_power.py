@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import TestClient
 
-from marketdata.adapters.postgres import DatabaseConfig, PostgresCandleRepository, open_pool
+from marketdata.adapters.postgres.migrations import migrate
+from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Candle, Order, Resample
 from marketdata.entrypoints.app import create_app
@@ -34,8 +36,6 @@ Client = TestClient  # type: ignore[type-arg]
 def loaded_url(database_factory: Any) -> str:
     """A database with AMZN (5-minute Stooq bars) and SBER (MOEX) loaded once."""
     url: str = database_factory()
-    from marketdata.adapters.postgres import migrate
-
     asyncio.run(migrate(DatabaseConfig(url=url)))
     asyncio.run(ingest_files([DATA / "amzn.us.txt"], WARSAW, DatabaseConfig(url=url)))
     return url
@@ -265,9 +265,9 @@ async def test_a_large_export_streams_in_bounded_memory(db_url: str) -> None:
             " SELECT 'X', 1, timestamptz '2020-01-01 00:00+00' + i * interval '1 minute',"
             " 1, 2, 0.5, 1.5, i FROM generate_series(0, 499999) i"
         )
-    config = DatabaseConfig(url=db_url, pool_min_size=1)
-    pool = await open_pool(config)
-    repo = PostgresCandleRepository(pool, config)
+    pool = Database(DatabaseConfig(url=db_url, pool_min_size=1))
+    await pool.open()
+    repo = PostgresCandleRepository(pool)
     tracemalloc.start()
     try:
         count = 0
@@ -285,10 +285,10 @@ async def test_a_large_export_streams_in_bounded_memory(db_url: str) -> None:
 async def test_a_resampled_export_streams_whole_buckets(db_url: str) -> None:
     candles = series("R", 100)
     insert(db_url, candles)
-    config = DatabaseConfig(url=db_url, pool_min_size=1)
-    pool = await open_pool(config)
+    pool = Database(DatabaseConfig(url=db_url, pool_min_size=1))
+    await pool.open()
     try:
-        repo = PostgresCandleRepository(pool, config)
+        repo = PostgresCandleRepository(pool)
         exported = [c async for c in repo.stream("R", 60, None, Order.ASC, None, Resample(5))]
     finally:
         await pool.close()

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
-from psycopg_pool import AsyncConnectionPool
 
+from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.ports import Series
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplaySource
 from marketdata.entrypoints.app import create_app
 from marketdata.entrypoints.websocket import ReplayRegistry
@@ -268,6 +269,10 @@ class FailingSource:
         self.candles = candles
         self.pages = 0
 
+    async def series(self, tickers: object) -> list[Series]:
+        first, last = self.candles[0], self.candles[-1]
+        return [Series(first.ticker, first.tf_min, first.ts, last.ts, len(self.candles))]
+
     async def count(self, selection: ReplaySelection) -> int:
         return len(self.candles)
 
@@ -311,7 +316,7 @@ def test_a_client_that_disconnects_leaves_nothing_running(
     with TestClient(create_app(settings_for(db_url, ws_page_size=3))) as client:
         container = client.app.state.dishka_container
         registry: ReplayRegistry = client.blocking_portal.call(container.get, ReplayRegistry)
-        pool: AsyncConnectionPool = client.blocking_portal.call(container.get, AsyncConnectionPool)
+        pool: Database = client.blocking_portal.call(container.get, Database)
         with client.websocket_connect("/ws/replay?ticker=AMZN.US&step_seconds=0.2") as ws:
             until(ws, "replay_starting")
             ws.receive_text(timeout=10)
@@ -325,7 +330,7 @@ def test_a_client_that_disconnects_leaves_nothing_running(
                     for t in asyncio.all_tasks()
                     if any(n in repr(t.get_coro()) for n in ("ReplaySession", "stream", "_receive"))
                 ]
-                stats = pool.get_stats()
+                stats = pool.stats()
                 if (
                     registry.active == 0
                     and not replay_tasks
@@ -333,7 +338,7 @@ def test_a_client_that_disconnects_leaves_nothing_running(
                 ):
                     break
                 await asyncio.sleep(0.02)
-            return registry.active, replay_tasks, pool.get_stats()
+            return registry.active, replay_tasks, pool.stats()
 
         active, tasks, stats = client.blocking_portal.call(settled)
     assert active == 0

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from playwright import sync_api as playwright
 
-from marketdata.adapters.postgres import DatabaseConfig, migrate
+from marketdata.adapters.postgres.migrations import migrate
+from marketdata.adapters.postgres.pool import DatabaseConfig
 from tests.browser.chromium import CHROMIUM, FLAGS
 from tests.conftest import database_proxy, free_port, through
 from tests.integration.test_cli import served

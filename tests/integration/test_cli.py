@@ -16,9 +16,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from marketdata.adapters.postgres import migration_files
-from tests.conftest import insert
+from marketdata.adapters.postgres.migrations import migration_files
+from tests.conftest import insert, through
 from tests.factories import series
+from tests.proxy import TcpProxy
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -167,3 +168,32 @@ def test_sigterm_ends_replays_with_server_shutdown_and_1001(
     assert goodbye["message"] == "server_shutdown"
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1001
+
+
+@pytest.mark.timeout(90)
+def test_serve_starts_while_the_database_is_down_and_migrates_when_it_appears(
+    tmp_path: Path, database_factory: Callable[[], str], proxy: TcpProxy, unused_port: int
+) -> None:
+    url = through(proxy, database_factory())  # a new database, not migrated yet
+    proxy.cut()
+    base = f"http://127.0.0.1:{unused_port}"
+    with served(tmp_path, url, unused_port, DB_CONNECT_TIMEOUT="2", DB_POOL_TIMEOUT="1") as server:
+        health = _get(f"{base}/health")
+        assert health[0] == 503
+        assert health[1]["status"] == "degraded"
+        assert health[1]["database"] == "disconnected"
+        assert _get(f"{base}/health/live") == (200, {"status": "alive"})
+        ready = _get(f"{base}/health/ready")
+        assert ready[0] == 503
+        assert "unavailable" in str(ready[1]["reason"])
+        proxy.restore()
+        deadline = time.monotonic() + 30
+        while _get(f"{base}/health/ready")[0] != 200:
+            assert time.monotonic() < deadline, "not ready 30 s after the database appeared"
+            time.sleep(0.2)
+        assert _get(f"{base}/health") == (200, {"status": "ok", "database": "connected"})
+        assert _get(f"{base}/candles?ticker=NONE")[0] == 404  # the schema is there
+        assert server.stop() == 0
+    events = [json.loads(line)["event"] for line in server.output.splitlines() if line[:1] == "{"]
+    assert "database unreachable: migrations wait for it" in events
+    assert "migrations applied" in events

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import insert, through
+from tests.conftest import insert, refresh_catalog, through
 from tests.factories import series
 from tests.integration.test_cli import served
 from tests.proxy import TcpProxy
@@ -130,6 +130,7 @@ def test_a_websocket_client_that_stops_reading_does_not_grow_the_server(
             " SELECT 'S', 1, timestamptz '2020-01-01 00:00+00' + i * interval '1 minute',"
             " 1, 2, 0.5, 1.5, i FROM generate_series(0, 199999) i"
         )
+    refresh_catalog(db_url)
     with served(tmp_path, db_url, unused_port, WS_MIN_STEP_SECONDS="0") as server:
 
         async def stall() -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from marketdata.adapters.postgres import DatabaseConfig
+from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.ingest import IngestOptions
 from marketdata.entrypoints.ingest import ingest_files
 

@@ -3,13 +3,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from marketdata.adapters.postgres import (
-    DatabaseConfig,
-    PostgresCandleRepository,
-    migrate,
-    migration_files,
-    open_pool,
-)
+from marketdata.adapters.postgres.migrations import migrate, migration_files
+from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order
 from tests.conftest import insert
 from tests.factories import series
@@ -106,10 +102,10 @@ def test_a_seed_database_keeps_its_table_and_is_read_as_floats(
         )
 
     async def read() -> list[tuple[object, ...]]:
-        config = DatabaseConfig(url=url, pool_min_size=1)
-        pool = await open_pool(config)
+        pool = Database(DatabaseConfig(url=url, pool_min_size=1))
+        await pool.open()
         try:
-            repo = PostgresCandleRepository(pool, config)
+            repo = PostgresCandleRepository(pool)
             found = await repo.candles("SEED", 5, 10, Order.ASC)
             return [
                 (c.open, c.high, c.low, c.close, c.volume, c.openint, type(c.open)) for c in found
@@ -127,3 +123,6 @@ def test_a_seed_database_keeps_its_table_and_is_read_as_floats(
     assert _columns(url)["open"] == "numeric"  # the seed's table is kept as it is
     assert len(_index_led_by_ticker_tf_ts(url)) == 1  # the primary key; no duplicate index
     assert asyncio.run(read()) == expected
+    with psycopg.connect(url) as conn:  # the catalog was filled from the existing rows
+        catalog = conn.execute("SELECT ticker, tf_min, count FROM candle_series").fetchall()
+    assert catalog == [("SEED", 5, 2)]

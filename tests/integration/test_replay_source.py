@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from marketdata.adapters.clock import SystemClock
-from marketdata.adapters.postgres import DatabaseConfig, PostgresReplaySource, open_pool
+from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.domain.candles import Candle
 from marketdata.domain.replay import (
     Outcome,
@@ -19,7 +20,7 @@ from marketdata.domain.replay import (
     ReplaySession,
     key_of,
 )
-from tests.conftest import insert
+from tests.conftest import insert, refresh_catalog
 from tests.factories import series
 from tests.fakes import InMemoryReplaySource
 
@@ -28,9 +29,9 @@ START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 @pytest.fixture
 async def source(db_url: str) -> AsyncIterator[PostgresReplaySource]:
-    config = DatabaseConfig(url=db_url, pool_min_size=1)
-    pool = await open_pool(config)
-    yield PostgresReplaySource(pool, config)
+    pool = Database(DatabaseConfig(url=db_url, pool_min_size=1))
+    await pool.open()
+    yield PostgresReplaySource(pool)
     await pool.close()
 
 
@@ -68,6 +69,7 @@ async def test_a_long_replay_streams_every_candle_in_order_in_bounded_memory(
             " 1, 2, 0.5, 1.5, i FROM generate_series(0, 99999) i,"
             " (VALUES ('AAA'), ('BBB')) v(t)"
         )
+    refresh_catalog(db_url)
     sink = CountingSink()
     session = ReplaySession(
         source,

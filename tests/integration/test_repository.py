@@ -7,7 +7,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from marketdata.adapters.postgres import DatabaseConfig, PostgresCandleRepository, open_pool
+from marketdata.adapters.postgres.migrations import PostgresHealth
+from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from tests.conftest import insert, through
@@ -19,10 +21,10 @@ START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 @pytest.fixture
 async def repo(db_url: str) -> AsyncIterator[PostgresCandleRepository]:
-    config = DatabaseConfig(url=db_url, pool_min_size=1, command_timeout=5)
-    pool = await open_pool(config)
-    yield PostgresCandleRepository(pool, config)
-    await pool.close()
+    database = Database(DatabaseConfig(url=db_url, pool_min_size=1, command_timeout=5))
+    await database.open()
+    yield PostgresCandleRepository(database)
+    await database.close()
 
 
 async def test_candles_come_back_exactly_as_inserted(
@@ -86,8 +88,9 @@ async def test_symbols_of_an_empty_table(repo: PostgresCandleRepository) -> None
 
 async def test_a_statement_over_the_timeout_is_store_unavailable(db_url: str) -> None:
     config = DatabaseConfig(url=db_url, pool_min_size=1, command_timeout=0.5)
-    pool = await open_pool(config)
-    repo = PostgresCandleRepository(pool, config)
+    pool = Database(config)
+    await pool.open()
+    repo = PostgresCandleRepository(pool)
     blocker = await psycopg.AsyncConnection.connect(db_url)
     try:
         # Hold a lock that makes every read wait, so the read outlives its statement timeout.
@@ -101,9 +104,10 @@ async def test_a_statement_over_the_timeout_is_store_unavailable(db_url: str) ->
         await blocker.close()
         await pool.close()
     # the connection that was cancelled is usable again
-    pool = await open_pool(config)
+    pool = Database(config)
+    await pool.open()
     try:
-        assert await PostgresCandleRepository(pool, config).candles("X", 5, 1, Order.ASC) == []
+        assert await PostgresCandleRepository(pool).candles("X", 5, 1, Order.ASC) == []
     finally:
         await pool.close()
 
@@ -113,8 +117,9 @@ async def test_an_unreachable_server_is_store_unavailable_within_the_connect_tim
 ) -> None:
     url = f"postgresql://postgres:hunter2@127.0.0.1:{unused_port}/nowhere"
     config = DatabaseConfig(url=url, connect_timeout=2, pool_min_size=1)
-    pool = await open_pool(config)
-    repo = PostgresCandleRepository(pool, config)
+    pool = Database(config)
+    await pool.open()
+    repo = PostgresHealth(pool)
     started = time.monotonic()
     try:
         with pytest.raises(StoreUnavailable) as caught:
@@ -132,20 +137,22 @@ async def test_the_pool_recovers_after_an_outage_without_restart(
     config = DatabaseConfig(
         url=through(proxy, db_url), connect_timeout=2, pool_timeout=0.5, pool_min_size=2
     )
-    pool = await open_pool(config)
-    repo = PostgresCandleRepository(pool, config)
+    pool = Database(config)
+    await pool.open()
+    repo = PostgresCandleRepository(pool)
+    health = PostgresHealth(pool)
     try:
-        await pool.wait(timeout=5)
-        await repo.ping()
+        await pool.filled(within=5)
+        await health.ping()
         proxy.cut()
         for _ in range(3):
             with pytest.raises(StoreUnavailable):
-                await repo.ping()
+                await health.ping()
         proxy.restore()
         deadline = time.monotonic() + 10
         while True:
             try:
-                await repo.ping()
+                await health.ping()
                 break
             except StoreUnavailable:
                 assert time.monotonic() < deadline, "the pool did not recover within 10 s"

@@ -354,3 +354,24 @@ def test_selection_validates_tickers() -> None:
         ReplaySelection(tuple(f"T{i}" for i in range(21)), 5)
     with pytest.raises(InvalidParameter):
         ReplaySelection(("AAA",), 0)
+
+
+async def test_a_whole_series_starts_from_the_catalog_without_counting() -> None:
+    candles = series("AAA", 500) + series("BBB", 300)
+    session, _, _, source = make(candles, tickers=("AAA", "BBB"))
+    assert await session.prepare() == 800
+    assert source.counted == 0
+    # a range that holds all of each series: the catalog still tells
+    covering = ReplaySelection(("AAA",), 5, START - timedelta(days=1), START + timedelta(days=9))
+    whole, _, _, source = make(candles)
+    whole.selection = covering
+    assert await whole.prepare() == 500
+    assert source.counted == 0
+
+
+async def test_a_range_inside_the_series_is_counted_by_the_source() -> None:
+    candles = series("AAA", 500)
+    session, _, _, source = make(candles)
+    session.selection = ReplaySelection(("AAA",), 5, START + timedelta(minutes=50), None)
+    assert await session.prepare() == 490
+    assert source.counted == 1

@@ -55,6 +55,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: str = ""
     # Largest request body accepted (POST /candles), in bytes; larger ones get 413.
     max_body_bytes: Positive = 10_000_000
+    # Apply pending migrations in the background at start-up, as soon as the database
+    # answers (`serve --no-migrate` turns it off); the service serves meanwhile.
+    migrate_on_start: bool = True
+    # Load the demo dataset after the migrations when `candles` is empty (`serve --demo`).
+    demo_data: bool = False
 
     def __repr__(self) -> str:
         # The URL may carry a password: never let it reach a log line or a traceback.

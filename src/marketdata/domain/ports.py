@@ -10,6 +10,17 @@ from marketdata.domain.candles import Candle, Order, Resample, TimeRange
 from marketdata.domain.ingest import Row, WriteResult
 
 
+class Series(msgspec.Struct, frozen=True):
+    """A stored series as the catalog knows it; `version` changes whenever it does."""
+
+    ticker: str
+    tf_min: int
+    first: datetime
+    last: datetime
+    count: int
+    version: int = 0
+
+
 class Coverage(msgspec.Struct, frozen=True):
     tf_min: int
     first: datetime

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import enum
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from marketdata.domain.candles import (
     timeframe_of,
 )
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
+from marketdata.domain.ports import Series
 
 MAX_TICKERS = 20
 
@@ -42,14 +43,18 @@ class ReplaySelection(msgspec.Struct, frozen=True):
     end: datetime | None = None
     # Per ticker, the stored timeframe its candles are made from (empty: tf_min for all);
     # a finer one is resampled into buckets aligned in `tz`, as for REST.
-    sources: tuple[int, ...] = ()
+    source_tfs: tuple[int, ...] = ()
     tz: str = "UTC"
 
     def resample_of(self, ticker: str) -> Resample | None:
-        if not self.sources:
+        if not self.source_tfs:
             return None
-        source = self.sources[self.tickers.index(ticker)]
+        source = self.source_tfs[self.tickers.index(ticker)]
         return None if source == self.tf_min else Resample(source, self.tz)
+
+    @property
+    def resampled(self) -> bool:
+        return any(source != self.tf_min for source in self.source_tfs)
 
     def __post_init__(self) -> None:
         if not self.tickers:
@@ -63,19 +68,33 @@ class ReplaySelection(msgspec.Struct, frozen=True):
             raise InvalidQuery("start must not be after end")
 
 
-async def with_sources(
-    selection: ReplaySelection, timeframes: Callable[[str], Awaitable[list[int]]]
-) -> ReplaySelection:
-    """The selection with each ticker's source timeframe: tf_min where it is stored (or
-    nothing is), else the finest stored timeframe dividing it."""
+def planned(selection: ReplaySelection, stored: list[Series]) -> tuple[ReplaySelection, int | None]:
+    """The selection with each ticker's source timeframe (tf_min where it is stored or
+    nothing is, else the finest stored timeframe dividing it), and its number of candles
+    when the catalog tells it (stored series, whole or ranged over all they hold)."""
+    by_ticker: dict[str, dict[int, Series]] = {}
+    for entry in stored:
+        by_ticker.setdefault(entry.ticker, {})[entry.tf_min] = entry
     sources = []
+    total: int | None = 0
     for ticker in selection.tickers:
-        stored = await timeframes(ticker)
-        source = None if selection.tf_min in stored else source_timeframe(selection.tf_min, stored)
+        held = by_ticker.get(ticker, {})
+        if selection.tf_min in held:
+            sources.append(selection.tf_min)
+            entry = held[selection.tf_min]
+            covered = (selection.start is None or selection.start <= entry.first) and (
+                selection.end is None or selection.end >= entry.last
+            )
+            if total is not None:
+                total = total + entry.count if covered else None
+            continue
+        source = source_timeframe(selection.tf_min, sorted(held))
         sources.append(source or selection.tf_min)
-    if all(source == selection.tf_min for source in sources):
-        return selection
-    return msgspec.structs.replace(selection, sources=tuple(sources))
+        if source is not None:
+            total = None  # buckets are counted by the source
+    if any(source != selection.tf_min for source in sources):
+        selection = msgspec.structs.replace(selection, source_tfs=tuple(sources))
+    return selection, total
 
 
 class ReplayKey(msgspec.Struct, frozen=True, order=True):
@@ -90,6 +109,10 @@ def key_of(candle: Candle) -> ReplayKey:
 
 
 class ReplaySource(Protocol):
+    async def series(self, tickers: Sequence[str]) -> list[Series]:
+        """The catalog's entries of these tickers (every stored timeframe)."""
+        ...
+
     async def count(self, selection: ReplaySelection) -> int:
         """How many candles the replay has."""
         ...
@@ -291,8 +314,14 @@ class ReplaySession:
         self._prev_ts: datetime | None = None
 
     async def prepare(self) -> int:
-        """Count the candles; NotFound when there are none. Call before run()."""
-        total = await self._source.count(self.selection)
+        """Resolve the source timeframes and count the candles (from the catalog where it
+        can: one query for a stored series however long); NotFound when there are none.
+        Call before run()."""
+        self.selection, total = planned(
+            self.selection, await self._source.series(self.selection.tickers)
+        )
+        if total is None:
+            total = await self._source.count(self.selection)
         if total == 0:
             raise NotFound(
                 f"No candles found for {','.join(self.selection.tickers)} with "

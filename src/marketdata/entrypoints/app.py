@@ -1,6 +1,8 @@
 """`create_app`: the one factory that builds the service; and the mapping of errors to HTTP."""
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -15,6 +17,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 
 import marketdata
+from marketdata.adapters.postgres.migrations import migrate, migrate_when_reachable
+from marketdata.adapters.postgres.pool import DatabaseConfig
+from marketdata.adapters.postgres.writes import load_demo
 from marketdata.adapters.settings import Settings
 from marketdata.domain.errors import (
     DomainError,
@@ -24,7 +29,7 @@ from marketdata.domain.errors import (
     StoreUnavailable,
 )
 from marketdata.domain.ingest import BadFile, BadRow
-from marketdata.domain.ports import CandleRepository
+from marketdata.domain.ports import StoreHealth
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
 from marketdata.entrypoints.metrics import Metrics
@@ -34,6 +39,7 @@ from marketdata.entrypoints.providers import (
     ReplayProvider,
     SettingsProvider,
     UseCaseProvider,
+    database_config,
 )
 from marketdata.entrypoints.schemas import (
     ErrorBody,
@@ -108,6 +114,28 @@ async def json_not_found(response: Response[Any]) -> Response[Any]:
     return response
 
 
+async def _prepare_schema(
+    settings: Settings, migrating: Callable[[DatabaseConfig], Awaitable[list[str]]]
+) -> None:
+    """Migrations, then the demo data when asked for. At start-up this is tried once before
+    serving; when the database does not answer, it goes on in the background (with
+    `migrate_when_reachable`) and the service serves, not ready, meanwhile."""
+    config = database_config(settings)
+    applied = await migrating(config)
+    log.info("migrations applied" if applied else "schema up to date", versions=applied)
+    if settings.demo_data:
+        loaded = await load_demo(config)
+        log.info(
+            "demo data loaded" if loaded else "demo data skipped: the database has data",
+            rows=loaded,
+        )
+
+
+def _report_failure(job: "asyncio.Task[Any]") -> None:
+    if not job.cancelled() and (error := job.exception()) is not None:
+        log.error("migrations failed: the service stays not ready", exc_info=error)
+
+
 def create_app(settings: Settings, *providers: Provider) -> Litestar:
     """Build the service. `providers` override the defaults (tests pass fakes here)."""
     metrics = Metrics()
@@ -120,14 +148,27 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         context={Settings: settings, Metrics: metrics},
     )
 
+    jobs: list[asyncio.Task[Any]] = []
+
     async def open_store() -> None:
         # Open the pool at start-up rather than on the first request.
-        await container.get(CandleRepository)
+        await container.get(StoreHealth)
         registry = await container.get(ReplayRegistry)
         metrics.watch_replays(lambda: registry.active)
+        if settings.migrate_on_start and settings.database_url is not None:
+            try:
+                await _prepare_schema(settings, migrate)
+            except StoreUnavailable as error:
+                log.warning("database unreachable: migrations wait for it", reason=error.message)
+                job = _prepare_schema(settings, migrate_when_reachable)
+                jobs.append(asyncio.create_task(job, name="marketdata-schema"))
+                jobs[-1].add_done_callback(_report_failure)
 
     async def close_container() -> None:
         # Replays first (they say goodbye with STATUS server_shutdown and 1001), then the pool.
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
         await (await container.get(ReplayRegistry)).shutdown()
         await container.close()
 

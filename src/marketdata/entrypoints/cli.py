@@ -17,15 +17,10 @@ import uvicorn
 from litestar import Litestar
 
 from marketdata.adapters.embedded_postgres import EmbeddedError, default_home, embedded_database
-from marketdata.adapters.postgres import (
-    DatabaseConfig,
-    connect,
-    migrate,
-    pending_migrations,
-    write_rows,
-)
+from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres.migrations import migrate, pending_migrations
+from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.adapters.settings import Settings, SettingsError, load_settings
-from marketdata.domain.demo import demo_rows
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ingest import IngestOptions
 from marketdata.entrypoints.logging import configure_logging
@@ -38,7 +33,11 @@ log = structlog.get_logger(logger_name="marketdata.cli")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="marketdata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP and WS")
+    serve = commands.add_parser(
+        "serve",
+        help="serve HTTP and WS; pending migrations are applied in the background as soon as "
+        "the database answers",
+    )
     serve.add_argument("--host", help="bind address (default: HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 8000)")
     serve.add_argument(
@@ -68,7 +67,17 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="read and check every row, write nothing"
     )
     commands.add_parser(
-        "check", help="validate settings and reach the database; exit 0 when both are fine"
+        "check",
+        help="validate settings, reach the database and compare the series catalog with the "
+        "table; exit 0 when all is well",
+    )
+    series = commands.add_parser(
+        "catalog", help="the series catalog (ticker, tf_min, first, last, count)"
+    )
+    series.add_argument(
+        "--refresh",
+        action="store_true",
+        help="rebuild it from the table (after rows were written by another tool)",
     )
     return parser
 
@@ -119,43 +128,58 @@ def _port_taken(host: str, port: int) -> str | None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        # The server processes read their settings from the environment.
+        os.environ["MIGRATE_ON_START"] = "false" if args.no_migrate else "true"
+        os.environ["DEMO_DATA"] = "true" if args.demo else "false"
+        return _serve(settings, args.host, args.port)
     config = database_config(settings)
     try:
         if args.command == "check":
-            pending = asyncio.run(pending_migrations(config))
-            if pending:
-                print(f"database reachable; pending migrations: {', '.join(pending)}")
-            else:
-                print("settings valid; database reachable; schema up to date")
-            return 0
-        if args.command == "migrate" or (args.command == "serve" and not args.no_migrate):
+            return asyncio.run(_check(config))
+        if args.command == "catalog":
+            return asyncio.run(_catalog(config, args.refresh))
+        if args.command == "migrate":
             applied = asyncio.run(migrate(config))
             log.info("migrations applied" if applied else "schema up to date", versions=applied)
-        if args.command == "serve" and args.demo:
-            loaded = asyncio.run(load_demo(config))
-            log.info(
-                "demo data loaded" if loaded else "demo data skipped: the database has data",
-                rows=loaded,
-            )
+            return 0
     except StoreUnavailable as error:
         print(f"marketdata: {error.message}", file=sys.stderr)
         return 1
-    if args.command == "serve":
-        return _serve(settings, args.host, args.port)
-    if args.command == "ingest":
-        return _ingest(args, config)
-    return 0
+    return _ingest(args, config)
 
 
-async def load_demo(config: DatabaseConfig) -> int:
-    """Write the demo dataset when `candles` is empty; the number of rows written."""
-    conn = await connect(config, "marketdata-demo")
-    async with conn:
-        cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM candles)")
-        row = await cursor.fetchone()
-        if row and row[0]:
-            return 0
-        return (await write_rows(conn, demo_rows())).rows
+async def _check(config: DatabaseConfig) -> int:
+    pending = await pending_migrations(config)
+    if pending:
+        print(f"database reachable; pending migrations: {', '.join(pending)}")
+        return 0
+    print("settings valid; database reachable; schema up to date")
+    return await _catalog(config, refresh=False)
+
+
+async def _catalog(config: DatabaseConfig, refresh: bool) -> int:
+    if refresh:
+        mended = await catalog.refresh(config)
+        print(f"series catalog rebuilt from the table: {mended:,} series mended")
+        return 0
+    drifted = await catalog.drift(config)
+    if not drifted:
+        print("series catalog agrees with the table")
+        return 0
+    for d in drifted:
+        print(
+            f"series catalog disagrees: {d.ticker} tf_min={d.tf_min}: catalog "
+            f"{d.catalog_count if d.catalog_count is not None else 'no row'}, table "
+            f"{d.table_count if d.table_count is not None else 'no rows'}",
+            file=sys.stderr,
+        )
+    print(
+        f"marketdata: {len(drifted)} series disagree (rows written by another tool?); "
+        "`marketdata catalog --refresh` mends them",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _ingest(args: argparse.Namespace, config: DatabaseConfig | None) -> int:

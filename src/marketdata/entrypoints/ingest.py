@@ -16,13 +16,13 @@ from rich.progress import (
 )
 
 from marketdata.adapters.csv_files import CandleFile
-from marketdata.adapters.postgres import (
+from marketdata.adapters.postgres.pool import (
     DatabaseConfig,
     connect,
     location_of,
     translated_errors,
-    write_rows,
 )
+from marketdata.adapters.postgres.writes import write_rows
 from marketdata.domain.errors import DomainError
 from marketdata.domain.ingest import IngestOptions, Row, WriteResult
 

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar adds the charset
@@ -15,7 +15,7 @@ class _PoolCollector(Collector):
     def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         stats = self._stats()
         size = stats.get("pool_size", 0)
         available = stats.get("pool_available", 0)
@@ -27,6 +27,11 @@ class _PoolCollector(Collector):
             "marketdata_db_pool_waiting",
             "Requests waiting for a connection",
             value=stats.get("requests_waiting", 0),
+        )
+        yield CounterMetricFamily(
+            "marketdata_db_pool_reclaimed",
+            "Pool connections taken back from holders that ended without giving them back",
+            value=stats.get("reclaimed", 0),
         )
 
 

@@ -2,17 +2,14 @@
 
 from collections.abc import AsyncIterator
 
-from dishka import AnyOf, Provider, Scope, from_context, provide
-from psycopg_pool import AsyncConnectionPool
+from dishka import Provider, Scope, from_context, provide
 
 from marketdata.adapters.clock import SystemClock
-from marketdata.adapters.postgres import (
-    DatabaseConfig,
-    PostgresCandleRepository,
-    PostgresCandleWriter,
-    PostgresReplaySource,
-    open_pool,
-)
+from marketdata.adapters.postgres.migrations import PostgresHealth
+from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.reads import PostgresCandleRepository
+from marketdata.adapters.postgres.replay import PostgresReplaySource
+from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.adapters.settings import Settings
 from marketdata.domain.ports import CandleRepository, CandleWriter, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
@@ -46,7 +43,8 @@ class SettingsProvider(Provider):
 
 class PostgresProvider(Provider):
     scope = Scope.APP
-    repository = provide(PostgresCandleRepository, provides=AnyOf[CandleRepository, StoreHealth])
+    repository = provide(PostgresCandleRepository, provides=CandleRepository)
+    health = provide(PostgresHealth, provides=StoreHealth)
     replay_source = provide(PostgresReplaySource, provides=ReplaySource)
     writer = provide(PostgresCandleWriter, provides=CandleWriter)
 
@@ -55,13 +53,12 @@ class PostgresProvider(Provider):
         return database_config(settings)
 
     @provide
-    async def pool(
-        self, config: DatabaseConfig, metrics: Metrics
-    ) -> AsyncIterator[AsyncConnectionPool]:
-        pool = await open_pool(config)
-        metrics.watch_pool(pool.get_stats)
-        yield pool
-        await pool.close()
+    async def database(self, config: DatabaseConfig, metrics: Metrics) -> AsyncIterator[Database]:
+        database = Database(config)
+        await database.open()
+        metrics.watch_pool(database.stats)
+        yield database
+        await database.close()
 
 
 class ReplayProvider(Provider):

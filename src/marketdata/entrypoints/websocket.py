@@ -19,7 +19,6 @@ from litestar.exceptions import WebSocketDisconnect
 from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Candle, parse_timestamp, zone_of
 from marketdata.domain.errors import DomainError, InvalidParameter, StoreUnavailable
-from marketdata.domain.ports import CandleRepository
 from marketdata.domain.replay import (
     Clock,
     Command,
@@ -27,7 +26,6 @@ from marketdata.domain.replay import (
     ReplaySelection,
     ReplaySession,
     ReplaySource,
-    with_sources,
 )
 from marketdata.entrypoints.metrics import Metrics
 
@@ -260,7 +258,6 @@ async def replay(
     source: FromDishka[ReplaySource],
     clock: FromDishka[Clock],
     registry: FromDishka[ReplayRegistry],
-    repository: FromDishka[CandleRepository],
     metrics: FromDishka[Metrics],
 ) -> None:
     await socket.accept()
@@ -289,7 +286,7 @@ async def replay(
             source,
             clock,
             sink,
-            await with_sources(request.selection, repository.timeframes),
+            request.selection,
             request.pacing,
             lockstep=request.lockstep,
             from_seq=request.from_seq,

@@ -1,0 +1,109 @@
+"""The series catalog: kept exact by the write path, filled for existing databases, checked
+and mended against the table."""
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres.pool import DatabaseConfig, connect
+from marketdata.adapters.postgres.writes import write_rows
+from marketdata.domain.ingest import Row
+from tests.factories import series
+from tests.integration.test_cli import run
+
+
+def rows_of(ticker: str, count: int, tf_min: int = 5, shift: float = 0.0) -> list[Row]:
+    return [
+        (c.ticker, c.tf_min, c.ts, c.open + shift, c.high + shift, c.low, c.close, c.volume, 0)
+        for c in series(ticker, count, tf_min)
+    ]
+
+
+def entries(url: str) -> dict[tuple[str, int], tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        found = conn.execute(
+            "SELECT ticker, tf_min, first_ts, last_ts, count, version FROM candle_series"
+        ).fetchall()
+    return {(r[0], r[1]): r[2:] for r in found}
+
+
+def write(url: str, rows: list[Row]) -> tuple[int, int]:
+    async def go() -> tuple[int, int]:
+        async with await connect(DatabaseConfig(url=url), "test") as conn:
+            result = await write_rows(conn, rows)
+        return result.inserted, result.updated
+
+    return asyncio.run(go())
+
+
+def drift(url: str) -> list[catalog.Drift]:
+    return asyncio.run(catalog.drift(DatabaseConfig(url=url)))
+
+
+def test_writes_keep_the_catalog_exact_and_versions_move_only_on_change(db_url: str) -> None:
+    first = rows_of("A", 10)
+    assert write(db_url, first + rows_of("B", 3, tf_min=60)) == (13, 0)
+    before = entries(db_url)
+    assert before["A", 5][:3] == (first[0][2], first[-1][2], 10)
+    assert drift(db_url) == []
+
+    assert write(db_url, first) == (0, 0)  # the same rows again: nothing changes
+    assert entries(db_url) == before
+
+    changed = [(*first[3][:3], first[3][3] + 1, *first[3][4:])]  # one candle updated
+    assert write(db_url, changed) == (0, 1)
+    after = entries(db_url)
+    assert after["A", 5][:3] == before["A", 5][:3]
+    assert after["A", 5][3] > before["A", 5][3]  # a new version
+    assert after["B", 60] == before["B", 60]  # the other series untouched
+
+    longer = rows_of("A", 15)[10:]  # appended after the last one, and one out of order
+    earlier = [("A", 5, first[0][2].replace(hour=1), *first[0][3:])]
+    assert write(db_url, longer + earlier) == (6, 0)
+    assert entries(db_url)["A", 5][:3] == (earlier[0][2], longer[-1][2], 16)
+    assert drift(db_url) == []
+
+
+def test_concurrent_writers_of_one_new_series_count_each_candle_once(db_url: str) -> None:
+    rows = rows_of("C", 400)
+
+    async def both() -> None:
+        config = DatabaseConfig(url=db_url)
+        async with (
+            await connect(config, "one") as one,
+            await connect(config, "two") as two,
+        ):
+            await asyncio.gather(write_rows(one, rows[:300]), write_rows(two, rows[100:]))
+
+    asyncio.run(both())
+    assert entries(db_url)["C", 5][2] == 400
+    assert drift(db_url) == []
+
+
+def test_check_finds_rows_another_tool_wrote_and_refresh_mends_them(
+    tmp_path: Path, db_url: str
+) -> None:
+    write(db_url, rows_of("D", 5) + rows_of("E", 2))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " VALUES ('D', 5, '2030-01-01', 1, 1, 1, 1, 1), ('F', 1, '2030-01-01', 1, 1, 1, 1, 1)"
+        )
+        conn.execute("DELETE FROM candles WHERE ticker = 'E'")
+    env = {"DATABASE_URL": db_url}
+    checked = run(["check"], env, tmp_path)
+    assert checked.returncode == 1
+    assert "D tf_min=5: catalog 5, table 6" in checked.stderr
+    assert "E tf_min=5: catalog 2, table no rows" in checked.stderr
+    assert "F tf_min=1: catalog no row, table 1" in checked.stderr
+    assert "catalog --refresh" in checked.stderr
+    mended = run(["catalog", "--refresh"], env, tmp_path)
+    assert mended.returncode == 0, mended.stderr
+    assert "3 series mended" in mended.stdout
+    assert drift(db_url) == []
+    again = run(["check"], env, tmp_path)
+    assert again.returncode == 0
+    assert "series catalog agrees with the table" in again.stdout
