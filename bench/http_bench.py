@@ -49,7 +49,7 @@ def ensure_data(admin_url: str) -> str:
         check=True,
     )
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM candles").fetchone()
+        row = conn.execute("SELECT count(*) FROM candles WHERE ticker LIKE 'T%'").fetchone()
         if row is None or row[0] != TICKERS * PER_TICKER:
             print(f"loading {TICKERS * PER_TICKER:,} candles ...", file=sys.stderr)
             conn.execute("TRUNCATE candles")

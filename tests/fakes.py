@@ -11,7 +11,7 @@ from dishka import AnyOf, Provider, Scope
 from marketdata.domain.candles import Candle, Order, Resample, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import CandleRepository, Coverage, Gap, Series, StoreHealth
-from marketdata.domain.replay import ReplayKey, ReplaySelection, key_of
+from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplayStatus, Wake, key_of
 
 
 def resample_reference(candles: list[Candle], tf_min: int, tz: str = "UTC") -> list[Candle]:
@@ -197,7 +197,7 @@ class FakeClock:
     def now(self) -> float:
         return self.t
 
-    async def sleep_until(self, deadline: float, wake: asyncio.Event) -> None:
+    async def sleep_until(self, deadline: float, wake: Wake) -> None:
         if not wake.is_set():
             self.t = max(self.t, deadline)
         await asyncio.sleep(0)
@@ -211,19 +211,20 @@ class RecordingSink:
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
-        self.candles: list[tuple[float, int, Candle]] = []
+        self.received: list[tuple[float, int, Candle]] = []
         self.statuses: list[tuple[float, str, str | None, int | None]] = []
+        self.frames: list[tuple[float, int, int]] = []  # (time, first seq, candles)
         self.on_candle: Callable[[int, Candle], Awaitable[None]] | None = None
 
-    async def candle(self, seq: int, candle: Candle) -> None:
-        self.candles.append((self.clock.now(), seq, candle))
-        if self.on_candle is not None:
-            await self.on_candle(seq, candle)
+    async def candles(self, seq: int, candles: list[Candle]) -> None:
+        self.frames.append((self.clock.now(), seq, len(candles)))
+        for i, candle in enumerate(candles):
+            self.received.append((self.clock.now(), seq + i, candle))
+            if self.on_candle is not None:
+                await self.on_candle(seq + i, candle)
 
-    async def status(
-        self, message: str, *, error: str | None = None, seq: int | None = None
-    ) -> None:
-        self.statuses.append((self.clock.now(), message, error, seq))
+    async def status(self, status: ReplayStatus) -> None:
+        self.statuses.append((self.clock.now(), status.message, status.error, status.seq))
 
     @property
     def messages(self) -> list[str]:
@@ -231,8 +232,8 @@ class RecordingSink:
 
     @property
     def seqs(self) -> list[int]:
-        return [s for _, s, _ in self.candles]
+        return [s for _, s, _ in self.received]
 
     @property
     def times(self) -> list[float]:
-        return [t for t, _, _ in self.candles]
+        return [t for t, _, _ in self.received]

@@ -367,3 +367,29 @@ def test_a_resampled_replay_plays_buckets(client: Client, stored: list[Candle]) 
     keys = [(c["ts"], c["ticker"]) for _, c in candles_of(both)]
     assert keys == sorted(keys)
     assert {c["tf_min"] for _, c in candles_of(both)} == {15}
+
+
+def test_batch_sends_candles_frames_with_the_first_seq(
+    client: Client, stored: list[Candle]
+) -> None:
+    with client.websocket_connect("/ws/replay?ticker=AMZN.US&step_seconds=0&batch=8") as ws:
+        messages, code = receive_all(ws)
+    assert code == 1000
+    frames = [m for m in messages if m["type"] == "CANDLES"]
+    assert [(f["seq"], len(f["candles"])) for f in frames] == [(0, 8), (8, 8), (16, 8), (24, 6)]
+    assert [c for f in frames for c in f["candles"]] == [wire(c) for c in stored]
+    assert messages[-1]["message"] == "replay_complete"
+    assert messages[-1]["seq"] == 30
+    with client.websocket_connect(
+        "/ws/replay?ticker=AMZN.US&step_seconds=0&batch=8&from_seq=25"
+    ) as ws:
+        resumed, _ = receive_all(ws)
+    assert [(m["seq"], len(m["candles"])) for m in resumed if m["type"] == "CANDLES"] == [(25, 5)]
+
+
+@pytest.mark.parametrize("batch", ["0", "1001", "many"])
+def test_a_bad_batch_is_refused_with_1008(client: Client, batch: str) -> None:
+    with client.websocket_connect(f"/ws/replay?ticker=AMZN.US&batch={batch}") as ws:
+        messages, code = receive_all(ws)
+    assert code == 1008
+    assert messages[0]["error"].startswith("batch: ")

@@ -18,6 +18,7 @@ from marketdata.domain.replay import (
     ReplayKey,
     ReplaySelection,
     ReplaySession,
+    ReplayStatus,
     key_of,
 )
 from tests.conftest import insert, refresh_catalog
@@ -44,18 +45,17 @@ class CountingSink:
         self.in_order = True
         self.seqs_ok = True
 
-    async def candle(self, seq: int, candle: Candle) -> None:
-        key = key_of(candle)
-        if self.last is not None and not key > self.last:
-            self.in_order = False
-        if seq != self.count:
-            self.seqs_ok = False
-        self.last = key
-        self.count += 1
+    async def candles(self, seq: int, candles: list[Candle]) -> None:
+        for i, candle in enumerate(candles):
+            key = key_of(candle)
+            if self.last is not None and not key > self.last:
+                self.in_order = False
+            if seq + i != self.count:
+                self.seqs_ok = False
+            self.last = key
+            self.count += 1
 
-    async def status(
-        self, message: str, *, error: str | None = None, seq: int | None = None
-    ) -> None:
+    async def status(self, status: ReplayStatus) -> None:
         pass
 
 

@@ -57,7 +57,7 @@ async def test_ten_thousand_candles_follow_the_ideal_schedule_exactly() -> None:
     assert sink.times == [T0 + i * 15 for i in range(10_000)]
     assert sink.seqs == list(range(10_000))
     expected_ts = [START + timedelta(minutes=5 * i) for i in range(10_000)]
-    assert [c.ts for _, _, c in sink.candles] == expected_ts
+    assert [c.ts for _, _, c in sink.received] == expected_ts
     assert sink.messages == ["replay_starting", "replay_complete"]
     assert sink.statuses[-1][3] == 10_000
     assert source.pages_read == 10_000 // 250 + 1  # read a page at a time, never all at once
@@ -100,7 +100,7 @@ async def test_pause_for_x_shifts_everything_after_it_by_x() -> None:
     await paused.wait()
     for _ in range(5):
         await asyncio.sleep(0)
-    assert len(sink.candles) == 6  # nothing while paused
+    assert len(sink.received) == 6  # nothing while paused
     clock.advance(100)
     await session.apply(Resume())
     await run
@@ -135,7 +135,7 @@ async def test_step_while_paused_sends_exactly_one_step() -> None:
     await run
     # the schedule goes on one step after the manual step, shifted by the pause after it
     assert sink.times[4] == T0 + 500 + 7 + 15
-    assert len(sink.candles) == 20
+    assert len(sink.received) == 20
 
 
 async def test_step_is_refused_unless_paused_and_the_replay_goes_on() -> None:
@@ -163,7 +163,7 @@ async def test_seek_by_seq_continues_seq_from_the_target() -> None:
     sink.on_candle = seek
     await session.run()
     assert sink.seqs == [0, 1, 2, 3, *range(40, 50)]
-    assert [c.ts for _, s, c in sink.candles if s >= 40] == [
+    assert [c.ts for _, s, c in sink.received if s >= 40] == [
         START + timedelta(minutes=5 * i) for i in range(40, 50)
     ]
     # the target plays at once, then one step apart
@@ -249,11 +249,11 @@ async def test_several_tickers_merge_by_timestamp_and_share_a_step() -> None:
     b = series("BBB", 3, start=START + timedelta(minutes=5))
     session, _, sink, _ = make(a + b, tickers=("BBB", "AAA"))
     await session.run()
-    order = [(c.ts, c.ticker) for _, _, c in sink.candles]
+    order = [(c.ts, c.ticker) for _, _, c in sink.received]
     assert order == sorted(order)
     assert sink.seqs == list(range(8))
     by_ts: dict[datetime, set[float]] = {}
-    for t, _, c in sink.candles:
+    for t, _, c in sink.received:
         by_ts.setdefault(c.ts, set()).add(t)
     assert all(len(times) == 1 for times in by_ts.values())  # one step per timestamp
     assert sorted(t for times in by_ts.values() for t in times) == [T0 + i * 15 for i in range(5)]
@@ -267,7 +267,7 @@ async def test_lockstep_sends_nothing_before_the_ack() -> None:
     for expected in range(1, 6):
         for _ in range(20):
             await asyncio.sleep(0)
-        assert len(sink.candles) == expected, "exactly one candle per ack"
+        assert len(sink.received) == expected, "exactly one candle per ack"
         await session.apply(Ack())
     assert await run is Outcome.COMPLETED
     assert sink.seqs == list(range(5))
@@ -296,7 +296,7 @@ async def test_from_seq_resumes_exactly_where_a_replay_was_cut(seed: int) -> Non
     tickers = ("AAA", "BBB", "CCC")
     whole, _, whole_sink, _ = make(candles, tickers=tickers, page_size=7)
     await whole.run()
-    cut = rng.randrange(1, len(whole_sink.candles))
+    cut = rng.randrange(1, len(whole_sink.received))
 
     first, _, first_sink, _ = make(candles, tickers=tickers, page_size=7)
 
@@ -309,8 +309,8 @@ async def test_from_seq_resumes_exactly_where_a_replay_was_cut(seed: int) -> Non
         await first.run()
     resumed, _, resumed_sink, _ = make(candles, tickers=tickers, page_size=7, from_seq=cut)
     await resumed.run()
-    joined = [(s, c) for _, s, c in first_sink.candles + resumed_sink.candles]
-    assert joined == [(s, c) for _, s, c in whole_sink.candles]
+    joined = [(s, c) for _, s, c in first_sink.received + resumed_sink.received]
+    assert joined == [(s, c) for _, s, c in whole_sink.received]
 
 
 async def test_stop_ends_the_replay() -> None:
@@ -375,3 +375,55 @@ async def test_a_range_inside_the_series_is_counted_by_the_source() -> None:
     session.selection = ReplaySelection(("AAA",), 5, START + timedelta(minutes=50), None)
     assert await session.prepare() == 490
     assert source.counted == 1
+
+
+async def test_batch_at_step_zero_sends_frames_of_n_with_gap_free_seqs() -> None:
+    session, _, sink, _ = make(
+        series("AAA", 23), pacing=Pacing(step_seconds=0, min_step=0), batch=5, page_size=4
+    )
+    assert await session.run() is Outcome.COMPLETED
+    assert [(seq, n) for _, seq, n in sink.frames] == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]
+    assert sink.seqs == list(range(23))
+    assert sink.statuses[-1][1:] == ("replay_complete", None, 23)
+
+
+async def test_batch_keeps_the_pace_a_step_per_frame_when_steps_are_apart() -> None:
+    session, _, sink, _ = make(series("AAA", 6), batch=50)
+    await session.run()
+    assert [(t, seq, n) for t, seq, n in sink.frames] == [(T0 + 15 * i, i, 1) for i in range(6)]
+
+
+async def test_lockstep_with_batch_takes_one_ack_per_frame() -> None:
+    session, _, sink, _ = make(
+        series("AAA", 10), pacing=Pacing(step_seconds=0, min_step=0), lockstep=True, batch=4
+    )
+    run = asyncio.create_task(session.run())
+    for expected in (4, 8, 10):
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(sink.received) == expected, "one frame per ack"
+        await session.apply(Ack())
+    assert await run is Outcome.COMPLETED
+    assert [n for _, _, n in sink.frames] == [4, 4, 2]
+
+
+async def test_a_bad_batch_is_refused() -> None:
+    with pytest.raises(InvalidParameter, match="batch"):
+        make(series("AAA", 2), batch=0)
+
+
+async def test_prepare_reads_the_first_page_so_the_first_candle_needs_no_read() -> None:
+    session, _, sink, source = make(series("AAA", 10), page_size=4)
+    await session.prepare()
+    assert source.pages_read == 1
+    first = asyncio.Event()
+
+    async def seen(seq: int, candle: Candle) -> None:
+        if seq == 0:
+            assert source.pages_read == 1  # nothing more was read before candle 0 went out
+            first.set()
+
+    sink.on_candle = seen
+    await session.run()
+    assert first.is_set()
+    assert sink.seqs == list(range(10))

@@ -1,16 +1,14 @@
-"""`create_app`: the one factory that builds the service; and the mapping of errors to HTTP."""
+"""`create_app`: the one factory that builds the service."""
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from dishka import Provider, make_async_container
 from dishka.integrations.litestar import setup_dishka
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.enums import MediaType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -21,15 +19,15 @@ from marketdata.adapters.postgres.migrations import migrate, migrate_when_reacha
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.adapters.postgres.writes import load_demo
 from marketdata.adapters.settings import Settings
-from marketdata.domain.errors import (
-    DomainError,
-    InvalidParameter,
-    InvalidQuery,
-    NotFound,
-    StoreUnavailable,
-)
-from marketdata.domain.ingest import BadFile, BadRow
+from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.ports import StoreHealth
+from marketdata.entrypoints.errors import (
+    domain_error_response,
+    http_error_response,
+    internal_error_response,
+    json_not_found,
+    validation_error_response,
+)
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
 from marketdata.entrypoints.metrics import Metrics
@@ -41,77 +39,9 @@ from marketdata.entrypoints.providers import (
     UseCaseProvider,
     database_config,
 )
-from marketdata.entrypoints.schemas import (
-    ErrorBody,
-    UnavailableBody,
-    ValidationDetail,
-    ValidationErrorBody,
-)
 from marketdata.entrypoints.websocket import ReplayRegistry, replay
 
 log = structlog.get_logger(logger_name="marketdata")
-
-_MISSING = re.compile(r"Missing required (\w+) parameter '([^']+)'")
-
-
-def domain_error_response(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    if isinstance(error, StoreUnavailable):
-        log.warning("database unavailable", reason=error.message, kind=error.kind)
-        request.app.state.metrics.db_errors.labels(error.kind).inc()
-        return Response(UnavailableBody(message=error.message), status_code=503)
-    if isinstance(error, InvalidParameter):
-        detail = [ValidationDetail(loc=["query", error.name], msg=error.reason)]
-        return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
-    if isinstance(error, BadRow):
-        detail = [ValidationDetail(loc=["body", str(error.line), error.field], msg=error.reason)]
-        return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
-    if isinstance(error, BadFile):
-        detail = [ValidationDetail(loc=["body"], msg=error.message)]
-        return Response(ValidationErrorBody(error=error.message, detail=detail), status_code=422)
-    status = 404 if isinstance(error, NotFound) else 400 if isinstance(error, InvalidQuery) else 500
-    return Response(ErrorBody(error=error.message), status_code=status)
-
-
-def validation_error_response(
-    request: Request[Any, Any, Any], error: ValidationException
-) -> Response[ValidationErrorBody]:
-    """Litestar answers 400 for invalid parameters; the seed's contract says 422."""
-    detail = [
-        ValidationDetail(
-            loc=[getattr(item.get("source"), "value", "query"), str(item.get("key") or "")],
-            msg=str(item.get("message", "invalid value")).replace("`", "").replace(" | null", ""),
-        )
-        for item in (error.extra if isinstance(error.extra, list) else [])
-        if isinstance(item, dict)
-    ]
-    if not detail and (missing := _MISSING.search(str(error.detail))):
-        detail = [
-            ValidationDetail(loc=[missing[1], missing[2]], msg="field required", type="missing")
-        ]
-    message = "; ".join(f"{d.loc[-1]}: {d.msg}" for d in detail) if detail else str(error.detail)
-    return Response(ValidationErrorBody(error=message, detail=detail), status_code=422)
-
-
-def http_error_response(
-    request: Request[Any, Any, Any], error: HTTPException
-) -> Response[ErrorBody]:
-    return Response(
-        ErrorBody(error=str(error.detail)), status_code=error.status_code, headers=error.headers
-    )
-
-
-def internal_error_response(
-    request: Request[Any, Any, Any], error: Exception
-) -> Response[ErrorBody]:
-    log.exception("unhandled error", path=request.url.path)
-    return Response(ErrorBody(error="Internal Server Error"), status_code=500)
-
-
-async def json_not_found(response: Response[Any]) -> Response[Any]:
-    """The OpenAPI router mounted at "/" answers unknown paths with an HTML page; keep JSON."""
-    if response.status_code == 404 and response.media_type == MediaType.HTML:
-        return Response(ErrorBody(error="Not Found"), status_code=404, media_type=MediaType.JSON)
-    return response
 
 
 async def _prepare_schema(

@@ -67,7 +67,8 @@ class ReplayProvider(Provider):
 
     @provide
     def registry(self, settings: Settings) -> ReplayRegistry:
-        return ReplayRegistry(settings.ws_max_sessions)
+        # as many replays start at once as the pool has connections for their first reads
+        return ReplayRegistry(settings.ws_max_sessions, starting=settings.db_pool_max_size)
 
 
 class UseCaseProvider(Provider):

@@ -46,3 +46,46 @@ class UnavailableBody(msgspec.Struct):
     message: str
     error: str = "Service Unavailable"
     type: str = "database_connection_error"
+
+
+class ReplayQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The query string of `WS /ws/replay`, as the client wrote it (unknown names ignored)."""
+
+    ticker: str | None = None
+    tickers: str | None = None
+    tf_min: int | None = None
+    tz: str | None = None
+    step_seconds: float | None = None
+    speed: float | None = None
+    start: str | None = None
+    end: str | None = None
+    mode: Literal["paced", "lockstep"] = "paced"
+    from_seq: int | None = None
+    batch: int | None = None
+
+
+class StatusMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: Literal["STATUS"]
+    message: str
+    ticker: str | None
+    tf_min: int | None
+    step_seconds: float | None
+    total_candles: int | None
+    tickers: list[str] | None = None
+    speed: float | None = None
+    seq: int | None = None
+    error: str | None = None
+
+
+class CandleMessage(msgspec.Struct):
+    type: Literal["CANDLE"]
+    candle: Candle
+    seq: int
+
+
+class CandlesMessage(msgspec.Struct):
+    """Several candles in one frame (`batch=N`); `seq` is the first one's."""
+
+    type: Literal["CANDLES"]
+    candles: list[Candle]
+    seq: int

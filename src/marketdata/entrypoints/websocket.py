@@ -1,13 +1,14 @@
 """`WS /ws/replay`: the seed's replay protocol, extended (DESIGN "WebSocket replay").
 
-Receiving and sending run side by side, so a control message takes effect at once; a client
-that goes away ends its session and its database work at once.
+Receiving and sending run side by side in one task group, so a control message takes effect
+at once; a client that goes away ends its session and its database work at once.
 """
 
 import asyncio
 import contextlib
-import math
-from collections.abc import Mapping
+import random
+import typing
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal, cast
 
 import msgspec
@@ -26,41 +27,30 @@ from marketdata.domain.replay import (
     ReplaySelection,
     ReplaySession,
     ReplaySource,
+    ReplayStatus,
+)
+from marketdata.entrypoints.errors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    close_code_of,
 )
 from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.schemas import (
+    CandleMessage,
+    CandlesMessage,
+    ReplayQuery,
+    StatusMessage,
+)
 
 log = structlog.get_logger(logger_name="marketdata.replay")
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
 MAX_CONTROL_MESSAGE = 4096
-
-
-class StatusMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
-    type: Literal["STATUS"]
-    message: str
-    ticker: str | None
-    tf_min: int | None
-    step_seconds: float | None
-    total_candles: int | None
-    tickers: list[str] | None = None
-    speed: float | None = None
-    seq: int | None = None
-    error: str | None = None
-
-
-class CandleMessage(msgspec.Struct):
-    type: Literal["CANDLE"]
-    candle: Candle
-    seq: int
-
 
 _encode = msgspec.json.Encoder().encode
 _decode_command = msgspec.json.Decoder(Command).decode
-
 
 Socket = WebSocket[Any, Any, Any]
 
@@ -74,123 +64,129 @@ class ReplayRequest(msgspec.Struct, frozen=True):
     pacing: Pacing
     lockstep: bool
     from_seq: int
+    batch: int | None
 
 
-def _number(query: Mapping[str, str], name: str, kind: type[int] | type[float]) -> float | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
+_KINDS = {int: "a whole number", float: "a number", str: "text"}
+
+
+def decode_query(params: Mapping[str, str]) -> ReplayQuery:
+    """The query string into its Struct; a bad value raises InvalidParameter naming it."""
+    values = {name: value for name, value in params.items() if value != ""}
     try:
-        value = kind(raw)
-    except ValueError:
-        raise InvalidParameter(name, f"{raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise InvalidParameter(name, f"{raw!r} is not a finite number")
-    return value
+        return msgspec.convert(values, ReplayQuery, strict=False)
+    except msgspec.ValidationError as error:
+        name = str(error).rpartition("$.")[2].rstrip("`")
+        field = next((f for f in msgspec.structs.fields(ReplayQuery) if f.name == name), None)
+        if field is None:  # pragma: no cover (every error names a field)
+            raise InvalidParameter("query", str(error)) from None
+        allowed = typing.get_args(field.type) if typing.get_origin(field.type) is Literal else ()
+        if allowed:
+            raise InvalidParameter(
+                name, f"must be {' or '.join(allowed)}, got {values[name]!r}"
+            ) from None
+        kind = next((_KINDS[t] for t in typing.get_args(field.type) if t in _KINDS), "valid")
+        raise InvalidParameter(name, f"{values[name]!r} is not {kind}") from None
 
 
-def replay_request(query: Mapping[str, str], settings: Settings) -> ReplayRequest:
-    """The connection's query parameters, validated; raises DomainError naming the bad one."""
-    if query.get("ticker") and query.get("tickers"):
+def replay_request(query: ReplayQuery, settings: Settings) -> ReplayRequest:
+    """The replay asked for, validated by the domain's value objects; raises DomainError
+    naming the bad parameter."""
+    if query.ticker and query.tickers:
         raise InvalidParameter("tickers", "give ticker or tickers, not both")
-    raw = query.get("tickers") or query.get("ticker") or ""
+    raw = query.tickers or query.ticker or ""
     tickers = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
     if not tickers:
         raise InvalidParameter("ticker", "is required")
-    tf_min = _number(query, "tf_min", int)
-    step = _number(query, "step_seconds", float)
-    speed = _number(query, "speed", float)
-    if step is None and speed is None:
+    step = query.step_seconds
+    if step is None and query.speed is None:
         step = settings.ws_default_step_seconds
-    from_seq = _number(query, "from_seq", int)
-    mode = query.get("mode", "paced")
-    if mode not in ("paced", "lockstep"):
-        raise InvalidParameter("mode", f"must be paced or lockstep, got {mode!r}")
-    tz = zone_of(query["tz"]) if query.get("tz") else "UTC"
-    start = parse_timestamp(query["start"], "start") if query.get("start") else None
-    end = parse_timestamp(query["end"], "end") if query.get("end") else None
     return ReplayRequest(
         selection=ReplaySelection(
             tickers,
-            int(tf_min) if tf_min is not None else settings.default_tf_min,
-            start,
-            end,
-            tz=tz,
+            settings.default_tf_min if query.tf_min is None else query.tf_min,
+            parse_timestamp(query.start, "start") if query.start else None,
+            parse_timestamp(query.end, "end") if query.end else None,
+            tz=zone_of(query.tz) if query.tz else "UTC",
         ),
         pacing=Pacing(
             step_seconds=step,
-            speed=speed,
+            speed=query.speed,
             min_step=settings.ws_min_step_seconds,
             max_step=settings.ws_max_step_seconds,
         ),
-        lockstep=mode == "lockstep",
-        from_seq=int(from_seq) if from_seq is not None else 0,
+        lockstep=query.mode == "lockstep",
+        from_seq=query.from_seq or 0,
+        batch=query.batch,
+    )
+
+
+def status_message(status: ReplayStatus) -> StatusMessage:
+    """The seed's STATUS body: `ticker` holds every ticker, comma-separated; `tickers` the
+    list, when there are several."""
+    return StatusMessage(
+        type="STATUS",
+        message=status.message,
+        ticker=",".join(status.tickers) or None,
+        tf_min=status.tf_min,
+        step_seconds=status.step_seconds,
+        total_candles=status.total,
+        tickers=list(status.tickers) if len(status.tickers) > 1 else None,
+        speed=status.speed,
+        seq=status.seq,
+        error=status.error,
+    )
+
+
+def refusal(params: Mapping[str, str], message: str, error: str) -> ReplayStatus:
+    """A STATUS for a replay refused before it exists: it echoes what was asked."""
+    raw = params.get("tickers") or params.get("ticker") or ""
+    tf = params.get("tf_min")
+    return ReplayStatus(
+        message=message,
+        tickers=tuple(t.strip() for t in raw.split(",") if t.strip()),
+        tf_min=int(tf) if tf and tf.isdigit() else None,
+        error=error,
     )
 
 
 class WebSocketSink:
-    """ReplaySink over the socket. One lock: the replay and the acknowledgements of control
-    messages are sent from two tasks."""
+    """ReplaySink over the socket. The replay and the acknowledgements of control messages
+    are sent from two tasks without a lock: the server writes each message as one whole
+    frame once the socket is writable, so two sends cannot interleave. With `batched`,
+    candles go as CANDLES frames; otherwise each is a CANDLE frame of its own (the seed's)."""
 
-    def __init__(
-        self, socket: Socket, query: Mapping[str, str], metrics: Metrics | None = None
-    ) -> None:
-        self._metrics = metrics
+    def __init__(self, socket: Socket, metrics: Metrics, *, batched: bool = False) -> None:
         self._socket = socket
-        self._lock = asyncio.Lock()
-        self.session: ReplaySession | None = None
-        self._query = query
+        self._metrics = metrics
+        self._batched = batched
 
     async def _send(self, payload: bytes) -> None:
-        async with self._lock:
-            try:
-                await self._socket.send_data(payload.decode(), mode="text")
-            except (WebSocketDisconnect, OSError, RuntimeError) as error:
-                raise ClientGone from error
+        try:
+            await self._socket.send_data(payload.decode(), mode="text")
+        except (WebSocketDisconnect, OSError, RuntimeError) as error:
+            raise ClientGone from error
 
-    async def candle(self, seq: int, candle: Candle) -> None:
-        await self._send(_encode(CandleMessage("CANDLE", candle, seq)))
-        if self._metrics is not None:
-            self._metrics.candles_sent.inc()
-
-    async def status(
-        self, message: str, *, error: str | None = None, seq: int | None = None
-    ) -> None:
-        session = self.session
-        if session is None:  # refused before a session exists: echo what was asked
-            tickers = self._query.get("tickers") or self._query.get("ticker")
-            tf = self._query.get("tf_min")
-            body = StatusMessage(
-                type="STATUS",
-                message=message,
-                ticker=tickers,
-                step_seconds=None,
-                tf_min=int(tf) if tf and tf.isdigit() else None,
-                total_candles=None,
-                error=error,
-            )
+    async def candles(self, seq: int, candles: list[Candle]) -> None:
+        if self._batched:
+            await self._send(_encode(CandlesMessage("CANDLES", candles, seq)))
         else:
-            selection, pacing = session.selection, session.pacing
-            body = StatusMessage(
-                type="STATUS",
-                message=message,
-                ticker=",".join(selection.tickers),
-                tf_min=selection.tf_min,
-                step_seconds=pacing.step_seconds,
-                total_candles=session.total,
-                tickers=list(selection.tickers) if len(selection.tickers) > 1 else None,
-                speed=pacing.speed,
-                seq=seq,
-                error=error,
-            )
-        await self._send(_encode(body))
+            for i, candle in enumerate(candles):
+                await self._send(_encode(CandleMessage("CANDLE", candle, seq + i)))
+        self._metrics.candles_sent += len(candles)
+
+    async def status(self, status: ReplayStatus) -> None:
+        await self._send(_encode(status_message(status)))
 
 
 class ReplayRegistry:
-    """The sessions of this process: caps their number and ends them on shutdown."""
+    """The sessions of this process: caps their number, admits a few at a time to start
+    (the others' handshakes wait, so that a burst of replays starts in turn instead of all
+    at once), and ends them on shutdown."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, starting: int = 10) -> None:
         self.capacity = capacity
+        self._starting = asyncio.Semaphore(starting)
         self._stops: set[asyncio.Event] = set()
         self._idle = asyncio.Event()
         self._closed = False
@@ -198,6 +194,11 @@ class ReplayRegistry:
     @property
     def active(self) -> int:
         return len(self._stops)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        async with self._starting:
+            yield
 
     def enter(self) -> asyncio.Event | None:
         """A stop event for a new session, or None when full or shutting down."""
@@ -235,19 +236,44 @@ async def _receive_commands(socket: Socket, session: ReplaySession, sink: WebSoc
             return
         data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
         if len(data) > MAX_CONTROL_MESSAGE:
-            await sink.status("error", error=f"control message over {MAX_CONTROL_MESSAGE} bytes")
+            error = f"control message over {MAX_CONTROL_MESSAGE} bytes"
+            await sink.status(session.status("error", error=error))
             continue
         try:
             command = _decode_command(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            await sink.status("error", error=f"invalid control message: {error}")
+            await sink.status(session.status("error", error=f"invalid control message: {error}"))
             continue
         await session.apply(command)
+
+
+async def _play(
+    socket: Socket, session: ReplaySession, sink: WebSocketSink, stop: asyncio.Event
+) -> Literal["ended", "left", "shutdown"]:
+    """Play until the replay ends, the client leaves or the server shuts down: the replay,
+    the client's commands and the shutdown signal in one task group, the first to finish
+    ending the others. Raises what the replay raised."""
+    async with asyncio.TaskGroup() as group:
+        run = group.create_task(session.run())
+        receive = group.create_task(_receive_commands(socket, session, sink))
+        shutdown = group.create_task(stop.wait())
+        await asyncio.wait((run, receive, shutdown), return_when=asyncio.FIRST_COMPLETED)
+        for task in (run, receive, shutdown):
+            task.cancel()
+    if not run.cancelled():
+        return "ended"
+    return "shutdown" if not shutdown.cancelled() else "left"
 
 
 async def _close(socket: Socket, code: int) -> None:
     with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
         await socket.close(code=code)
+
+
+async def _refuse(socket: Socket, sink: WebSocketSink, status: ReplayStatus, code: int) -> None:
+    with contextlib.suppress(ClientGone):
+        await sink.status(status)
+    await _close(socket, code)
 
 
 @websocket("/ws/replay")
@@ -260,77 +286,67 @@ async def replay(
     registry: FromDishka[ReplayRegistry],
     metrics: FromDishka[Metrics],
 ) -> None:
-    await socket.accept()
-    query = dict(socket.query_params)
-    sink = WebSocketSink(socket, query, metrics)
-    try:
-        request = replay_request(query, settings)
-    except DomainError as error:
-        with contextlib.suppress(ClientGone):
-            await sink.status("error", error=error.message)
-        await _close(socket, CLOSE_POLICY)
-        return
-    stop = registry.enter()
-    if stop is None:
-        with contextlib.suppress(ClientGone):
-            await sink.status(
-                "server_busy",
-                error=f"too many replay sessions (WS_MAX_SESSIONS={registry.capacity});"
-                " try again later",
+    params = dict(socket.query_params)
+    async with registry.admitted():
+        await socket.accept()
+        sink = WebSocketSink(socket, metrics, batched=bool(params.get("batch")))
+        try:
+            request = replay_request(decode_query(params), settings)
+        except DomainError as error:
+            await _refuse(socket, sink, refusal(params, "error", error.message), CLOSE_POLICY)
+            return
+        stop = registry.enter()
+        if stop is None:
+            busy = (
+                f"too many replay sessions (WS_MAX_SESSIONS={registry.capacity}); try again later"
             )
-        await _close(socket, CLOSE_TRY_AGAIN)
-        return
-    tasks: list[asyncio.Future[Any]] = []
+            await _refuse(socket, sink, refusal(params, "server_busy", busy), CLOSE_TRY_AGAIN)
+            return
+        try:
+            session = ReplaySession(
+                source,
+                clock,
+                sink,
+                request.selection,
+                request.pacing,
+                lockstep=request.lockstep,
+                from_seq=request.from_seq,
+                # a batch is sent as soon as it is read: pages of ten batches keep the
+                # reads fewer than the frames
+                page_size=max(settings.ws_page_size, 10 * (request.batch or 0)),
+                prefetch_at=random.uniform(0.25, 0.75),  # noqa: S311 (spreads load, no secret)
+                batch=request.batch,
+            )
+            await session.prepare()
+        except DomainError as error:
+            registry.leave(stop)
+            _note_failure(error, metrics)
+            await _refuse(
+                socket, sink, refusal(params, "error", error.message), close_code_of(error)
+            )
+            return
     try:
-        session = ReplaySession(
-            source,
-            clock,
-            sink,
-            request.selection,
-            request.pacing,
-            lockstep=request.lockstep,
-            from_seq=request.from_seq,
-            page_size=settings.ws_page_size,
-        )
-        sink.session = session
-        await session.prepare()
-        run = asyncio.ensure_future(session.run())
-        receive = asyncio.ensure_future(_receive_commands(socket, session, sink))
-        shutdown = asyncio.ensure_future(stop.wait())
-        tasks = [run, receive, shutdown]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if run.done():
-            run.result()  # raises what the replay raised
+        ended = await _play(socket, session, sink, stop)
+        if ended == "ended":
             await _close(socket, CLOSE_NORMAL)
-        elif shutdown.done():
-            await _cancel(tasks)
-            with contextlib.suppress(ClientGone):
-                await sink.status("server_shutdown")
-            await _close(socket, CLOSE_GOING_AWAY)
-        # else: the client left; its session ends silently
-    except ClientGone:
+        elif ended == "shutdown":
+            await _refuse(socket, sink, session.status("server_shutdown"), CLOSE_GOING_AWAY)
+    except* ClientGone:
         pass
-    except DomainError as error:
-        code = CLOSE_INTERNAL if isinstance(error, StoreUnavailable) else CLOSE_POLICY
-        if isinstance(error, StoreUnavailable):
-            log.warning("replay failed: database unavailable", reason=error.message)
-            metrics.db_errors.labels(error.kind).inc()
-        with contextlib.suppress(ClientGone):
-            await sink.status("error", error=error.message)
-        await _close(socket, code)
-    except Exception:
+    except* DomainError as failed:
+        failure = cast(DomainError, failed.exceptions[0])
+        _note_failure(failure, metrics)
+        await _refuse(
+            socket, sink, session.status("error", error=failure.message), close_code_of(failure)
+        )
+    except* Exception:
         log.exception("replay failed")
-        with contextlib.suppress(ClientGone):
-            await sink.status("error", error="internal error")
-        await _close(socket, CLOSE_INTERNAL)
+        await _refuse(socket, sink, session.status("error", error="internal error"), CLOSE_INTERNAL)
     finally:
-        await _cancel(tasks)
         registry.leave(stop)
 
 
-async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(BaseException):
-            await task
+def _note_failure(error: DomainError, metrics: Metrics) -> None:
+    if isinstance(error, StoreUnavailable):
+        log.warning("replay failed: database unavailable", reason=error.message)
+        metrics.db_errors.labels(error.kind).inc()

@@ -1,5 +1,6 @@
 """The replay source: keyset pages in (ts, ticker) order, one pooled connection per page."""
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,28 +100,17 @@ class PostgresReplaySource:
         # One index range scan per ticker, merged: "ticker = ANY(...) ORDER BY ts" would
         # read every row of the range before sorting. (ts, ticker) > after becomes, for a
         # given ticker, ts >= after.ts when the ticker sorts after after.ticker, else ts >.
-        parts: list[sql.Composable] = []
+        bounds = tuple(
+            "" if after is None else ">=" if ticker > after.ticker else ">"
+            for ticker in selection.tickers
+        )
         params: list[Any] = []
         for ticker in selection.tickers:
-            bound: sql.Composable = sql.SQL("")
-            if after is not None:
-                op = ">=" if ticker > after.ticker else ">"
-                bound = sql.SQL(" AND ts {} %s").format(sql.SQL(op))
-            parts.append(
-                sql.SQL(
-                    "(SELECT {} FROM candles WHERE ticker = %s AND tf_min = %s"
-                    " AND ts >= coalesce(%s::timestamptz, '-infinity')"
-                    " AND ts <= coalesce(%s::timestamptz, 'infinity'){} ORDER BY ts LIMIT %s)"
-                ).format(sql.SQL(COLUMNS), bound)
-            )
             params += [ticker, selection.tf_min, selection.start, selection.end]
             if after is not None:
                 params.append(after.ts)
             params.append(size)
-        query = sql.SQL("SELECT * FROM ({}) merged ORDER BY ts, ticker LIMIT %s").format(
-            sql.SQL(" UNION ALL ").join(parts)
-        )
-        rows = await self._db.fetch(query, [*params, size])
+        rows = await self._db.fetch(_page_query(bounds), [*params, size])
         return [Candle(*row) for row in rows]
 
     async def _resampled_page(
@@ -157,3 +147,19 @@ class PostgresReplaySource:
             merged += found
         merged.sort(key=lambda c: (c.ts, c.ticker))
         return merged[:size]
+
+
+@functools.lru_cache(maxsize=256)
+def _page_query(bounds: tuple[str, ...]) -> bytes:
+    """The page query for tickers whose keyset bounds are `bounds` ("" for none): one text
+    per shape, built once."""
+    parts = [
+        f"(SELECT {COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
+        " AND ts >= coalesce(%s::timestamptz, '-infinity')"
+        " AND ts <= coalesce(%s::timestamptz, 'infinity')"
+        f"{f' AND ts {op} %s' if op else ''} ORDER BY ts LIMIT %s)"
+        for op in bounds
+    ]
+    return (
+        f"SELECT * FROM ({' UNION ALL '.join(parts)}) merged ORDER BY ts, ticker LIMIT %s".encode()
+    )

@@ -1,0 +1,52 @@
+"""The replay engine: pure domain code over three ports (a ReplaySource of candle pages, a
+Clock, a ReplaySink), so that hours of replay run in milliseconds on a virtual clock in the
+tests. `session` plays one replay; `selection` says what it plays, `pacing` how fast,
+`commands` what a client may ask while it plays, `ports` what it needs from outside."""
+
+from marketdata.domain.replay.commands import (
+    Ack,
+    ChangePace,
+    Command,
+    Pause,
+    Resume,
+    Seek,
+    Step,
+    Stop,
+)
+from marketdata.domain.replay.pacing import Pacing, Wake
+from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
+from marketdata.domain.replay.selection import (
+    MAX_TICKERS,
+    ReplayKey,
+    ReplaySelection,
+    key_of,
+    planned,
+)
+from marketdata.domain.replay.session import MAX_BATCH, Outcome, ReplaySession, pages, steps
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_TICKERS",
+    "Ack",
+    "ChangePace",
+    "Clock",
+    "Command",
+    "Outcome",
+    "Pacing",
+    "Pause",
+    "ReplayKey",
+    "ReplaySelection",
+    "ReplaySession",
+    "ReplaySink",
+    "ReplaySource",
+    "ReplayStatus",
+    "Resume",
+    "Seek",
+    "Step",
+    "Stop",
+    "Wake",
+    "key_of",
+    "pages",
+    "planned",
+    "steps",
+]

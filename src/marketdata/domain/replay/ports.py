@@ -1,0 +1,68 @@
+"""What the replay engine needs from outside: candle pages, a clock, and a sink for what it
+sends."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+from marketdata.domain.candles import Candle
+from marketdata.domain.ports import Series
+from marketdata.domain.replay.pacing import Wake
+from marketdata.domain.replay.selection import ReplayKey, ReplaySelection
+
+
+class ReplaySource(Protocol):
+    async def series(self, tickers: Sequence[str]) -> list[Series]:
+        """The catalog's entries of these tickers (every stored timeframe)."""
+        ...
+
+    async def count(self, selection: ReplaySelection) -> int:
+        """How many candles the replay has."""
+        ...
+
+    async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
+        """How many candles of the replay have a timestamp before `ts`."""
+        ...
+
+    async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:
+        """The key of candle number `seq` (0-based) in replay order; None past the end."""
+        ...
+
+    async def page(
+        self, selection: ReplaySelection, after: ReplayKey | None, size: int
+    ) -> list[Candle]:
+        """Up to `size` candles strictly after `after` (from the start when None)."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    async def sleep_until(self, deadline: float, wake: Wake) -> None:
+        """Return at `deadline`, or earlier as soon as `wake` is set."""
+        ...
+
+
+class ReplayStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What a STATUS message reports: the event, and the replay as it stands."""
+
+    message: str
+    tickers: tuple[str, ...] = ()
+    tf_min: int | None = None
+    step_seconds: float | None = None
+    speed: float | None = None
+    total: int | None = None
+    seq: int | None = None
+    error: str | None = None
+
+
+class ReplaySink(Protocol):
+    async def candles(self, seq: int, candles: list[Candle]) -> None:
+        """Send candles numbered from `seq` on: a step's, or with `batch` several steps'."""
+        ...
+
+    async def status(self, status: ReplayStatus) -> None: ...
