@@ -1,4 +1,5 @@
-"""Fixtures: throwaway PostgreSQL databases (created and dropped by the suite), data loaders.
+"""Fixtures: throwaway PostgreSQL databases (created and dropped by the suite), the app on
+them, proxies. Helper functions are in tests/support.py.
 
 The suite uses the server named by MARKETDATA_TEST_DATABASE_URL (an admin connection that may
 create databases); without one it starts its own (the embedded server, in a temporary
@@ -7,37 +8,31 @@ not create: each is named md_test_<random> and dropped at the end.
 """
 
 import asyncio
-import contextlib
 import os
-import shutil
-import socket
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from dishka import Provider
+from litestar.testing import TestClient
+from psycopg.conninfo import make_conninfo
 
 from marketdata.adapters.embedded_postgres import embedded_database
-from marketdata.adapters.postgres.catalog import REFRESH_STATEMENTS
 from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import DatabaseConfig
-from marketdata.domain.candles import Candle
+from marketdata.entrypoints.app import create_app
 from tests.proxy import TcpProxy
-
-
-@contextlib.contextmanager
-def embedded_home() -> Iterator[Path]:
-    """A folder for an embedded server, outside pytest's tmp tree: pytest makes its root
-    0700 again when another run starts, which locks out the server's own OS user."""
-    home = Path(tempfile.mkdtemp(prefix="md-embedded-"))
-    try:
-        yield home
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+from tests.support import (
+    AppFactory,
+    Client,
+    as_url,
+    database_proxy,
+    embedded_home,
+    free_port,
+    suite_settings,
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,18 +43,6 @@ def admin_url() -> Iterator[str]:
         return
     with embedded_home() as home, embedded_database(home, exclusive=True) as url:
         yield url
-
-
-def as_url(conninfo: str) -> str:
-    """A postgresql:// URL (what DATABASE_URL holds) for a key=value conninfo."""
-    p = conninfo_to_dict(conninfo)
-    auth = str(p.get("user", "postgres"))
-    if p.get("password"):
-        auth += f":{p['password']}"
-    host, port = str(p.get("host", "127.0.0.1")), p.get("port", 5432)
-    if host.startswith("/"):  # a Unix socket folder
-        return f"postgresql://{auth}@/{p['dbname']}?host={host}&port={port}"
-    return f"postgresql://{auth}@{host}:{port}/{p['dbname']}"
 
 
 @pytest.fixture(scope="session")
@@ -98,32 +81,22 @@ def db_url(migrated_url: str) -> str:
     return migrated_url
 
 
-def insert(url: str, candles: list[Candle]) -> None:
-    """Rows written straight into the table, as another tool would, then the series catalog
-    mended (`marketdata catalog --refresh`); the write path has tests of its own."""
-    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (c.ticker, c.tf_min, c.ts, c.open, c.high, c.low, c.close, c.volume, c.openint)
-                for c in candles
-            ],
-        )
-    refresh_catalog(url)
+@pytest.fixture
+def app_factory(db_url: str) -> AppFactory:
+    """Litestar's test client of the app on the test database (or `url`), with the suite's
+    settings and `overrides`; `providers` override the composition root (fakes). Use it in a
+    `with`: that starts the app and stops it."""
+
+    def make(*providers: Provider, url: str | None = db_url, **overrides: Any) -> Client:
+        return TestClient(create_app(suite_settings(url, **overrides), *providers))
+
+    return make
 
 
-def refresh_catalog(url: str) -> None:
-    with psycopg.connect(url) as conn:
-        for statement in REFRESH_STATEMENTS:
-            conn.execute(statement)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+@pytest.fixture
+def client(app_factory: AppFactory) -> Iterator[Client]:
+    with app_factory() as started:
+        yield started
 
 
 @pytest.fixture
@@ -131,19 +104,7 @@ def unused_port() -> int:
     return free_port()
 
 
-def database_proxy(admin_url: str) -> TcpProxy:
-    """A proxy (not started: use it in a `with`) in front of the tests' PostgreSQL server."""
-    params = conninfo_to_dict(admin_url)
-    return TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
-
-
 @pytest.fixture
 def proxy(admin_url: str) -> Iterator[TcpProxy]:
     with database_proxy(admin_url) as p:
         yield p
-
-
-def through(proxy: TcpProxy, url: str, password: str | None = None) -> str:
-    """The same database reached through the proxy (optionally with a password in the URL)."""
-    extra = {"password": password} if password else {}
-    return as_url(make_conninfo(url, host="127.0.0.1", port=str(proxy.port), **extra))

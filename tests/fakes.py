@@ -96,7 +96,7 @@ class InMemoryCandleRepository:
         self._check()
         return sorted({c.tf_min for c in self.stored if c.ticker == ticker})
 
-    async def stream(
+    async def export(
         self,
         ticker: str,
         tf_min: int,

@@ -5,23 +5,18 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from litestar.testing import TestClient
 
-from marketdata.adapters.settings import Settings
-from marketdata.entrypoints.app import create_app
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, fake_store
+from tests.support import AppFactory, Client
 
-Client = TestClient  # type: ignore[type-arg]
+UNUSED = "postgresql://unused@127.0.0.1:1/x"  # the fakes answer; no database is reached
 
 
 @pytest.fixture
-def fake_client() -> Iterator[Client]:
+def fake_client(app_factory: AppFactory) -> Iterator[Client]:
     repo = InMemoryCandleRepository(series("AMZN.US", 3))
-    settings = Settings(
-        database_url="postgresql://unused@127.0.0.1:1/x", cors_origins="https://charts.example"
-    )
-    with TestClient(create_app(settings, fake_store(repo))) as client:
+    with app_factory(fake_store(repo), url=UNUSED, cors_origins="https://charts.example") as client:
         yield client
 
 
@@ -31,15 +26,27 @@ def test_swagger_redoc_and_schema_are_served(fake_client: Client) -> None:
     assert fake_client.get("/openapi.json").json()["info"]["title"] == "marketdata"
 
 
-def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs() -> None:
-    settings = Settings(
-        database_url="postgresql://unused@127.0.0.1:1/x",
-        max_limit=300,
-        ws_min_step_seconds=0.5,
-        default_tf_min=15,
-    )
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_nothing_from_another_host(fake_client: Client, page: str) -> None:
+    """Swagger UI and ReDoc come from the installed package: the pages work offline."""
+    html = fake_client.get(page).text
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", html), html[:2000]
+    assets = [a for a in re.findall(r"(?:src|href)=[\"']([^\"']+)[\"']", html) if a != "data:,"]
+    scripts = [a for a in assets if a.endswith(".js")]
+    assert scripts, "the page loads its script"
+    for asset in assets:
+        response = fake_client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.content) > 1000 or asset.endswith((".png", ".ico")), asset
+
+
+def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs(
+    app_factory: AppFactory,
+) -> None:
     repo = InMemoryCandleRepository(series("AMZN.US", 3))
-    with TestClient(create_app(settings, fake_store(repo))) as client:
+    with app_factory(
+        fake_store(repo), url=UNUSED, max_limit=300, ws_min_step_seconds=0.5, default_tf_min=15
+    ) as client:
         for path in ["/", "/chart"]:
             page = client.get(path)
             assert page.status_code == 200

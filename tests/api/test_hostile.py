@@ -4,14 +4,10 @@
 import psycopg
 import pytest
 import structlog
-from litestar.testing import TestClient
 
-from marketdata.adapters.settings import Settings
-from marketdata.entrypoints.app import create_app
-from tests.conftest import insert
 from tests.factories import series
+from tests.support import AppFactory, Client, insert
 
-Client = TestClient  # type: ignore[type-arg]
 SQL = "'; DROP TABLE candles; --"
 JUNK = [
     SQL,
@@ -54,10 +50,9 @@ ENDPOINTS = {
 
 
 @pytest.fixture
-def hostile(db_url: str) -> Client:
+def hostile(app_factory: AppFactory, db_url: str) -> Client:
     insert(db_url, series("H.US", 20))
-    settings = Settings(database_url=db_url, api_keys="s3cret-key", db_pool_min_size=1)
-    with TestClient(create_app(settings)) as client:
+    with app_factory(api_keys="s3cret-key") as client:
         yield client
 
 

@@ -1,38 +1,18 @@
 """Probes and metrics: what an operator sees."""
 
 import json
-import re
 from collections.abc import Callable
 
-from litestar.testing import TestClient
-
-from marketdata.adapters.settings import Settings
-from marketdata.entrypoints.app import create_app
-from tests.conftest import insert, through
 from tests.factories import series
 from tests.proxy import TcpProxy
-
-Client = TestClient  # type: ignore[type-arg]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the Prometheus text, 0 when absent."""
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match[2])
-    return 0.0
+from tests.support import AppFactory, insert, metric, through
 
 
-def test_readiness_needs_the_schema(database_factory: Callable[[], str]) -> None:
+def test_readiness_needs_the_schema(
+    app_factory: AppFactory, database_factory: Callable[[], str]
+) -> None:
     fresh = database_factory()
-    settings = Settings(database_url=fresh, db_pool_min_size=1, migrate_on_start=False)
-    with TestClient(create_app(settings)) as client:
+    with app_factory(url=fresh) as client:
         assert client.get("/health/live").json() == {"status": "alive"}
         response = client.get("/health/ready")
     assert response.status_code == 503
@@ -40,14 +20,8 @@ def test_readiness_needs_the_schema(database_factory: Callable[[], str]) -> None
     assert "pending migrations: 0001_candles" in response.json()["reason"]
 
 
-def test_probes_during_an_outage(db_url: str, proxy: TcpProxy) -> None:
-    settings = Settings(
-        database_url=through(proxy, db_url),
-        db_connect_timeout=2,
-        db_pool_timeout=0.5,
-        db_pool_min_size=1,
-    )
-    with TestClient(create_app(settings)) as client:
+def test_probes_during_an_outage(app_factory: AppFactory, db_url: str, proxy: TcpProxy) -> None:
+    with app_factory(url=through(proxy, db_url), db_pool_timeout=0.5) as client:
         assert client.get("/health/ready").json() == {"status": "ready"}
         proxy.cut()
         live = client.get("/health/live")
@@ -66,12 +40,9 @@ def test_probes_during_an_outage(db_url: str, proxy: TcpProxy) -> None:
     assert errors >= 1
 
 
-def test_metrics_count_requests_replays_and_writes(db_url: str) -> None:
+def test_metrics_count_requests_replays_and_writes(app_factory: AppFactory, db_url: str) -> None:
     insert(db_url, series("M.US", 5))
-    settings = Settings(
-        database_url=db_url, api_keys="key", ws_min_step_seconds=0, db_pool_min_size=1
-    )
-    with TestClient(create_app(settings)) as client:
+    with app_factory(api_keys="key") as client:
         for _ in range(3):
             client.get("/candles?ticker=M.US")
         client.get("/candles?ticker=NOPE")

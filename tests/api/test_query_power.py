@@ -1,5 +1,5 @@
 """Resampling, cursor pagination, streaming exports and coverage, against real PostgreSQL
-and the real files of shared/data."""
+and excerpts of the real files (tests/data)."""
 
 import asyncio
 import csv
@@ -19,17 +19,20 @@ from litestar.testing import TestClient
 from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
-from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Candle, Order, Resample
 from marketdata.entrypoints.app import create_app
-from marketdata.entrypoints.ingest import ingest_files
-from tests.api.test_rest import wire
-from tests.conftest import insert
 from tests.factories import series
 from tests.fakes import resample_reference
-from tests.integration.test_ingest import DATA, WARSAW
-
-Client = TestClient  # type: ignore[type-arg]
+from tests.support import (
+    DATA,
+    WARSAW,
+    AppFactory,
+    Client,
+    ingest,
+    insert,
+    suite_settings,
+    wire,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def loaded_url(database_factory: Any) -> str:
     """A database with AMZN (5-minute Stooq bars) and SBER (MOEX) loaded once."""
     url: str = database_factory()
     asyncio.run(migrate(DatabaseConfig(url=url)))
-    asyncio.run(ingest_files([DATA / "amzn.us.txt"], WARSAW, DatabaseConfig(url=url)))
+    assert ingest(url, [DATA / "amzn.us.txt"], WARSAW) == 0
     return url
 
 
@@ -53,15 +56,10 @@ def amzn(loaded_url: str) -> list[Candle]:
 
 @pytest.fixture(scope="module")
 def loaded(loaded_url: str) -> Iterator[Client]:
-    settings_ = Settings(database_url=loaded_url, db_pool_min_size=1)
-    with TestClient(create_app(settings_)) as client:
+    with TestClient(create_app(suite_settings(loaded_url))) as client:
         yield client
 
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no candle files at {DATA}")
-
-
-@needs_data
 @pytest.mark.parametrize(
     ("tf_min", "tz"),
     [
@@ -105,7 +103,6 @@ def test_resampling_equals_a_plain_python_reference(
     assert newest["data"] == [wire(c) for c in reference[::-1][:5]]
 
 
-@needs_data
 def test_new_york_days_keep_a_us_session_whole(loaded: Client, amzn: list[Candle]) -> None:
     utc = loaded.get("/candles", params={"ticker": "AMZN.US", "tf_min": 1440, "limit": 3}).json()
     local = loaded.get(
@@ -118,9 +115,15 @@ def test_new_york_days_keep_a_us_session_whole(loaded: Client, amzn: list[Candle
     assert local["data"][0]["volume"] == utc["data"][0]["volume"]
 
 
-@needs_data
 def test_an_undivided_timeframe_is_404_and_a_bad_zone_422(loaded: Client) -> None:
-    assert loaded.get("/candles", params={"ticker": "AMZN.US", "tf_min": 7}).status_code == 404
+    for path, extra in (
+        ("/candles", {}),
+        ("/candles/range", {"start": "2026-01-01", "end": "2027-01-01"}),
+    ):
+        response = loaded.get(path, params={"ticker": "AMZN.US", "tf_min": 7, **extra})
+        assert response.status_code == 404
+        # says why, naming what is stored, not just "no candles"
+        assert "cannot be built from the stored timeframes (5)" in response.json()["error"]
     response = loaded.get("/candles", params={"ticker": "AMZN.US", "tf_min": 60, "tz": "Nowhere"})
     assert response.status_code == 422
     assert "tz" in response.json()["error"]
@@ -142,7 +145,6 @@ def follow(client: Client, params: dict[str, Any]) -> list[dict[str, Any]]:
         response = client.get(link[1 : link.index(">")])
 
 
-@needs_data
 def test_pages_of_a_resampled_range(loaded: Client) -> None:
     params = {"ticker": "AMZN.US", "tf_min": 60, "start": "2026-01-01", "end": "2026-07-01"}
     whole = loaded.get("/candles/range", params=params).json()
@@ -224,6 +226,7 @@ def test_csv_and_ndjson_equal_the_json_result(client: Client, db_url: str, how: 
             response = client.get("/candles/range", params=params, headers={"Accept": media})
         assert response.status_code == 200
         assert response.headers["content-type"].startswith(media)
+        assert response.headers["content-type"].count("charset") <= 1
         if output == "ndjson":
             rows = [json.loads(line) for line in response.text.splitlines()]
         else:
@@ -239,10 +242,9 @@ def test_csv_and_ndjson_equal_the_json_result(client: Client, db_url: str, how: 
         assert rows == expected
 
 
-def test_exports_are_not_capped_by_max_limit(db_url: str) -> None:
+def test_exports_are_not_capped_by_max_limit(db_url: str, app_factory: AppFactory) -> None:
     insert(db_url, series("BIG", 120))
-    settings_ = Settings(database_url=db_url, max_limit=50, db_pool_min_size=1)
-    with TestClient(create_app(settings_)) as client:
+    with app_factory(max_limit=50) as client:
         capped = client.get("/candles", params={"ticker": "BIG", "limit": 120})
         exported = client.get("/candles", params={"ticker": "BIG", "format": "ndjson"})
         newest = client.get(
@@ -258,6 +260,7 @@ def test_exports_are_not_capped_by_max_limit(db_url: str) -> None:
     assert missing.json()["error"]
 
 
+@pytest.mark.slow
 async def test_a_large_export_streams_in_bounded_memory(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
@@ -271,7 +274,7 @@ async def test_a_large_export_streams_in_bounded_memory(db_url: str) -> None:
     tracemalloc.start()
     try:
         count = 0
-        async for _ in repo.stream("X", 1, None, Order.ASC, None):
+        async for _ in repo.export("X", 1, None, Order.ASC, None):
             count += 1
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -289,7 +292,7 @@ async def test_a_resampled_export_streams_whole_buckets(db_url: str) -> None:
     await pool.open()
     try:
         repo = PostgresCandleRepository(pool)
-        exported = [c async for c in repo.stream("R", 60, None, Order.ASC, None, Resample(5))]
+        exported = [c async for c in repo.export("R", 60, None, Order.ASC, None, Resample(5))]
     finally:
         await pool.close()
     assert exported == resample_reference(candles, 60)
@@ -318,7 +321,6 @@ def test_coverage_equals_count_min_max(client: Client, db_url: str) -> None:
     assert client.get("/symbols/NOPE").status_code == 404
 
 
-@needs_data
 def test_gaps_show_the_feed_holes_of_a_real_file(loaded: Client) -> None:
     body = loaded.get("/symbols/AMZN.US/gaps", params={"tf_min": 5, "min_gap": 5}).json()
     day_holes = [g for g in body["gaps"] if g["minutes"] < 60]

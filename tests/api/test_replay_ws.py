@@ -7,34 +7,17 @@ from typing import Any
 
 import pytest
 from litestar.exceptions import WebSocketDisconnect
-from litestar.testing import TestClient
 
 from marketdata.adapters.postgres.pool import Database
-from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import Series
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplaySource
-from marketdata.entrypoints.app import create_app
 from marketdata.entrypoints.websocket import ReplayRegistry
-from tests.api.test_rest import wire
-from tests.conftest import insert
 from tests.factories import series
+from tests.support import AppFactory, Client, insert, wire
 
-Client = TestClient  # type: ignore[type-arg]
 Session = Any  # litestar's WebSocketTestSession
-
-
-def settings_for(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": url,
-        "ws_min_step_seconds": 0,
-        "db_connect_timeout": 2,
-        "db_pool_min_size": 1,
-        "db_pool_max_size": 4,
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @pytest.fixture
@@ -45,9 +28,9 @@ def stored(db_url: str) -> list[Candle]:
 
 
 @pytest.fixture
-def client(db_url: str, stored: list[Candle]) -> Iterator[Client]:
-    with TestClient(create_app(settings_for(db_url, ws_page_size=7))) as test_client:
-        yield test_client
+def client(app_factory: AppFactory, stored: list[Candle]) -> Iterator[Client]:
+    with app_factory(ws_page_size=7) as started:
+        yield started
 
 
 def receive_all(ws: Session) -> tuple[list[dict[str, Any]], int]:
@@ -235,10 +218,12 @@ def test_from_seq_resumes_where_the_client_left(client: Client, stored: list[Can
     assert candles_of(tail) == candles_of(whole)[17:]
 
 
-def test_sessions_over_the_cap_are_refused_with_1013(db_url: str, stored: list[Candle]) -> None:
-    app = create_app(settings_for(db_url, ws_max_sessions=1))
+def test_sessions_over_the_cap_are_refused_with_1013(
+    app_factory: AppFactory, stored: list[Candle]
+) -> None:
+    app = app_factory(ws_max_sessions=1)
     with (
-        TestClient(app) as client,
+        app as client,
         client.websocket_connect("/ws/replay?ticker=AMZN.US&step_seconds=60") as first,
     ):
         until(first, "replay_starting")
@@ -249,8 +234,8 @@ def test_sessions_over_the_cap_are_refused_with_1013(db_url: str, stored: list[C
         assert "WS_MAX_SESSIONS" in messages[0]["error"]
 
 
-def test_shutdown_says_goodbye_with_1001(db_url: str, stored: list[Candle]) -> None:
-    with TestClient(create_app(settings_for(db_url))) as client:
+def test_shutdown_says_goodbye_with_1001(app_factory: AppFactory, stored: list[Candle]) -> None:
+    with app_factory() as client:
         registry: ReplayRegistry = client.blocking_portal.call(
             client.app.state.dishka_container.get, ReplayRegistry
         )
@@ -291,14 +276,14 @@ class FailingSource:
         return self.candles[:size]
 
 
-def test_a_database_failure_mid_replay_gets_a_status_then_1011(db_url: str) -> None:
+def test_a_database_failure_mid_replay_gets_a_status_then_1011(app_factory: AppFactory) -> None:
     from dishka import Provider, Scope
 
     failing = Provider(scope=Scope.APP)
     failing.provide(lambda: FailingSource(series("AMZN.US", 30)), provides=ReplaySource)
-    app = create_app(settings_for(db_url, ws_page_size=5), failing)
+    app = app_factory(failing, ws_page_size=5)
     with (
-        TestClient(app) as client,
+        app as client,
         client.websocket_connect("/ws/replay?ticker=AMZN.US&step_seconds=0") as ws,
     ):
         messages, code = receive_all(ws)
@@ -311,9 +296,9 @@ def test_a_database_failure_mid_replay_gets_a_status_then_1011(db_url: str) -> N
 
 
 def test_a_client_that_disconnects_leaves_nothing_running(
-    db_url: str, stored: list[Candle]
+    app_factory: AppFactory, stored: list[Candle]
 ) -> None:
-    with TestClient(create_app(settings_for(db_url, ws_page_size=3))) as client:
+    with app_factory(ws_page_size=3) as client:
         container = client.app.state.dishka_container
         registry: ReplayRegistry = client.blocking_portal.call(container.get, ReplayRegistry)
         pool: Database = client.blocking_portal.call(container.get, Database)

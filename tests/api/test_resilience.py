@@ -5,31 +5,21 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
-from litestar.testing import TestClient
 
-from marketdata.adapters.settings import Settings
-from marketdata.entrypoints.app import create_app
-from tests.conftest import insert, through
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, fake_store
 from tests.proxy import TcpProxy
+from tests.support import AppFactory, Client, insert, through
 
 PASSWORD = "s3cr3t-Pa55"
-Client = TestClient  # type: ignore[type-arg]
 
 UNAVAILABLE_KEYS = {"error", "message", "type"}
 
 
 @pytest.fixture
-def proxied(db_url: str, proxy: TcpProxy) -> Iterator[Client]:
+def proxied(app_factory: AppFactory, db_url: str, proxy: TcpProxy) -> Iterator[Client]:
     insert(db_url, series("AMZN.US", 10))
-    settings = Settings(
-        database_url=through(proxy, db_url, password=PASSWORD),
-        db_connect_timeout=2,
-        db_pool_timeout=0.5,
-        db_pool_min_size=1,
-    )
-    with TestClient(create_app(settings)) as client:
+    with app_factory(url=through(proxy, db_url, password=PASSWORD), db_pool_timeout=0.5) as client:
         yield client
 
 
@@ -75,10 +65,10 @@ class BrokenRepository(InMemoryCandleRepository):
         raise RuntimeError(f"internal detail: postgresql://postgres:{PASSWORD}@db/x")
 
 
-def test_an_unexpected_error_is_a_bare_500_and_logged() -> None:
+def test_an_unexpected_error_is_a_bare_500_and_logged(app_factory: AppFactory) -> None:
     broken = fake_store(BrokenRepository())
-    app = create_app(Settings(database_url="postgresql://unused@127.0.0.1:1/x"), broken)
-    with structlog.testing.capture_logs() as logs, TestClient(app) as client:
+    app = app_factory(broken, url="postgresql://unused@127.0.0.1:1/x")
+    with structlog.testing.capture_logs() as logs, app as client:
         response = client.get("/symbols")
     assert response.status_code == 500
     assert response.json() == {"error": "Internal Server Error"}
@@ -88,13 +78,11 @@ def test_an_unexpected_error_is_a_bare_500_and_logged() -> None:
     ]
 
 
-def test_the_service_starts_while_the_database_is_down(unused_port: int) -> None:
-    settings = Settings(
-        database_url=f"postgresql://postgres:{PASSWORD}@127.0.0.1:{unused_port}/x",
-        db_connect_timeout=2,
-        db_pool_timeout=0.5,
-    )
-    with TestClient(create_app(settings)) as client:
+def test_the_service_starts_while_the_database_is_down(
+    app_factory: AppFactory, unused_port: int
+) -> None:
+    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{unused_port}/x"
+    with app_factory(url=url, db_pool_timeout=0.5) as client:
         response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "degraded"

@@ -1,31 +1,14 @@
 """Every row of the REST contract, through the HTTP app, against real PostgreSQL."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
 from marketdata.domain.candles import Candle
-from tests.conftest import insert
 from tests.factories import series
+from tests.support import Client, insert, wire
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
-Client = TestClient  # type: ignore[type-arg]
-
-
-def wire(candle: Candle) -> dict[str, Any]:
-    return {
-        "ticker": candle.ticker,
-        "tf_min": candle.tf_min,
-        "ts": candle.ts.isoformat().replace("+00:00", "Z"),
-        "open": candle.open,
-        "high": candle.high,
-        "low": candle.low,
-        "close": candle.close,
-        "volume": candle.volume,
-        "openint": candle.openint,
-    }
 
 
 @pytest.fixture

@@ -5,12 +5,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from litestar.testing import TestClient
 
-from marketdata.adapters.settings import Settings
-from marketdata.entrypoints.app import create_app
+from tests.support import AppFactory, Client
 
-Client = TestClient  # type: ignore[type-arg]
 KEY = "k-0123456789abcdef"
 
 CANDLE = {
@@ -38,11 +35,8 @@ def count(url: str) -> int:
 
 
 @pytest.fixture
-def writer(db_url: str) -> Iterator[Client]:
-    settings = Settings(
-        database_url=db_url, api_keys=f"other-key,{KEY}", max_body_bytes=20_000, db_pool_min_size=1
-    )
-    with TestClient(create_app(settings)) as client:
+def writer(app_factory: AppFactory, db_url: str) -> Iterator[Client]:
+    with app_factory(api_keys=f"other-key,{KEY}", max_body_bytes=20_000) as client:
         yield client
 
 
@@ -65,8 +59,10 @@ def test_a_wrong_key_is_403(writer: Client, db_url: str, header: str) -> None:
     assert count(db_url) == 0
 
 
-def test_writes_are_refused_when_no_keys_are_configured(db_url: str) -> None:
-    with TestClient(create_app(Settings(database_url=db_url, db_pool_min_size=1))) as client:
+def test_writes_are_refused_when_no_keys_are_configured(
+    app_factory: AppFactory, db_url: str
+) -> None:
+    with app_factory() as client:
         response = client.post("/candles", json=[CANDLE], headers=AUTH)
     assert response.status_code == 403
     assert "API_KEYS" in response.json()["error"]

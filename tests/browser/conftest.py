@@ -20,10 +20,8 @@ from playwright import sync_api as playwright
 from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from tests.browser.chromium import CHROMIUM, FLAGS
-from tests.conftest import database_proxy, free_port, through
-from tests.integration.test_cli import served
-from tests.integration.test_ingest import DATA, WARSAW, ingest
 from tests.proxy import TcpProxy
+from tests.support import DATA, WARSAW, database_proxy, free_port, ingest, served, through
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "chart"
 FILES = ["amzn.us.txt", "msft.us.txt"]
@@ -32,6 +30,8 @@ MAX_LIMIT = 250
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     browser_tests = [item for item in items if "tests/browser/" in item.nodeid]
+    for item in browser_tests:
+        item.add_marker(pytest.mark.slow)
     if not browser_tests or shutil.which(CHROMIUM):
         return
     missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
@@ -59,8 +59,6 @@ class ChartServer:
 def chart_server(
     database_factory: Callable[[], str], admin_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChartServer]:
-    if not DATA.is_dir():
-        pytest.skip(f"no candle files at {DATA}")
     url = database_factory()
     asyncio.run(migrate(DatabaseConfig(url=url)))
     assert ingest(url, [DATA / name for name in FILES], WARSAW) == 0

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.browser.conftest import ChartServer, Tab
-from tests.integration.test_ingest import DATA, data_lines
+from tests.support import DATA, data_lines
 
 OpenTab = Callable[..., Tab]
 
@@ -224,12 +224,12 @@ def test_replay_adds_candles_pauses_steps_resumes_and_seeks(
     opened = open_chart(tab, chart_server.url, "?ticker=AMZN.US&tf=5")
     page = opened.page
     page.fill("#pace", "0.05")
-    page.fill("#from", "2026-05-04T13:30")
+    page.fill("#from", "2026-02-23T14:30")
     page.click("#play")
     page.wait_for_function("document.body.dataset.replay === 'playing'")
     state = wait_seq(opened, 10)
     start = state["replay"]["start"]
-    assert start == "2026-05-04T13:30:00.000Z"
+    assert start == "2026-02-23T14:30:00.000Z"
     first_seq = state["replay"]["seqOfFirst"]
     # the replayed candles are the stored ones from the start, one after another
     replayed = stamps(state)[first_seq:]

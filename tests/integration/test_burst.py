@@ -14,11 +14,9 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.api.test_operability import metric
-from tests.conftest import refresh_catalog
-from tests.integration.test_cli import served
+from tests.support import metric, refresh_catalog, served
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 TICKERS = tuple(f"B{i}" for i in range(1, 11))
 PER_TICKER = 40000

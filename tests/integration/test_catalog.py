@@ -12,7 +12,7 @@ from marketdata.adapters.postgres.pool import DatabaseConfig, connect
 from marketdata.adapters.postgres.writes import write_rows
 from marketdata.domain.ingest import Row
 from tests.factories import series
-from tests.integration.test_cli import run
+from tests.support import run
 
 
 def rows_of(ticker: str, count: int, tf_min: int = 5, shift: float = 0.0) -> list[Row]:

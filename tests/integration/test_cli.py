@@ -1,14 +1,9 @@
 """The console script, run as a user runs it: a real process, real settings, real PostgreSQL."""
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -17,21 +12,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from marketdata.adapters.postgres.migrations import migration_files
-from tests.conftest import insert, through
 from tests.factories import series
 from tests.proxy import TcpProxy
-
-
-def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.support import get_json, insert, run, served, through
 
 
 def test_check_names_every_invalid_variable(tmp_path: Path) -> None:
@@ -72,65 +55,7 @@ def test_settings_come_from_a_dotenv_in_the_working_directory(
     assert "DEFAULT_TF_MIN" in result.stderr
 
 
-def _get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-        self.output = ""
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
-        self.output = self.log.read_text()
-        return self.process.returncode
-
-
-@contextlib.contextmanager
-def served(cwd: Path, url: str, port: int, **env: str) -> Iterator[Served]:
-    """`marketdata serve` as a real process, waited for until /health answers. `url` empty:
-    no DATABASE_URL (the embedded default); DEMO=1 adds --demo."""
-    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if url:
-        base["DATABASE_URL"] = url
-    demo = ["--demo"] if env.pop("DEMO", "") else []
-    # the log goes to a file: a pipe nobody reads fills up and blocks the server
-    log = cwd / f"server-{port}.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "marketdata.entrypoints.cli", "serve", *demo],
-            env={**base, "PORT": str(port), "LOG_FORMAT": "json", **env},
-            cwd=cwd,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    server = Served(process, port, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _get(f"http://127.0.0.1:{port}/health")
-                break
-            except OSError:
-                assert process.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_migrates_answers_and_stops_on_sigterm(
@@ -138,9 +63,9 @@ def test_serve_migrates_answers_and_stops_on_sigterm(
 ) -> None:
     url = database_factory()
     with served(tmp_path, url, unused_port, WORKERS=workers) as server:
-        status, body = _get(f"http://127.0.0.1:{unused_port}/health")
+        status, body = get_json(f"http://127.0.0.1:{unused_port}/health")
         assert (status, body) == (200, {"status": "ok", "database": "connected"})
-        assert _get(f"http://127.0.0.1:{unused_port}/candles?ticker=NONE")[0] == 404
+        assert get_json(f"http://127.0.0.1:{unused_port}/candles?ticker=NONE")[0] == 404
         assert server.stop() == 0
     lines = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
@@ -150,6 +75,7 @@ def test_serve_migrates_answers_and_stops_on_sigterm(
     assert all(len(str(a["request_id"])) == 32 for a in access)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sigterm_ends_replays_with_server_shutdown_and_1001(
     tmp_path: Path, db_url: str, unused_port: int
@@ -170,6 +96,7 @@ def test_sigterm_ends_replays_with_server_shutdown_and_1001(
     assert closed.value.rcvd.code == 1001
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_serve_starts_while_the_database_is_down_and_migrates_when_it_appears(
     tmp_path: Path, database_factory: Callable[[], str], proxy: TcpProxy, unused_port: int
@@ -178,21 +105,21 @@ def test_serve_starts_while_the_database_is_down_and_migrates_when_it_appears(
     proxy.cut()
     base = f"http://127.0.0.1:{unused_port}"
     with served(tmp_path, url, unused_port, DB_CONNECT_TIMEOUT="2", DB_POOL_TIMEOUT="1") as server:
-        health = _get(f"{base}/health")
+        health = get_json(f"{base}/health")
         assert health[0] == 503
         assert health[1]["status"] == "degraded"
         assert health[1]["database"] == "disconnected"
-        assert _get(f"{base}/health/live") == (200, {"status": "alive"})
-        ready = _get(f"{base}/health/ready")
+        assert get_json(f"{base}/health/live") == (200, {"status": "alive"})
+        ready = get_json(f"{base}/health/ready")
         assert ready[0] == 503
         assert "unavailable" in str(ready[1]["reason"])
         proxy.restore()
         deadline = time.monotonic() + 30
-        while _get(f"{base}/health/ready")[0] != 200:
+        while get_json(f"{base}/health/ready")[0] != 200:
             assert time.monotonic() < deadline, "not ready 30 s after the database appeared"
             time.sleep(0.2)
-        assert _get(f"{base}/health") == (200, {"status": "ok", "database": "connected"})
-        assert _get(f"{base}/candles?ticker=NONE")[0] == 404  # the schema is there
+        assert get_json(f"{base}/health") == (200, {"status": "ok", "database": "connected"})
+        assert get_json(f"{base}/candles?ticker=NONE")[0] == 404  # the schema is there
         assert server.stop() == 0
     events = [json.loads(line)["event"] for line in server.output.splitlines() if line[:1] == "{"]
     assert "database unreachable: migrations wait for it" in events

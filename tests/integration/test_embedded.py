@@ -13,10 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import embedded_home
-from tests.integration.test_cli import _get, served
+from tests.support import embedded_home, free_port, get_json, served
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 def no_database_env(home: Path) -> dict[str, str]:
@@ -31,14 +30,9 @@ def postgres_running_in(home: Path) -> bool:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console script with exactly `env` (support.run adds the suite's environment,
+    DATABASE_URL included, which these tests must not have)."""
     return subprocess.run(
         [sys.executable, "-m", "marketdata.entrypoints.cli", *args],
         env=env,
@@ -63,11 +57,11 @@ def test_serve_runs_its_own_database_and_keeps_its_data(
     monkeypatch.setenv("MARKETDATA_HOME", str(home))
     base = f"http://127.0.0.1:{unused_port}"
     with served(tmp_path, "", unused_port, DEMO="1") as server:
-        status, body = _get(f"{base}/symbols")
+        status, body = get_json(f"{base}/symbols")
         assert status == 200
         assert body == {"symbols": ["ACME", "GLOBEX", "INITECH", "UMBRELLA"], "count": 4}
-        daily = _get(f"{base}/candles?ticker=ACME&tf_min=1440&limit=5000")[1]
-        first_day = _get(
+        daily = get_json(f"{base}/candles?ticker=ACME&tf_min=1440&limit=5000")[1]
+        first_day = get_json(
             f"{base}/candles/range?ticker=ACME&start=2025-01-06&end=2025-01-06T23:59:59"
         )[1]
         assert daily["count"] == 65  # weekdays of 13 weeks
@@ -86,15 +80,15 @@ def test_serve_runs_its_own_database_and_keeps_its_data(
         )
         loaded = cli(["ingest", str(data)], no_database_env(home), tmp_path)
         assert loaded.returncode == 0, loaded.stderr
-        assert _get(f"{base}/candles?ticker=ZED")[1]["count"] == 1
+        assert get_json(f"{base}/candles?ticker=ZED")[1]["count"] == 1
 
         assert server.stop() == 0
     assert "demo data loaded" in server.output
     assert not postgres_running_in(home), "the embedded server stopped with the service"
 
     with served(tmp_path, "", unused_port, DEMO="1") as again:
-        assert _get(f"{base}/candles?ticker=ACME&tf_min=1440&limit=5000")[1] == daily
-        assert _get(f"{base}/symbols")[1]["count"] == 5
+        assert get_json(f"{base}/candles?ticker=ACME&tf_min=1440&limit=5000")[1] == daily
+        assert get_json(f"{base}/symbols")[1]["count"] == 5
         assert again.stop() == 0
     assert "demo data skipped" in again.output
     assert not postgres_running_in(home)
@@ -124,7 +118,7 @@ def test_a_server_left_running_by_a_killed_owner_is_adopted_and_stopped(
     deadline = time.monotonic() + 30
     while True:
         try:
-            _get(f"http://127.0.0.1:{unused_port}/health")
+            get_json(f"http://127.0.0.1:{unused_port}/health")
             break
         except OSError:
             assert time.monotonic() < deadline

@@ -12,12 +12,11 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import insert, refresh_catalog, through
 from tests.factories import series
-from tests.integration.test_cli import served
 from tests.proxy import TcpProxy
+from tests.support import insert, refresh_catalog, served, through
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 UNAVAILABLE = {"error", "message", "type"}
 
 

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.integration.test_cli import served
+from tests.support import served
 
 EXAMPLES = int(os.environ.get("MARKETDATA_FUZZ_EXAMPLES", "100"))
 
@@ -32,6 +32,7 @@ def api_schema(database_factory: Any, tmp_path_factory: pytest.TempPathFactory) 
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_operation_holds_its_contract(api_schema: Any) -> None:
     # schemathesis' own pytest plugin does not load under pytest 9; drive hypothesis here

@@ -1,8 +1,7 @@
-"""`marketdata ingest` on the real files of shared/data, against real PostgreSQL."""
+"""`marketdata ingest` on excerpts of the real files (tests/data), against real PostgreSQL."""
 
 import asyncio
 import gzip
-import os
 import re
 import shutil
 from datetime import UTC, datetime
@@ -12,40 +11,16 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.ingest import IngestOptions
-from marketdata.entrypoints.ingest import ingest_files
+from tests.support import DATA, data_lines, ingest, ingest_async, table_digest
 
-DATA = Path(
-    os.environ.get(
-        "MARKETDATA_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"
-    )
-)
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no candle files at {DATA}")
-
-WARSAW = IngestOptions(tz=ZoneInfo("Europe/Warsaw"))
 STOOQ = ["amzn.us.txt", "ibm.us.txt", "jpm.us.txt", "ko.us.txt", "msft.us.txt", "nvda.us.txt"]
 
 
-def ingest(url: str, paths: list[Path], options: IngestOptions = WARSAW) -> int:
-    return asyncio.run(ingest_files(paths, options, DatabaseConfig(url=url)))
-
-
-def table_digest(url: str) -> tuple[int, str]:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*), coalesce(md5(string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s',"
-            " ticker, tf_min, ts, open, high, low, close, volume, openint), ',' ORDER BY"
-            " ticker, tf_min, ts)), '') FROM candles"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
-
-
-def data_lines(path: Path) -> list[list[str]]:
-    """The file's rows read independently of the code under test."""
-    lines = path.read_text().splitlines()
-    return [line.split(",") for line in lines[1:] if line]
+def rows_in(name: str) -> int:
+    """Rows of a file of tests/data, counted without the code under test."""
+    lines = [line for line in (DATA / name).read_bytes().split(b"\r\n") if line]
+    return len(lines) if name.startswith(("BTC", "ETH")) else len(lines) - 1
 
 
 def stored(url: str, ticker: str, tf_min: int, ts: datetime) -> tuple[object, ...] | None:
@@ -66,10 +41,11 @@ def test_the_real_files_load_with_their_counts_and_values(
     assert ingest(db_url, [DATA / "TQBR.SBER_M5.csv"], sber) == 0
     with psycopg.connect(db_url) as conn:
         counts = dict(conn.execute("SELECT ticker, count(*) FROM candles GROUP BY 1").fetchall())
-    expected = {name.split(".")[0].upper() + ".US": len(data_lines(DATA / name)) for name in STOOQ}
-    assert expected["AMZN.US"] == 7943
-    assert expected["IBM.US"] == 7942
-    assert counts == {**expected, "BTCUSDT": 2880, "ETHUSDT": 2880, "SBER": 50_000}
+    expected = {name.split(".")[0].upper() + ".US": rows_in(name) for name in STOOQ}
+    assert expected["AMZN.US"] == 3419  # tests/data/SOURCES.md
+    assert expected["IBM.US"] == 1164
+    binance = {"BTCUSDT": rows_in("BTCUSDT-1m-2022-08.csv"), "ETHUSDT": 1440}
+    assert counts == {**expected, **binance, "SBER": rows_in("TQBR.SBER_M5.csv")}
     warsaw = ZoneInfo("Europe/Warsaw")
     for name in STOOQ:
         for fields in (data_lines(DATA / name)[0], data_lines(DATA / name)[-1]):
@@ -96,16 +72,18 @@ def test_the_real_files_load_with_their_counts_and_values(
         float(btc[5]),
         0,
     )
-    # SBER: Moscow time (UTC+3) to UTC
-    assert stored(db_url, "SBER", 5, datetime(2021, 1, 21, 12, 20, tzinfo=UTC)) == (
-        274.5,
-        275.18,
-        274.42,
-        275.08,
-        92136.0,
+    # SBER: Moscow time (UTC+3) to UTC; its first row, read from the file itself
+    day, o, h, low, c, v = data_lines(DATA / "TQBR.SBER_M5.csv")[0]
+    moscow = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo("Europe/Moscow"))
+    assert stored(db_url, "SBER", 5, moscow.astimezone(UTC)) == (
+        float(o),
+        float(h),
+        float(low),
+        float(c),
+        float(v),
         0,
     )
-    assert "7,943 rows read, 7,943 inserted" in capsys.readouterr().out
+    assert "3,419 rows read, 3,419 inserted" in capsys.readouterr().out
 
 
 def test_reimporting_changes_nothing(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +91,7 @@ def test_reimporting_changes_nothing(db_url: str, capsys: pytest.CaptureFixture[
     before = table_digest(db_url)
     capsys.readouterr()
     assert ingest(db_url, [DATA / "amzn.us.txt"]) == 0
-    assert "0 inserted, 0 updated, 7,943 unchanged" in capsys.readouterr().out
+    assert "0 inserted, 0 updated, 3,419 unchanged" in capsys.readouterr().out
     assert table_digest(db_url) == before
 
 
@@ -129,7 +107,7 @@ def test_a_changed_candle_is_updated(
     changed.write_text("\n".join(lines) + "\n")
     capsys.readouterr()
     assert ingest(db_url, [changed]) == 0
-    assert "0 inserted, 1 updated, 7,941 unchanged" in capsys.readouterr().out
+    assert "0 inserted, 1 updated, 1,163 unchanged" in capsys.readouterr().out
 
 
 def test_one_broken_row_in_the_middle_writes_nothing_and_names_the_line(
@@ -138,15 +116,15 @@ def test_one_broken_row_in_the_middle_writes_nothing_and_names_the_line(
     assert ingest(db_url, [DATA / "msft.us.txt"]) == 0
     before = table_digest(db_url)
     lines = (DATA / "nvda.us.txt").read_text().splitlines()
-    fields = lines[3999].split(",")  # line 4000 of the file
+    fields = lines[999].split(",")  # line 1000 of the file
     fields[7] = "abc"
-    lines[3999] = ",".join(fields)
+    lines[999] = ",".join(fields)
     broken = tmp_path / "nvda.us.txt"
     broken.write_text("\n".join(lines) + "\n")
     capsys.readouterr()
     assert ingest(db_url, [broken]) == 1
     err = capsys.readouterr().err
-    assert f"{broken}:4000: <CLOSE>: 'abc' is not a number" in err
+    assert f"{broken}:1000: <CLOSE>: 'abc' is not a number" in err
     assert "nothing of" in err
     assert table_digest(db_url) == before
 
@@ -175,7 +153,7 @@ def test_stooq_daily_and_intraday_side_by_side(db_url: str, tmp_path: Path) -> N
     assert ingest(db_url, [daily, DATA / "ko.us.txt"], IngestOptions(tz=UTC)) == 0
     with psycopg.connect(db_url) as conn:
         counts = dict(conn.execute("SELECT tf_min, count(*) FROM candles GROUP BY 1").fetchall())
-    assert counts == {1440: 1, 5: 7942}
+    assert counts == {1440: 1, 5: rows_in("ko.us.txt")}
     assert stored(db_url, "KO.US", 1440, datetime(2026, 1, 26, tzinfo=UTC)) is not None
 
 
@@ -184,7 +162,7 @@ def test_gzip_is_detected_by_content(db_url: str, tmp_path: Path) -> None:
     packed.write_bytes(gzip.compress((DATA / "ibm.us.txt").read_bytes()))
     assert ingest(db_url, [packed]) == 0
     plain = table_digest(db_url)
-    assert plain[0] == 7942
+    assert plain[0] == rows_in("ibm.us.txt")
     assert ingest(db_url, [DATA / "ibm.us.txt"]) == 0
     assert table_digest(db_url) == plain
 
@@ -207,29 +185,28 @@ def test_two_ingests_of_one_file_at_once_end_consistent(
 ) -> None:
     copy = tmp_path / "jpm.us.txt"
     shutil.copy(DATA / "jpm.us.txt", copy)
-    config = DatabaseConfig(url=db_url)
 
     async def both() -> list[int]:
         return list(
             await asyncio.gather(
-                ingest_files([DATA / "jpm.us.txt"], WARSAW, config),
-                ingest_files([copy], WARSAW, config),
+                ingest_async(db_url, [DATA / "jpm.us.txt"]), ingest_async(db_url, [copy])
             )
         )
 
     capsys.readouterr()
     assert asyncio.run(both()) == [0, 0]
     inserted = re.findall(r"([\d,]+) inserted", capsys.readouterr().out)
-    assert sum(int(n.replace(",", "")) for n in inserted) == 7942  # each candle once
+    jpm = rows_in("jpm.us.txt")
+    assert sum(int(n.replace(",", "")) for n in inserted) == jpm  # each candle once
     alone = table_digest(db_url)
-    assert alone[0] == 7942
+    assert alone[0] == jpm
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE candles")
+        conn.execute("TRUNCATE candles, candle_series")
     assert ingest(db_url, [DATA / "jpm.us.txt"]) == 0
     assert table_digest(db_url) == alone
 
 
 def test_dry_run_writes_nothing(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert asyncio.run(ingest_files([DATA / "amzn.us.txt"], WARSAW, None)) == 0
+    assert ingest(db_url, [DATA / "amzn.us.txt"], dry_run=True) == 0
     assert "dry run" in capsys.readouterr().out
     assert table_digest(db_url)[0] == 0

@@ -7,8 +7,8 @@ from marketdata.adapters.postgres.migrations import migrate, migration_files
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order
-from tests.conftest import insert
 from tests.factories import series
+from tests.support import insert
 
 
 def _columns(url: str) -> dict[str, str]:

@@ -21,9 +21,9 @@ from marketdata.domain.replay import (
     ReplayStatus,
     key_of,
 )
-from tests.conftest import insert, refresh_catalog
 from tests.factories import series
 from tests.fakes import InMemoryReplaySource
+from tests.support import insert, refresh_catalog
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -59,6 +59,7 @@ class CountingSink:
         pass
 
 
+@pytest.mark.slow
 async def test_a_long_replay_streams_every_candle_in_order_in_bounded_memory(
     db_url: str, source: PostgresReplaySource
 ) -> None:

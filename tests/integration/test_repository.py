@@ -12,9 +12,9 @@ from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
-from tests.conftest import insert, through
 from tests.factories import series
 from tests.proxy import TcpProxy
+from tests.support import insert, through
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 

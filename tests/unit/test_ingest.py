@@ -1,19 +1,20 @@
-"""Parsing candle files and bodies: pure functions, no I/O."""
+"""Parsing candle files, and bodies as the HTTP edge decodes them: pure functions, no I/O."""
 
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.ingest import (
     BadFile,
     BadRow,
     IngestOptions,
+    ingest_options,
     parser_for,
     rows_from_csv,
-    rows_from_json,
-    rows_from_ndjson,
 )
+from marketdata.entrypoints.http.writes import rows_from_json, rows_from_ndjson
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 STOOQ_HEADER = "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>"
@@ -23,7 +24,7 @@ UTC_OPTIONS = IngestOptions()
 
 
 def parse_text(text: str, options: IngestOptions = UTC_OPTIONS) -> list[tuple[object, ...]]:
-    return list(rows_from_csv(text, options))
+    return list(rows_from_csv(text, options, "body"))
 
 
 def test_stooq_intraday_in_warsaw_time_becomes_utc() -> None:
@@ -181,3 +182,13 @@ def test_ndjson_body_names_the_line() -> None:
     assert len(rows_from_ndjson(line + b"\n\n" + line.replace(b"09:30", b"09:35"))) == 2
     with pytest.raises(BadRow, match=r"^body:3: close: close 9 is outside"):
         rows_from_ndjson(line + b"\n" + line + b"\n" + line.replace(b'"close":1.5', b'"close":9'))
+
+
+def test_import_options_are_checked_by_the_value_objects() -> None:
+    assert ingest_options("Europe/Warsaw", "SBER", 5).tf_min == 5
+    with pytest.raises(InvalidParameter, match="tz: 'Mars/Olympus' is not a known time zone"):
+        ingest_options("Mars/Olympus")
+    with pytest.raises(InvalidParameter, match="tf_min: must be a positive number"):
+        ingest_options(tf_min=0)
+    with pytest.raises(InvalidParameter, match="ticker: must not contain control characters"):
+        ingest_options(ticker="A\x00B")

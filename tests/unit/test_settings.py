@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from marketdata.adapters.settings import Settings, SettingsError, load_settings, settings_from
+from marketdata.entrypoints.settings import Settings, SettingsError, load_settings, settings_from
 
 
 def test_defaults_are_the_seeds() -> None:

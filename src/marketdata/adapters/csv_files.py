@@ -27,8 +27,9 @@ class _Counting(io.RawIOBase):
         return len(data)
 
 
-class CandleFile:
-    """Rows of one file; iterate once. `consumed`/`size` report progress in file bytes."""
+class TextCandleFile:
+    """CandleFile over a text file on disk (Stooq/Finam, CSV, Binance klines; gzip or not):
+    rows of one file, iterated once. `consumed`/`size` report progress in file bytes."""
 
     def __init__(self, path: Path, options: IngestOptions) -> None:
         self.path = path

@@ -2,12 +2,13 @@
 
 import enum
 import re
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from marketdata.domain.errors import InvalidParameter, InvalidQuery
+from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 
 MAX_TICKER_LENGTH = 64
 
@@ -78,10 +79,38 @@ class Resample(msgspec.Struct, frozen=True):
     tz: str = "UTC"
 
 
-def source_timeframe(requested: int, stored: list[int]) -> int | None:
-    """The finest stored timeframe that divides `requested`; None when none does."""
-    divisors = [tf for tf in stored if tf < requested and requested % tf == 0]
-    return min(divisors) if divisors else None
+class Serving(msgspec.Struct, frozen=True):
+    """How one timeframe of one ticker is served: as stored, or resampled (`resample`) from a
+    finer stored timeframe; or not at all (`available` false), with what is stored."""
+
+    tf_min: int
+    stored: tuple[int, ...]
+    resample: Resample | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.resample is not None or self.tf_min in self.stored
+
+    def not_found(self, ticker: str) -> NotFound:
+        message = f"No candles found for ticker {ticker!r} with tf_min={self.tf_min}"
+        if not self.stored:
+            return NotFound(message)
+        held = ", ".join(map(str, self.stored))
+        return NotFound(
+            f"{message}: it is not stored and cannot be built from the stored timeframes "
+            f"({held}); a resampled timeframe must be a multiple of one of them"
+        )
+
+
+def serving(tf_min: int, stored: Iterable[int], tz: str = "UTC") -> Serving:
+    """The one rule for every reader (REST, exports, replay): a stored timeframe is served as
+    stored; otherwise it is made from the finest stored timeframe that divides it, buckets
+    aligned in `tz`."""
+    held = tuple(sorted(set(stored)))
+    if tf_min in held:
+        return Serving(tf_min, held)
+    divisors = [tf for tf in held if tf < tf_min and tf_min % tf == 0]
+    return Serving(tf_min, held, Resample(min(divisors), tz) if divisors else None)
 
 
 def zone_of(name: str) -> str:
@@ -141,3 +170,12 @@ class TimeRange(msgspec.Struct, frozen=True):
             raise InvalidQuery(
                 f"start ({self.start.isoformat()}) must not be after end ({self.end.isoformat()})"
             )
+
+    def after(self, cursor: datetime) -> "TimeRange | None":
+        """What is left of the range after a page ending at `cursor` (candles are at most
+        microsecond-precise); None when nothing is."""
+        if cursor < self.start:
+            return self
+        if cursor >= self.end:
+            return None
+        return TimeRange(cursor + timedelta(microseconds=1), self.end)

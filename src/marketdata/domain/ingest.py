@@ -19,11 +19,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 import msgspec
 
-from marketdata.domain.candles import CONTROL_CHARACTERS, MAX_TICKER_LENGTH, Candle
-from marketdata.domain.errors import DomainError
+from marketdata.domain.candles import Candle, ticker_of, timeframe_of, zone_of
+from marketdata.domain.errors import DomainError, InvalidParameter
 
 # ticker, tf_min, ts, open, high, low, close, volume, openint: the table's column order
 Row = tuple[str, int, datetime, float, float, float, float, float, int]
@@ -65,6 +66,17 @@ class IngestOptions(msgspec.Struct, frozen=True):
     tf_min: int | None = None
 
 
+def ingest_options(
+    tz: str = "UTC", ticker: str | None = None, tf_min: int | None = None
+) -> IngestOptions:
+    """Options of a file import, checked by the value objects every other caller uses."""
+    return IngestOptions(
+        tz=UTC if tz == "UTC" else ZoneInfo(zone_of(tz)),
+        ticker=ticker_of(ticker) if ticker is not None else None,
+        tf_min=timeframe_of(tf_min) if tf_min is not None else None,
+    )
+
+
 class WriteResult(msgspec.Struct, frozen=True):
     """What an all-or-nothing write did: rows read, new candles, changed candles."""
 
@@ -97,10 +109,14 @@ def _integer(text: str, name: str, file: str, line: int) -> int:
 def check_candle(row: Row, file: str, line: int) -> Row:
     """OHLC sanity: low <= open, close <= high; volume >= 0; a usable ticker and timeframe."""
     ticker, tf_min, _, open_, high, low, close, volume, _ = row
-    if not ticker or len(ticker) > MAX_TICKER_LENGTH or CONTROL_CHARACTERS.search(ticker):
-        raise BadRow(file, line, "ticker", f"{ticker!r} is not a valid ticker")
-    if not 0 < tf_min < 2**31:
-        raise BadRow(file, line, "tf_min", f"{tf_min} is not a positive number of minutes")
+    try:
+        ticker_of(ticker)
+    except InvalidParameter as error:
+        raise BadRow(file, line, "ticker", f"{ticker!r}: {error.reason}") from None
+    try:
+        timeframe_of(tf_min)
+    except InvalidParameter as error:
+        raise BadRow(file, line, "tf_min", f"{tf_min!r}: {error.reason}") from None
     if low > high:
         raise BadRow(file, line, "low", f"low {low:g} is above high {high:g}")
     if not low <= open_ <= high:
@@ -303,18 +319,14 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-_json_list = msgspec.json.Decoder(list[Candle])
-_json_one = msgspec.json.Decoder(Candle)
-BODY = "body"
-
-
-def _row(candle: Candle, line: int) -> Row:
-    """A candle as a client wrote it (JSON, NDJSON); a naive `ts` means UTC."""
+def row_of(candle: Candle, file: str, line: int) -> Row:
+    """A candle as a client wrote it (a JSON or NDJSON body), checked: a naive `ts` means
+    UTC, prices must be finite and consistent."""
     ts = candle.ts if candle.ts.tzinfo is not None else candle.ts.replace(tzinfo=UTC)
     try:
         ts = ts.astimezone(UTC)
     except OverflowError:
-        raise BadRow(BODY, line, "ts", f"{candle.ts.isoformat()} is out of range") from None
+        raise BadRow(file, line, "ts", f"{candle.ts.isoformat()} is out of range") from None
     row: Row = (
         candle.ticker,
         candle.tf_min,
@@ -328,52 +340,21 @@ def _row(candle: Candle, line: int) -> Row:
     )
     for name, value in zip(("open", "high", "low", "close", "volume"), row[3:8], strict=True):
         if not math.isfinite(value):
-            raise BadRow(BODY, line, name, f"{value!r} is not a finite number")
-    return check_candle(row, BODY, line)
+            raise BadRow(file, line, name, f"{value!r} is not a finite number")
+    return check_candle(row, file, line)
 
 
-def _decode_error(error: msgspec.ValidationError | msgspec.DecodeError, line: int) -> BadRow:
-    text = str(error).replace("`", "")
-    field = text.rsplit(" - at $", 1)[1].lstrip("[0123456789].") if " - at $" in text else ""
-    if missing := re.search(r"missing required field (\w+)", text):
-        field = missing[1]
-    return BadRow(BODY, line, field or "row", text.split(" - at ")[0])
-
-
-def rows_from_json(body: bytes) -> list[Row]:
-    """A JSON array of candles; a bad one is named by its 1-based position ("body:3: ...")."""
-    try:
-        candles = _json_list.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as error:
-        position = re.search(r"at `\$\[(\d+)\]", str(error))
-        raise _decode_error(error, int(position[1]) + 1 if position else 1) from None
-    return [_row(candle, i) for i, candle in enumerate(candles, 1)]
-
-
-def rows_from_ndjson(body: bytes) -> list[Row]:
-    """One JSON candle per line; blank lines are skipped."""
-    rows = []
-    for line, text in enumerate(body.splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            candle = _json_one.decode(text)
-        except (msgspec.ValidationError, msgspec.DecodeError) as error:
-            raise _decode_error(error, line) from None
-        rows.append(_row(candle, line))
-    return rows
-
-
-def rows_from_csv(text: str, options: IngestOptions) -> list[Row]:
-    """CSV with a header (or Stooq/Finam text), as a file would be read."""
+def rows_from_csv(text: str, options: IngestOptions, name: str) -> list[Row]:
+    """CSV with a header (or Stooq/Finam text), as a file would be read; `name` names the
+    text in messages ("body:3: close: ...")."""
     reader = csv.reader(io.StringIO(text, newline=""))
     first = next((fields for fields in reader if fields), None)
     if first is None:
         return []
-    parse, is_header = parser_for(first, options, BODY, BODY)
+    parse, is_header = parser_for(first, options, name, name)
     rows = [] if is_header else [parse(first, reader.line_num)]
     try:
         rows.extend(parse(fields, reader.line_num) for fields in reader if fields)
     except csv.Error as error:
-        raise BadRow(BODY, reader.line_num, "row", str(error)) from None
+        raise BadRow(name, reader.line_num, "row", str(error)) from None
     return rows

@@ -1,6 +1,6 @@
 """What the domain needs from the outside world, as Protocols the adapters implement."""
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -71,7 +71,7 @@ class CandleRepository(Protocol):
         """The timeframes stored for `ticker`, ascending."""
         ...
 
-    def stream(
+    def export(
         self,
         ticker: str,
         tf_min: int,
@@ -90,6 +90,26 @@ class CandleRepository(Protocol):
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
         """Consecutive candles further apart than `min_gap`, oldest first."""
         ...
+
+
+class CandleFile(Protocol):
+    """A file of candles, read once: its rows parsed and checked as they are read (a bad
+    one raises BadRow naming file, line and field)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        ...
+
+    @property
+    def consumed(self) -> int:
+        """Bytes read so far (for a progress bar)."""
+        ...
+
+    def rows(self) -> Iterator[Row]: ...
 
 
 class CandleWriter(Protocol):

@@ -1,6 +1,6 @@
 """The read use cases: validation and defaults of the REST contract over a CandleRepository."""
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import msgspec
@@ -11,7 +11,7 @@ from marketdata.domain.candles import (
     Resample,
     TimeRange,
     limit_of,
-    source_timeframe,
+    serving,
     text_of,
     ticker_of,
     timeframe_of,
@@ -77,9 +77,11 @@ class CandleQueries:
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         limit = limit_of(DEFAULT_CANDLES_LIMIT if limit is None else limit, self._limits.max_limit)
         zone = zone_of(tz) if tz is not None else "UTC"
-        found = await self._repository.candles(ticker, tf_min, limit, order)
-        if not found and (resample := await self._resampling(ticker, tf_min, zone)):
-            found = await self._repository.candles(ticker, tf_min, limit, order, resample)
+
+        async def read(resample: Resample | None) -> list[Candle]:
+            return await self._repository.candles(ticker, tf_min, limit, order, resample)
+
+        found = await self._served(ticker, tf_min, zone, read)
         if not found:
             raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
         return found
@@ -101,15 +103,16 @@ class CandleQueries:
         limit = limit_of(self._limits.max_limit if limit is None else limit, self._limits.max_limit)
         zone = zone_of(tz) if tz is not None else "UTC"
         time_range = TimeRange(start, end)
-        window = time_range
-        if after is not None and after >= start:
-            if after >= end:
-                return Page([], more=False)
-            window = TimeRange(after + timedelta(microseconds=1), end)
-        # one more than asked for tells whether there is a next page
-        found = await self._repository.candle_range(ticker, tf_min, window, limit + 1)
-        if not found and (resample := await self._resampling(ticker, tf_min, zone)):
-            found = await self._repository.candle_range(ticker, tf_min, window, limit + 1, resample)
+        window = time_range.after(after) if after is not None else time_range
+        if window is None:
+            return Page([], more=False)
+
+        async def read(resample: Resample | None) -> list[Candle]:
+            # one more than asked for tells whether there is a next page
+            assert window is not None
+            return await self._repository.candle_range(ticker, tf_min, window, limit + 1, resample)
+
+        found = await self._served(ticker, tf_min, zone, read)
         if not found and after is None:
             raise NotFound(
                 f"No candles found for ticker {ticker!r} with tf_min={tf_min} between "
@@ -126,6 +129,7 @@ class CandleQueries:
         tz: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        after: datetime | None = None,
     ) -> AsyncGenerator[Candle, None]:
         """Every candle asked for, without the MAX_LIMIT cap, streamed. Checks everything
         and reads the first candle before returning, so that NotFound or StoreUnavailable
@@ -136,8 +140,14 @@ class CandleQueries:
             raise InvalidParameter("limit", f"must be between 1 and 2^63-1, got {limit}")
         zone = zone_of(tz) if tz is not None else "UTC"
         time_range = TimeRange(start, end) if start is not None and end is not None else None
-        resample = await self._resampling(ticker, tf_min, zone)
-        candles = self._repository.stream(ticker, tf_min, time_range, order, limit, resample)
+        if time_range is not None and after is not None:
+            time_range = time_range.after(after)
+            if time_range is None:
+                raise NotFound(f"No candles found for ticker {ticker!r} after the cursor")
+        plan = serving(tf_min, await self._repository.timeframes(ticker), zone)
+        if not plan.available:
+            raise plan.not_found(ticker)
+        candles = self._repository.export(ticker, tf_min, time_range, order, limit, plan.resample)
         first = await anext(candles, None)
         if first is None:
             await candles.aclose()
@@ -167,11 +177,20 @@ class CandleQueries:
         found = await self._repository.gaps(ticker, tf_min, timedelta(minutes=min_gap), limit)
         return GapReport(ticker, tf_min, min_gap, found, len(found))
 
-    async def _resampling(self, ticker: str, tf_min: int, tz: str) -> Resample | None:
-        """How to make `tf_min` candles of `ticker` when none are stored: from the finest
-        stored timeframe that divides it. None when tf_min is stored or nothing divides it."""
-        stored = await self._repository.timeframes(ticker)
-        if tf_min in stored:
-            return None
-        source = source_timeframe(tf_min, stored)
-        return Resample(source, tz) if source is not None else None
+    async def _served(
+        self,
+        ticker: str,
+        tf_min: int,
+        zone: str,
+        read: Callable[[Resample | None], Awaitable[list[Candle]]],
+    ) -> list[Candle]:
+        """Candles of `tf_min` as `serving` decides. The stored read goes first: when the
+        timeframe is stored (the common case) it is the only query; when nothing comes back,
+        the stored timeframes say whether to resample, and from which."""
+        found = await read(None)
+        if found:
+            return found
+        plan = serving(tf_min, await self._repository.timeframes(ticker), zone)
+        if not plan.available:
+            raise plan.not_found(ticker)
+        return await read(plan.resample) if plan.resample is not None else []

@@ -5,22 +5,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from dishka import Provider, make_async_container
+from dishka import AsyncContainer, Provider, make_async_container
 from dishka.integrations.litestar import setup_dishka
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 
 import marketdata
 from marketdata.adapters.postgres.migrations import migrate, migrate_when_reachable
 from marketdata.adapters.postgres.pool import DatabaseConfig
-from marketdata.adapters.postgres.writes import load_demo
-from marketdata.adapters.settings import Settings
+from marketdata.domain.demo import demo_rows
 from marketdata.domain.errors import DomainError, StoreUnavailable
+from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import StoreHealth
+from marketdata.domain.queries import CandleQueries
 from marketdata.entrypoints.errors import (
     domain_error_response,
     http_error_response,
@@ -31,7 +31,7 @@ from marketdata.entrypoints.errors import (
 from marketdata.entrypoints.http import ROUTES
 from marketdata.entrypoints.logging import access_log_middleware
 from marketdata.entrypoints.metrics import Metrics
-from marketdata.entrypoints.page import ChartPage, static_files
+from marketdata.entrypoints.page import ChartPage, api_doc_pages, static_files
 from marketdata.entrypoints.providers import (
     PostgresProvider,
     ReplayProvider,
@@ -39,26 +39,31 @@ from marketdata.entrypoints.providers import (
     UseCaseProvider,
     database_config,
 )
+from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.websocket import ReplayRegistry, replay
 
 log = structlog.get_logger(logger_name="marketdata")
 
 
 async def _prepare_schema(
-    settings: Settings, migrating: Callable[[DatabaseConfig], Awaitable[list[str]]]
+    settings: Settings,
+    container: AsyncContainer,
+    migrating: Callable[[DatabaseConfig], Awaitable[list[str]]],
 ) -> None:
-    """Migrations, then the demo data when asked for. At start-up this is tried once before
-    serving; when the database does not answer, it goes on in the background (with
-    `migrate_when_reachable`) and the service serves, not ready, meanwhile."""
-    config = database_config(settings)
-    applied = await migrating(config)
+    """Migrations, then the demo data when asked for (through the import use case, when no
+    candle is stored). At start-up this is tried once before serving; when the database
+    does not answer, it goes on in the background (with `migrate_when_reachable`) and the
+    service serves, not ready, meanwhile."""
+    applied = await migrating(database_config(settings))
     log.info("migrations applied" if applied else "schema up to date", versions=applied)
-    if settings.demo_data:
-        loaded = await load_demo(config)
-        log.info(
-            "demo data loaded" if loaded else "demo data skipped: the database has data",
-            rows=loaded,
-        )
+    if not settings.demo_data:
+        return
+    async with container() as request:
+        if await (await request.get(CandleQueries)).symbols(limit=1):
+            log.info("demo data skipped: the database has data")
+            return
+        loaded = await (await request.get(CandleImport)).load(demo_rows())
+    log.info("demo data loaded", rows=loaded.rows)
 
 
 def _report_failure(job: "asyncio.Task[Any]") -> None:
@@ -87,10 +92,10 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         metrics.watch_replays(lambda: registry.active)
         if settings.migrate_on_start and settings.database_url is not None:
             try:
-                await _prepare_schema(settings, migrate)
+                await _prepare_schema(settings, container, migrate)
             except StoreUnavailable as error:
                 log.warning("database unreachable: migrations wait for it", reason=error.message)
-                job = _prepare_schema(settings, migrate_when_reachable)
+                job = _prepare_schema(settings, container, migrate_when_reachable)
                 jobs.append(asyncio.create_task(job, name="marketdata-schema"))
                 jobs[-1].add_done_callback(_report_failure)
 
@@ -103,7 +108,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         await container.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, replay, static_files()],
+        route_handlers=[*ROUTES, replay, *static_files()],
         on_startup=[open_store],
         on_shutdown=[close_container],
         after_request=json_not_found,
@@ -121,11 +126,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
             description="OHLCV candles from PostgreSQL: REST queries and WebSocket replay. "
             "A chart page that draws them and plays replays is at [/](/).",
             path="/",
-            render_plugins=[
-                ChartPage(settings),
-                SwaggerRenderPlugin(path="/docs"),
-                RedocRenderPlugin(path="/redoc"),
-            ],
+            render_plugins=[ChartPage(settings), *api_doc_pages()],
         ),
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,

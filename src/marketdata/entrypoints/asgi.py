@@ -5,9 +5,9 @@ import gc
 
 from litestar import Litestar
 
-from marketdata.adapters.settings import load_settings
 from marketdata.entrypoints.app import create_app
 from marketdata.entrypoints.logging import configure_logging
+from marketdata.entrypoints.settings import load_settings
 
 
 def app() -> Litestar:

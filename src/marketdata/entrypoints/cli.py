@@ -7,24 +7,34 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import structlog
 import uvicorn
+from dishka import make_async_container
 from litestar import Litestar
 
+from marketdata.adapters.csv_files import TextCandleFile
 from marketdata.adapters.embedded_postgres import EmbeddedError, default_home, embedded_database
 from marketdata.adapters.postgres import catalog
 from marketdata.adapters.postgres.migrations import migrate, pending_migrations
 from marketdata.adapters.postgres.pool import DatabaseConfig
-from marketdata.adapters.settings import Settings, SettingsError, load_settings
-from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ingest import IngestOptions
+from marketdata.domain.errors import InvalidParameter, StoreUnavailable
+from marketdata.domain.imports import CandleImport
+from marketdata.domain.ingest import IngestOptions, Row, WriteResult, ingest_options
+from marketdata.entrypoints.files import ingest_files
 from marketdata.entrypoints.logging import configure_logging
-from marketdata.entrypoints.providers import database_config
+from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.providers import (
+    BulkWriteProvider,
+    PostgresProvider,
+    SettingsProvider,
+    UseCaseProvider,
+    database_config,
+)
+from marketdata.entrypoints.settings import Settings, SettingsError, load_settings
 from marketdata.entrypoints.websocket import ReplayRegistry
 
 log = structlog.get_logger(logger_name="marketdata.cli")
@@ -91,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "ingest" and args.dry_run:
-        return _ingest(args, None)
+        return _ingest(args, settings)
     if args.command == "serve":
         host = args.host or settings.host
         port = args.port if args.port is not None else settings.port
@@ -146,7 +156,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except StoreUnavailable as error:
         print(f"marketdata: {error.message}", file=sys.stderr)
         return 1
-    return _ingest(args, config)
+    return _ingest(args, settings)
 
 
 async def _check(config: DatabaseConfig) -> int:
@@ -182,22 +192,48 @@ async def _catalog(config: DatabaseConfig, refresh: bool) -> int:
     return 1
 
 
-def _ingest(args: argparse.Namespace, config: DatabaseConfig | None) -> int:
-    from marketdata.entrypoints.ingest import ingest_files
-
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        options = IngestOptions(tz=ZoneInfo(args.tz), ticker=args.ticker, tf_min=args.tf_min)
-    except (ZoneInfoNotFoundError, ValueError):
-        print(f"marketdata: --tz: {args.tz!r} is not a known time zone", file=sys.stderr)
-        return 1
-    if args.tf_min is not None and args.tf_min <= 0:
-        print("marketdata: --tf-min must be a positive number of minutes", file=sys.stderr)
+        options = ingest_options(args.tz, args.ticker, args.tf_min)
+    except InvalidParameter as error:
+        flag = {"tz": "--tz", "ticker": "--ticker", "tf_min": "--tf-min"}[error.name]
+        print(f"marketdata: {flag}: {error.reason}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(ingest_files(args.files, options, config))
+        return asyncio.run(_ingest_files(args.files, options, settings, args.dry_run))
     except StoreUnavailable as error:
         print(f"marketdata: {error.message}", file=sys.stderr)
         return 1
+
+
+class _NoStore:
+    """The writer of a dry run: nothing may be written."""
+
+    async def write(self, rows: Iterable[Row]) -> WriteResult:
+        raise RuntimeError("a dry run writes nothing")
+
+
+async def _ingest_files(
+    paths: list[Path], options: IngestOptions, settings: Settings, dry_run: bool
+) -> int:
+    if dry_run:
+        return await ingest_files(
+            paths, options, CandleImport(_NoStore()), TextCandleFile, dry_run=True
+        )
+    # The writer comes from the providers, as for the app (without the statement timeout).
+    container = make_async_container(
+        SettingsProvider(),
+        PostgresProvider(),
+        UseCaseProvider(),
+        BulkWriteProvider(),
+        context={Settings: settings, Metrics: Metrics()},
+    )
+    try:
+        async with container() as request:
+            imports = await request.get(CandleImport)
+            return await ingest_files(paths, options, imports, TextCandleFile)
+    finally:
+        await container.close()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -1,19 +1,24 @@
-"""The chart page at `/` (and `/chart`), with its script and style sheet, from the package.
+"""The pages: the chart at `/` (and `/chart`), Swagger UI at `/docs`, ReDoc at `/redoc`,
+with their scripts and style sheets served from installed packages.
 
-Nothing is fetched from elsewhere: the page works offline. The settings the page needs (the
+Nothing is fetched from elsewhere: the pages work offline. The settings the chart needs (the
 replay's pace bounds, MAX_LIMIT, the default timeframe) are written into it once, at start-up.
+Swagger UI and ReDoc are the builds that `drf-spectacular-sidecar` distributes (it follows
+their releases); its files are read from where it is installed, never imported (its package
+imports Django, which nothing here needs).
 """
 
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from litestar import Request, Router
-from litestar.openapi.plugins import OpenAPIRenderPlugin
+from litestar.openapi.plugins import OpenAPIRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
-from marketdata.adapters.settings import Settings
+from marketdata.entrypoints.settings import Settings
 
 WEB = Path(__file__).with_name("web")
 
@@ -55,7 +60,40 @@ class ChartPage(OpenAPIRenderPlugin):
         return self._html
 
 
-def static_files() -> Router:
-    return create_static_files_router(
-        path="/static", directories=[WEB / "static"], include_in_schema=False
-    )
+def _sidecar() -> Path:
+    spec = importlib.util.find_spec("drf_spectacular_sidecar")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover (a dependency)
+        raise RuntimeError("drf-spectacular-sidecar is not installed: pip install -e .")
+    return Path(next(iter(spec.submodule_search_locations))) / "static" / "drf_spectacular_sidecar"
+
+
+_DOCS = "/static/docs"
+_ICON = "<link rel='icon' href='data:,'>"  # none (Litestar's default is on a CDN)
+
+
+def api_doc_pages() -> list[OpenAPIRenderPlugin]:
+    swagger = f"{_DOCS}/swagger-ui-dist"
+    return [
+        SwaggerRenderPlugin(
+            path="/docs",
+            js_url=f"{swagger}/swagger-ui-bundle.js",
+            css_url=f"{swagger}/swagger-ui.css",
+            standalone_preset_js_url=f"{swagger}/swagger-ui-standalone-preset.js",
+            favicon=_ICON,
+        ),
+        RedocRenderPlugin(
+            path="/redoc",
+            js_url=f"{_DOCS}/redoc/bundles/redoc.standalone.js",
+            google_fonts=False,
+            favicon=_ICON,
+        ),
+    ]
+
+
+def static_files() -> list[Router]:
+    return [
+        create_static_files_router(
+            path="/static", directories=[WEB / "static"], include_in_schema=False
+        ),
+        create_static_files_router(path=_DOCS, directories=[_sidecar()], include_in_schema=False),
+    ]

@@ -10,11 +10,12 @@ from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
-from marketdata.adapters.settings import Settings
+from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import CandleRepository, CandleWriter, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, ReplaySource
 from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.websocket import ReplayRegistry
 
 
@@ -46,11 +47,14 @@ class PostgresProvider(Provider):
     repository = provide(PostgresCandleRepository, provides=CandleRepository)
     health = provide(PostgresHealth, provides=StoreHealth)
     replay_source = provide(PostgresReplaySource, provides=ReplaySource)
-    writer = provide(PostgresCandleWriter, provides=CandleWriter)
 
     @provide
     def config(self, settings: Settings) -> DatabaseConfig:
         return database_config(settings)
+
+    @provide
+    def writer(self, database: Database) -> CandleWriter:
+        return PostgresCandleWriter(database)
 
     @provide
     async def database(self, config: DatabaseConfig, metrics: Metrics) -> AsyncIterator[Database]:
@@ -72,4 +76,17 @@ class ReplayProvider(Provider):
 
 
 class UseCaseProvider(Provider):
-    queries = provide(CandleQueries, scope=Scope.REQUEST)
+    scope = Scope.REQUEST
+    queries = provide(CandleQueries)
+    imports = provide(CandleImport)
+
+
+class BulkWriteProvider(Provider):
+    """For `marketdata ingest`: the same writer without the statement timeout (a file may
+    take minutes)."""
+
+    scope = Scope.APP
+
+    @provide
+    def writer(self, database: Database) -> CandleWriter:
+        return PostgresCandleWriter(database, bounded=False)

@@ -1,10 +1,12 @@
-"""Wire bodies (msgspec Structs) that are not domain objects."""
+"""Every wire body (msgspec Structs) that is not a domain object: HTTP responses, the
+replay's query string and messages."""
 
 from typing import Literal
 
 import msgspec
 
 from marketdata.domain.candles import Candle
+from marketdata.domain.ports import Coverage
 
 
 class HealthBody(msgspec.Struct, omit_defaults=True):
@@ -23,6 +25,23 @@ class CandlesBody(msgspec.Struct, omit_defaults=True):
     count: int
     # a cursor for the next page of /candles/range; absent on the last page (the seed's body)
     next: str | None = None
+
+
+class ProbeBody(msgspec.Struct, omit_defaults=True):
+    status: Literal["alive", "ready", "not_ready"]
+    reason: str | None = None
+
+
+class CoverageBody(msgspec.Struct):
+    ticker: str
+    timeframes: list[Coverage]
+
+
+class WrittenBody(msgspec.Struct):
+    rows: int
+    inserted: int
+    updated: int
+    unchanged: int
 
 
 class ErrorBody(msgspec.Struct):

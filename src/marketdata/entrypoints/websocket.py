@@ -17,7 +17,6 @@ from dishka.integrations.litestar import FromDishka, inject_websocket
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from marketdata.adapters.settings import Settings
 from marketdata.domain.candles import Candle, parse_timestamp, zone_of
 from marketdata.domain.errors import DomainError, InvalidParameter, StoreUnavailable
 from marketdata.domain.replay import (
@@ -44,6 +43,7 @@ from marketdata.entrypoints.schemas import (
     ReplayQuery,
     StatusMessage,
 )
+from marketdata.entrypoints.settings import Settings
 
 log = structlog.get_logger(logger_name="marketdata.replay")
 

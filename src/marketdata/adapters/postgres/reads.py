@@ -172,7 +172,7 @@ class PostgresCandleRepository:
         )
         return [Gap(a, b, (b - a).total_seconds() / 60) for a, b in rows]
 
-    async def stream(
+    async def export(
         self,
         ticker: str,
         tf_min: int,

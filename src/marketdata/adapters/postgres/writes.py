@@ -8,14 +8,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from marketdata.adapters.postgres import catalog
-from marketdata.adapters.postgres.pool import (
-    Database,
-    DatabaseConfig,
-    connect,
-    location_of,
-    translated_errors,
-)
-from marketdata.domain.demo import demo_rows
+from marketdata.adapters.postgres.pool import Database, translated_errors
 from marketdata.domain.ingest import BadFile, Row, WriteResult
 
 _STAGING = (
@@ -88,13 +81,17 @@ FROM written GROUP BY ticker, tf_min
 """
 
 
-async def write_rows(conn: psycopg.AsyncConnection[Any], rows: Iterable[Row]) -> WriteResult:
+async def write_rows(
+    conn: psycopg.AsyncConnection[Any], rows: Iterable[Row], *, bounded: bool = True
+) -> WriteResult:
     """COPY the rows into a staging table, then merge them into candles and update the
     catalog, in one transaction: a bad row (raised by `rows`) or any failure leaves both
-    untouched."""
+    untouched. `bounded` false lifts the connection's statement timeout for the write."""
     count = 0
     changes: catalog.Changes = {}
     async with conn.transaction(), conn.cursor() as cursor:
+        if not bounded:
+            await cursor.execute("SET LOCAL statement_timeout = 0")
         await cursor.execute(_STAGING)
         async with cursor.copy("COPY candles_staging FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_STAGING_TYPES)
@@ -131,35 +128,17 @@ async def write_rows(conn: psycopg.AsyncConnection[Any], rows: Iterable[Row]) ->
 
 
 class PostgresCandleWriter:
-    """CandleWriter on a pooled connection (for the HTTP write API)."""
+    """CandleWriter on a pooled connection. `bounded`: each statement within
+    DB_COMMAND_TIMEOUT (requests); unbounded for `marketdata ingest`, whose files may take
+    minutes."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, bounded: bool = True) -> None:
         self._db = database
+        self._bounded = bounded
 
     async def write(self, rows: Iterable[Row]) -> WriteResult:
         async with (
             translated_errors(self._db.location, self._db.config),
             self._db.connection() as conn,
         ):
-            return await write_rows(conn, rows)
-
-
-# Held while the demo data is loaded, so that several workers starting together load it once.
-_DEMO_LOCK_KEY = 0x6D6464656D6F  # "mddemo"
-
-
-async def load_demo(config: DatabaseConfig) -> int:
-    """Write the demo dataset when `candles` is empty; the number of rows written."""
-    async with (
-        await connect(config, "marketdata-demo") as conn,
-        translated_errors(location_of(config.url), config),
-    ):
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_DEMO_LOCK_KEY,))
-        try:
-            cursor = await conn.execute("SELECT EXISTS (SELECT 1 FROM candles)")
-            row = await cursor.fetchone()
-            if row and row[0]:
-                return 0
-            return (await write_rows(conn, demo_rows())).rows
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (_DEMO_LOCK_KEY,))
+            return await write_rows(conn, rows, bounded=self._bounded)

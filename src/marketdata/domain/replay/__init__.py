@@ -1,7 +1,8 @@
 """The replay engine: pure domain code over three ports (a ReplaySource of candle pages, a
 Clock, a ReplaySink), so that hours of replay run in milliseconds on a virtual clock in the
 tests. `session` plays one replay; `selection` says what it plays, `pacing` how fast,
-`commands` what a client may ask while it plays, `ports` what it needs from outside."""
+`commands` what a client may ask while it plays, `paging` how its candles are read, `ports`
+what it needs from outside."""
 
 from marketdata.domain.replay.commands import (
     Ack,
@@ -14,6 +15,7 @@ from marketdata.domain.replay.commands import (
     Stop,
 )
 from marketdata.domain.replay.pacing import Pacing, Wake
+from marketdata.domain.replay.paging import pages, steps
 from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
 from marketdata.domain.replay.selection import (
     MAX_TICKERS,
@@ -22,7 +24,7 @@ from marketdata.domain.replay.selection import (
     key_of,
     planned,
 )
-from marketdata.domain.replay.session import MAX_BATCH, Outcome, ReplaySession, pages, steps
+from marketdata.domain.replay.session import MAX_BATCH, Outcome, ReplaySession
 
 __all__ = [
     "MAX_BATCH",

@@ -5,7 +5,7 @@ from datetime import datetime
 
 import msgspec
 
-from marketdata.domain.candles import Candle, Resample, source_timeframe, ticker_of, timeframe_of
+from marketdata.domain.candles import Candle, Resample, serving, ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
 from marketdata.domain.ports import Series
 
@@ -47,9 +47,10 @@ class ReplaySelection(msgspec.Struct, frozen=True):
 
 
 def planned(selection: ReplaySelection, stored: list[Series]) -> tuple[ReplaySelection, int | None]:
-    """The selection with each ticker's source timeframe (tf_min where it is stored or
-    nothing is, else the finest stored timeframe dividing it), and its number of candles
-    when the catalog tells it (stored series, whole or ranged over all they hold)."""
+    """The selection with each ticker's source timeframe (as `serving` decides for REST),
+    and its number of candles when the catalog tells it (stored series, whole or ranged over
+    all they hold); None when the source must count them. A ticker whose timeframe cannot
+    be served has no candles."""
     by_ticker: dict[str, dict[int, Series]] = {}
     for entry in stored:
         by_ticker.setdefault(entry.ticker, {})[entry.tf_min] = entry
@@ -57,19 +58,15 @@ def planned(selection: ReplaySelection, stored: list[Series]) -> tuple[ReplaySel
     total: int | None = 0
     for ticker in selection.tickers:
         held = by_ticker.get(ticker, {})
-        if selection.tf_min in held:
-            sources.append(selection.tf_min)
-            entry = held[selection.tf_min]
-            covered = (selection.start is None or selection.start <= entry.first) and (
-                selection.end is None or selection.end >= entry.last
-            )
-            if total is not None:
-                total = total + entry.count if covered else None
-            continue
-        source = source_timeframe(selection.tf_min, sorted(held))
-        sources.append(source or selection.tf_min)
-        if source is not None:
+        plan = serving(selection.tf_min, held, selection.tz)
+        sources.append(plan.resample.source_tf if plan.resample else selection.tf_min)
+        if plan.resample is not None:
             total = None  # buckets are counted by the source
+        elif total is not None and (held_tf := held.get(selection.tf_min)) is not None:
+            covered = (selection.start is None or selection.start <= held_tf.first) and (
+                selection.end is None or selection.end >= held_tf.last
+            )
+            total = total + held_tf.count if covered else None
     if any(source != selection.tf_min for source in sources):
         selection = msgspec.structs.replace(selection, source_tfs=tuple(sources))
     return selection, total

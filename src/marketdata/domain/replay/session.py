@@ -11,10 +11,8 @@ step 0, or catching up) go together, up to `batch` candles: what is not yet sent
 before the replay waits for anything.
 """
 
-import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 
 from marketdata.domain.candles import Candle, parse_timestamp
@@ -30,8 +28,9 @@ from marketdata.domain.replay.commands import (
     Stop,
 )
 from marketdata.domain.replay.pacing import Pacing, Wake
+from marketdata.domain.replay.paging import pages, steps
 from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
-from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, key_of, planned
+from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, planned
 
 MAX_BATCH = 1000
 
@@ -45,54 +44,6 @@ class _Signal(enum.Enum):
     GO = enum.auto()
     SEEK = enum.auto()
     STOP = enum.auto()
-
-
-async def pages(
-    source: ReplaySource,
-    selection: ReplaySelection,
-    after: ReplayKey | None,
-    page_size: int,
-    prefetch_at: float = 0.5,
-    first: list[Candle] | None = None,
-) -> AsyncGenerator[Candle, None]:
-    """Candles in replay order, read a page at a time (`first`: the first page, already
-    read). The next page is asked for once a part (`prefetch_at`) of the current one has
-    played, so a replay left early costs one read, not two, and it is read while the rest
-    plays: at most two pages are in memory whatever the replay's length. Sessions started
-    together and paced alike would all ask at once: each has its own `prefetch_at`."""
-    page = first if first is not None else await source.page(selection, after, page_size)
-    pending: asyncio.Task[list[Candle]] | None = None
-    try:
-        while page:
-            ask = int(len(page) * prefetch_at) if len(page) == page_size else -1
-            for i, candle in enumerate(page):
-                if i == ask:
-                    pending = asyncio.ensure_future(
-                        source.page(selection, key_of(page[-1]), page_size)
-                    )
-                yield candle
-            if pending is None:
-                return
-            page, pending = await pending, None
-    finally:
-        if pending is not None:
-            pending.cancel()
-            # wait for it to end, without taking its outcome for ours
-            await asyncio.wait([pending])
-            if not pending.cancelled():
-                pending.exception()  # retrieved: nobody else will look at it
-
-
-async def steps(candles: AsyncIterator[Candle]) -> AsyncGenerator[list[Candle], None]:
-    """Group consecutive candles sharing a timestamp: they go out together, in one step."""
-    group: list[Candle] = []
-    async for candle in candles:
-        if group and candle.ts != group[0].ts:
-            yield group
-            group = []
-        group.append(candle)
-    if group:
-        yield group
 
 
 class ReplaySession:

@@ -1,0 +1,19 @@
+"""The one way candles are written: files through `marketdata ingest`, bodies through
+`POST /candles`, the demo data; each through the CandleWriter port, all or nothing."""
+
+from collections.abc import Iterable
+
+from marketdata.domain.ingest import Row, WriteResult
+from marketdata.domain.ports import CandleWriter
+
+
+class CandleImport:
+    def __init__(self, writer: CandleWriter) -> None:
+        self._writer = writer
+
+    async def load(self, rows: Iterable[Row], *, dry_run: bool = False) -> WriteResult:
+        """Write every row (parsed and checked as it is read: a bad one raises BadRow and
+        nothing is written). `dry_run`: read and check them all, write nothing."""
+        if dry_run:
+            return WriteResult(rows=sum(1 for _ in rows), inserted=0, updated=0)
+        return await self._writer.write(rows)

@@ -1,0 +1,9 @@
+"""REST: the seed's contract, thin over the domain's use cases. One module per concern:
+the handlers by resource (health, symbols, candles), writes and their API keys, the API's
+description (docs), exports and the page cursor."""
+
+from marketdata.entrypoints.http.candles import CandlesController
+from marketdata.entrypoints.http.health import HealthController
+from marketdata.entrypoints.http.symbols import SymbolsController
+
+ROUTES = [HealthController, SymbolsController, CandlesController]

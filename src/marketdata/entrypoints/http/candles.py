@@ -1,0 +1,168 @@
+"""Candles: `/candles` (oldest or newest) and `/candles/range` (between two times, in pages),
+as JSON or streamed (exports)."""
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from dishka.integrations.litestar import FromDishka, inject
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.spec import Example
+from litestar.params import QueryParameter
+from litestar.response import Stream
+
+from marketdata.domain.candles import Order, parse_timestamp
+from marketdata.domain.imports import CandleImport
+from marketdata.domain.queries import CandleQueries
+from marketdata.entrypoints.http import writes
+from marketdata.entrypoints.http.cursor import decode_cursor, encode_cursor
+from marketdata.entrypoints.http.docs import (
+    BAD_REQUEST,
+    INTERNAL,
+    INVALID,
+    NOT_FOUND,
+    RESAMPLING,
+    STREAMED,
+    UNAVAILABLE,
+    Accept,
+    Format,
+    TfMin,
+    Ticker,
+    Tz,
+)
+from marketdata.entrypoints.http.exports import output_format, streamed
+from marketdata.entrypoints.schemas import CandlesBody, WrittenBody
+from marketdata.entrypoints.settings import Settings
+
+Datetime = Annotated[
+    str,
+    QueryParameter(
+        description="ISO 8601 datetime or date, inclusive.",
+        examples=[Example(value="2026-01-26T14:30:00Z")],
+        max_length=64,
+        format="date-time",
+    ),
+]
+
+
+class CandlesController(Controller):
+    path = "/candles"
+
+    @get(
+        "/",
+        tags=["candles"],
+        summary="Oldest or newest candles of a series",
+        description="`order=asc` gives the oldest `limit` candles ascending; `order=desc` the "
+        "newest `limit` candles, newest first." + RESAMPLING,
+        responses={**STREAMED, 404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
+    )
+    @inject
+    async def candles(
+        self,
+        queries: FromDishka[CandleQueries],
+        ticker: Ticker,
+        tf_min: TfMin = None,
+        limit: Annotated[
+            int | None,
+            QueryParameter(
+                description="1..MAX_LIMIT, default 200 (csv/ndjson: no cap, default all).",
+                ge=1,
+                examples=[Example(value=200)],
+            ),
+        ] = None,
+        order: Annotated[
+            Order, QueryParameter(description="`asc` (oldest first) or `desc` (newest first).")
+        ] = Order.ASC,
+        tz: Tz = None,
+        format: Format = None,
+        accept: Accept = None,
+    ) -> Response[CandlesBody] | Stream:
+        output = output_format(format, accept)
+        if output != "json":
+            return streamed(await queries.export(ticker, tf_min, order, limit, tz), output)
+        found = await queries.candles(ticker, tf_min, limit, order, tz)
+        return Response(CandlesBody(data=found, count=len(found)))
+
+    @get(
+        "/range",
+        tags=["candles"],
+        summary="Candles between two times",
+        description="Candles with start <= ts <= end (both inclusive), ascending. Datetimes "
+        "are ISO 8601; without an offset they mean UTC. When more candles remain than "
+        '`limit`, the body has `next` (a cursor) and a `Link: <...>; rel="next"` header gives '
+        "the URL of the next page; following it returns every candle once. Resampled buckets "
+        "are returned only when they lie entirely inside [start, end]." + RESAMPLING,
+        responses={
+            **STREAMED,
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            422: INVALID,
+            500: INTERNAL,
+            503: UNAVAILABLE,
+        },
+    )
+    @inject
+    async def candle_range(
+        self,
+        request: Request[Any, Any, Any],
+        queries: FromDishka[CandleQueries],
+        ticker: Ticker,
+        start: Datetime,
+        end: Datetime,
+        tf_min: TfMin = None,
+        limit: Annotated[
+            int | None,
+            QueryParameter(
+                description="1..MAX_LIMIT, default MAX_LIMIT (csv/ndjson: no cap, default all).",
+                ge=1,
+                examples=[Example(value=1000)],
+            ),
+        ] = None,
+        tz: Tz = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(description="`next` of the previous page.", max_length=200),
+        ] = None,
+        format: Format = None,
+        accept: Accept = None,
+    ) -> Response[CandlesBody] | Stream:
+        start_ts = parse_timestamp(start, "start")
+        end_ts = parse_timestamp(end, "end")
+        after = decode_cursor(cursor) if cursor is not None else None
+        output = output_format(format, accept)
+        if output != "json":
+            exported = await queries.export(
+                ticker, tf_min, Order.ASC, limit, tz, start_ts, end_ts, after
+            )
+            return streamed(exported, output)
+        page = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit, tz, after)
+        if not page.more:
+            return Response(CandlesBody(data=page.candles, count=len(page.candles)))
+        next_cursor = encode_cursor(page.candles[-1].ts)
+        query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        link = f"{request.url.path}?{urlencode({**query, 'cursor': next_cursor})}"
+        return Response(
+            CandlesBody(data=page.candles, count=len(page.candles), next=next_cursor),
+            headers={"Link": f'<{link}>; rel="next"'},
+        )
+
+    @post(
+        "/",
+        summary="Write candles (upsert)",
+        description="Insert or update candles, all or nothing: one bad row and nothing is "
+        "written; candles equal to the stored ones change nothing. Bodies: `application/json` "
+        "(a list of candles), `application/x-ndjson` (one candle per line) or `text/csv` (a "
+        "header with ticker, tf_min, ts, open, high, low, close[, volume, openint]). Naive "
+        "times are UTC. Needs `Authorization: Bearer <API key>`.",
+        tags=["candles"],
+        status_code=200,
+        security=[{"bearer": []}],
+        responses=writes.WRITE_RESPONSES,
+    )
+    @inject
+    async def write(
+        self,
+        request: Request[Any, Any, Any],
+        settings: FromDishka[Settings],
+        imports: FromDishka[CandleImport],
+    ) -> WrittenBody:
+        return await writes.write(request, settings, imports)

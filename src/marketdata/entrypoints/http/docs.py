@@ -1,0 +1,131 @@
+"""The API described: parameters with their bounds and examples, and every error response
+with an example body, shared by the handlers."""
+
+from typing import Annotated, Literal
+
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
+
+from marketdata.domain.candles import NO_CONTROL_CHARACTERS
+from marketdata.entrypoints.schemas import (
+    CandlesBody,
+    ErrorBody,
+    UnavailableBody,
+    ValidationErrorBody,
+)
+
+
+def spec(model: type, description: str, example: dict[str, object]) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=model,
+        description=description,
+        examples=[Example(summary=description, value=example)],
+    )
+
+
+UNAVAILABLE = spec(
+    UnavailableBody,
+    "PostgreSQL cannot be reached, or the query exceeded DB_COMMAND_TIMEOUT",
+    {
+        "error": "Service Unavailable",
+        "message": "database at db:5432 is unavailable: connection refused",
+        "type": "database_connection_error",
+    },
+)
+INVALID = spec(
+    ValidationErrorBody,
+    "A parameter is missing, of the wrong type or out of bounds",
+    {
+        "error": "limit: must be between 1 and 5000, got 0",
+        "detail": [
+            {
+                "loc": ["query", "limit"],
+                "msg": "must be between 1 and 5000, got 0",
+                "type": "value_error",
+            }
+        ],
+    },
+)
+NOT_FOUND = spec(
+    ErrorBody,
+    "No candles for that ticker, timeframe or range",
+    {"error": "No candles found for ticker 'XYZ' with tf_min=5"},
+)
+BAD_REQUEST = spec(
+    ErrorBody,
+    "A datetime is not ISO 8601, or start is after end",
+    {"error": "start: 'yesterday' is not an ISO 8601 datetime (e.g. 2024-01-31T09:30:00Z)"},
+)
+INTERNAL = spec(
+    ErrorBody,
+    "Unexpected failure; details are in the server log only",
+    {"error": "Internal Server Error"},
+)
+
+Ticker = Annotated[
+    str,
+    QueryParameter(
+        description="Ticker exactly as stored, e.g. `AMZN.US`.",
+        min_length=1,
+        max_length=64,
+        pattern=NO_CONTROL_CHARACTERS,
+        examples=[Example(value="AMZN.US")],
+    ),
+]
+TfMin = Annotated[
+    int | None,
+    QueryParameter(
+        description="Timeframe in minutes; DEFAULT_TF_MIN (5) when omitted.",
+        gt=0,
+        le=2**31 - 1,
+        examples=[Example(value=5)],
+    ),
+]
+
+
+Tz = Annotated[
+    str | None,
+    QueryParameter(
+        description="Time zone that aligns resampled daily and weekly buckets (IANA name); "
+        "default UTC. Stored timeframes are served as stored.",
+        max_length=64,
+        examples=[Example(value="America/New_York")],
+    ),
+]
+Format = Annotated[
+    Literal["json", "csv", "ndjson"] | None,
+    QueryParameter(
+        description="`json` (default), or `csv` / `ndjson` streamed row by row without the "
+        "MAX_LIMIT cap; also chosen by `Accept: text/csv` or `application/x-ndjson`.",
+    ),
+]
+Accept = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Accept",
+        required=False,
+        description="text/csv or application/x-ndjson stream the result (as format does).",
+    ),
+]
+RESAMPLING = (
+    " When `tf_min` is not stored but a finer stored timeframe divides it, candles are "
+    "aggregated from the finest such one (open of the first, max high, min low, close of the "
+    "last, sum of volume, last openint), in buckets aligned on the UTC epoch (weeks on a "
+    "Monday), or on local time with `tz`."
+)
+STREAMED = {
+    200: ResponseSpec(
+        data_container=CandlesBody,
+        description="JSON body; with format=csv or ndjson a text/csv or application/x-ndjson "
+        "stream of the same candles, one per line",
+    )
+}
+
+
+TickerPath = Annotated[
+    str,
+    PathParameter(
+        description="Ticker exactly as stored.", max_length=64, pattern=NO_CONTROL_CHARACTERS
+    ),
+]
