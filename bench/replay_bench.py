@@ -344,6 +344,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="paced: run it again on the same server"
+    )
     parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     dsn = ensure_data(args.admin_url)
@@ -363,6 +366,13 @@ def main() -> None:
         cpu_before = (cpu_seconds(server.pid), postgres_cpu_seconds(), _own_cpu())
         wall_before = time.monotonic()
         if args.what == "paced":
+            for round_ in range(1, args.rounds):
+                asyncio.run(
+                    paced(base, args.sessions, args.seconds, lambda: rss_tree_kib(server.pid))
+                )
+                print(settle(port, args.workers))
+                rss = rss_tree_kib(server.pid) / 1024
+                print(f"server RSS after round {round_}: {rss:.1f} MiB")
             run = asyncio.run(
                 paced(base, args.sessions, args.seconds, lambda: rss_tree_kib(server.pid))
             )
