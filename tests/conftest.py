@@ -31,6 +31,7 @@ from tests.support import (
     database_proxy,
     embedded_home,
     free_port,
+    reset,
     suite_settings,
 )
 
@@ -76,8 +77,7 @@ def migrated_url(database_factory: Callable[[], str]) -> str:
 @pytest.fixture
 def db_url(migrated_url: str) -> str:
     """The session's migrated database, emptied before the test."""
-    with psycopg.connect(migrated_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE candles, candle_series")
+    reset(migrated_url)
     return migrated_url
 
 

@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo
 
 from dishka import AnyOf, Provider, Scope
 
-from marketdata.domain.candles import Candle, Order, Resample, TimeRange
+from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import CandleRepository, Coverage, Gap, Series, StoreHealth
+from marketdata.domain.ports import CandleRepository, Gap, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplayStatus, Wake, key_of
+from marketdata.domain.timeframes import Holdings, Resample, Series
 
 
 def resample_reference(candles: list[Candle], tf_min: int, tz: str = "UTC") -> list[Candle]:
@@ -39,6 +40,16 @@ def resample_reference(candles: list[Candle], tf_min: int, tz: str = "UTC") -> l
         )
         for start, group in sorted(buckets.items())
     ]
+
+
+def holdings_of(candles: list[Candle], tickers: Sequence[str]) -> Holdings:
+    """The catalog of a list of candles (no rollups are kept in memory)."""
+    found = []
+    for ticker in sorted(set(tickers)):
+        for tf in sorted({c.tf_min for c in candles if c.ticker == ticker}):
+            held = sorted(c.ts for c in candles if c.ticker == ticker and c.tf_min == tf)
+            found.append(Series(ticker, tf, held[0], held[-1], len(held)))
+    return Holdings(tuple(found))
 
 
 class InMemoryCandleRepository:
@@ -92,9 +103,9 @@ class InMemoryCandleRepository:
             series = [c for c in series if c.ts + last <= time_range.end]
         return [c for c in series if time_range.start <= c.ts <= time_range.end][:limit]
 
-    async def timeframes(self, ticker: str) -> list[int]:
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
         self._check()
-        return sorted({c.tf_min for c in self.stored if c.ticker == ticker})
+        return holdings_of(self.stored, tickers)
 
     async def export(
         self,
@@ -111,14 +122,6 @@ class InMemoryCandleRepository:
             found = await self.candle_range(ticker, tf_min, time_range, limit or 10**9, resample)
         for candle in found:
             yield candle
-
-    async def coverage(self, ticker: str) -> list[Coverage]:
-        self._check()
-        return [
-            Coverage(tf, s[0].ts, s[-1].ts, len(s))
-            for tf in await self.timeframes(ticker)
-            if (s := self._series(ticker, tf))
-        ]
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
         series = self._series(ticker, tf_min)
@@ -151,13 +154,8 @@ class InMemoryReplaySource:
         self.pages_read = 0
         self.counted = 0  # count() calls: what the catalog could not answer
 
-    async def series(self, tickers: Sequence[str]) -> list[Series]:
-        found = []
-        for ticker in sorted(set(tickers)):
-            for tf in sorted({c.tf_min for c in self.stored if c.ticker == ticker}):
-                held = [c for c in self.stored if c.ticker == ticker and c.tf_min == tf]
-                found.append(Series(ticker, tf, held[0].ts, held[-1].ts, len(held)))
-        return found
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        return holdings_of(self.stored, tickers)
 
     def _selected(self, selection: ReplaySelection) -> list[Candle]:
         return [

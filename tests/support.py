@@ -57,6 +57,12 @@ def embedded_home() -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def reset(url: str) -> None:
+    """Empty every table of the service's data (the schema stays)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE candles, candle_series, candle_rollups, rollup_timeframes")
+
+
 def insert(url: str, candles: list[Candle]) -> None:
     """Rows written straight into the table, as another tool would, then the series catalog
     mended (`marketdata catalog --refresh`); the write path has tests of its own."""

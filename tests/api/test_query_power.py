@@ -19,7 +19,8 @@ from litestar.testing import TestClient
 from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
-from marketdata.domain.candles import Candle, Order, Resample
+from marketdata.domain.candles import Candle, Order
+from marketdata.domain.timeframes import Resample
 from marketdata.entrypoints.app import create_app
 from tests.factories import series
 from tests.fakes import resample_reference

@@ -11,8 +11,8 @@ from litestar.exceptions import WebSocketDisconnect
 from marketdata.adapters.postgres.pool import Database
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import Series
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplaySource
+from marketdata.domain.timeframes import Holdings, Series
 from marketdata.entrypoints.websocket import ReplayRegistry
 from tests.factories import series
 from tests.support import AppFactory, Client, insert, wire
@@ -254,9 +254,9 @@ class FailingSource:
         self.candles = candles
         self.pages = 0
 
-    async def series(self, tickers: object) -> list[Series]:
+    async def holdings(self, tickers: object) -> Holdings:
         first, last = self.candles[0], self.candles[-1]
-        return [Series(first.ticker, first.tf_min, first.ts, last.ts, len(self.candles))]
+        return Holdings((Series(first.ticker, first.tf_min, first.ts, last.ts, len(self.candles)),))
 
     async def count(self, selection: ReplaySelection) -> int:
         return len(self.candles)

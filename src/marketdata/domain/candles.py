@@ -2,13 +2,12 @@
 
 import enum
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
+from marketdata.domain.errors import InvalidParameter, InvalidQuery
 
 MAX_TICKER_LENGTH = 64
 
@@ -62,55 +61,6 @@ def timeframe_of(minutes: int) -> int:
     if minutes > 2**31 - 1:
         raise InvalidParameter("tf_min", "is too large")
     return minutes
-
-
-MINUTES_PER_WEEK = 10080
-
-
-class Resample(msgspec.Struct, frozen=True):
-    """Aggregate stored `source_tf` candles into buckets of the requested timeframe.
-
-    Buckets are aligned with `date_bin` on an epoch origin (1970-01-01 00:00; for whole
-    weeks 1970-01-05, a Monday) in the time zone `tz`, which matters for daily and weekly
-    buckets: `America/New_York` keeps a US session in one day.
-    """
-
-    source_tf: int
-    tz: str = "UTC"
-
-
-class Serving(msgspec.Struct, frozen=True):
-    """How one timeframe of one ticker is served: as stored, or resampled (`resample`) from a
-    finer stored timeframe; or not at all (`available` false), with what is stored."""
-
-    tf_min: int
-    stored: tuple[int, ...]
-    resample: Resample | None = None
-
-    @property
-    def available(self) -> bool:
-        return self.resample is not None or self.tf_min in self.stored
-
-    def not_found(self, ticker: str) -> NotFound:
-        message = f"No candles found for ticker {ticker!r} with tf_min={self.tf_min}"
-        if not self.stored:
-            return NotFound(message)
-        held = ", ".join(map(str, self.stored))
-        return NotFound(
-            f"{message}: it is not stored and cannot be built from the stored timeframes "
-            f"({held}); a resampled timeframe must be a multiple of one of them"
-        )
-
-
-def serving(tf_min: int, stored: Iterable[int], tz: str = "UTC") -> Serving:
-    """The one rule for every reader (REST, exports, replay): a stored timeframe is served as
-    stored; otherwise it is made from the finest stored timeframe that divides it, buckets
-    aligned in `tz`."""
-    held = tuple(sorted(set(stored)))
-    if tf_min in held:
-        return Serving(tf_min, held)
-    divisors = [tf for tf in held if tf < tf_min and tf_min % tf == 0]
-    return Serving(tf_min, held, Resample(min(divisors), tz) if divisors else None)
 
 
 def zone_of(name: str) -> str:

@@ -1,8 +1,11 @@
 """The one way candles are written: files through `marketdata ingest`, bodies through
-`POST /candles`, the demo data; each through the CandleWriter port, all or nothing."""
+`POST /candles`, the demo data, deletions through `DELETE /candles`; each through the
+CandleWriter port, all or nothing."""
 
 from collections.abc import Iterable
+from datetime import datetime
 
+from marketdata.domain.candles import TimeRange, ticker_of, timeframe_of
 from marketdata.domain.ingest import Row, WriteResult
 from marketdata.domain.ports import CandleWriter
 
@@ -17,3 +20,9 @@ class CandleImport:
         if dry_run:
             return WriteResult(rows=sum(1 for _ in rows), inserted=0, updated=0)
         return await self._writer.write(rows)
+
+    async def delete(self, ticker: str, tf_min: int, start: datetime, end: datetime) -> int:
+        """Delete a series' candles with start <= ts <= end; how many were deleted."""
+        return await self._writer.delete(
+            ticker_of(ticker), timeframe_of(tf_min), TimeRange(start, end)
+        )

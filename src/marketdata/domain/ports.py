@@ -1,24 +1,14 @@
 """What the domain needs from the outside world, as Protocols the adapters implement."""
 
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import msgspec
 
-from marketdata.domain.candles import Candle, Order, Resample, TimeRange
+from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Row, WriteResult
-
-
-class Series(msgspec.Struct, frozen=True):
-    """A stored series as the catalog knows it; `version` changes whenever it does."""
-
-    ticker: str
-    tf_min: int
-    first: datetime
-    last: datetime
-    count: int
-    version: int = 0
+from marketdata.domain.timeframes import Holdings, Resample
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -67,8 +57,9 @@ class CandleRepository(Protocol):
         are returned only when they lie entirely inside the range."""
         ...
 
-    async def timeframes(self, ticker: str) -> list[int]:
-        """The timeframes stored for `ticker`, ascending."""
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        """The catalog's series of these tickers and the rollup timeframes kept (one read,
+        never a count of candles)."""
         ...
 
     def export(
@@ -81,10 +72,6 @@ class CandleRepository(Protocol):
         resample: Resample | None = None,
     ) -> AsyncGenerator[Candle, None]:
         """Like candles/candle_range, without a cap, in constant memory (for exports)."""
-        ...
-
-    async def coverage(self, ticker: str) -> list[Coverage]:
-        """First and last ts and the count of each stored timeframe of `ticker`."""
         ...
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
@@ -116,6 +103,10 @@ class CandleWriter(Protocol):
     async def write(self, rows: Iterable[Row]) -> WriteResult:
         """Upsert every row, all or nothing: an error from `rows` (a BadRow) or from the
         store leaves the table as it was. Rows equal to what is stored change nothing."""
+        ...
+
+    async def delete(self, ticker: str, tf_min: int, time_range: TimeRange) -> int:
+        """Delete the series' candles with start <= ts <= end, all or nothing; how many."""
         ...
 
 

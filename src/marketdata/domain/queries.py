@@ -8,10 +8,8 @@ import msgspec
 from marketdata.domain.candles import (
     Candle,
     Order,
-    Resample,
     TimeRange,
     limit_of,
-    serving,
     text_of,
     ticker_of,
     timeframe_of,
@@ -19,6 +17,7 @@ from marketdata.domain.candles import (
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.ports import CandleRepository, Coverage, Gap
+from marketdata.domain.timeframes import Resample, Serving, serving
 
 DEFAULT_SYMBOLS_LIMIT = 100
 DEFAULT_CANDLES_LIMIT = 200
@@ -144,7 +143,7 @@ class CandleQueries:
             time_range = time_range.after(after)
             if time_range is None:
                 raise NotFound(f"No candles found for ticker {ticker!r} after the cursor")
-        plan = serving(tf_min, await self._repository.timeframes(ticker), zone)
+        plan = await self._plan(ticker, tf_min, zone)
         if not plan.available:
             raise plan.not_found(ticker)
         candles = self._repository.export(ticker, tf_min, time_range, order, limit, plan.resample)
@@ -155,10 +154,10 @@ class CandleQueries:
         return _chain(first, candles)
 
     async def coverage(self, ticker: str) -> list[Coverage]:
-        found = await self._repository.coverage(ticker_of(ticker))
-        if not found:
+        held = await self._repository.holdings([ticker_of(ticker)])
+        if not held.series:
             raise NotFound(f"No candles found for ticker {ticker!r}")
-        return found
+        return [Coverage(s.tf_min, s.first, s.last, s.count) for s in held.series]
 
     async def gaps(
         self, ticker: str, tf_min: int | None, min_gap: int | None, limit: int | None
@@ -172,7 +171,8 @@ class CandleQueries:
         limit = limit_of(
             min(1000, self._limits.max_limit) if limit is None else limit, self._limits.max_limit
         )
-        if tf_min not in await self._repository.timeframes(ticker):
+        held = await self._repository.holdings([ticker])
+        if tf_min not in {s.tf_min for s in held.series}:
             raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
         found = await self._repository.gaps(ticker, tf_min, timedelta(minutes=min_gap), limit)
         return GapReport(ticker, tf_min, min_gap, found, len(found))
@@ -190,7 +190,11 @@ class CandleQueries:
         found = await read(None)
         if found:
             return found
-        plan = serving(tf_min, await self._repository.timeframes(ticker), zone)
+        plan = await self._plan(ticker, tf_min, zone)
         if not plan.available:
             raise plan.not_found(ticker)
         return await read(plan.resample) if plan.resample is not None else []
+
+    async def _plan(self, ticker: str, tf_min: int, zone: str) -> Serving:
+        held = await self._repository.holdings([ticker])
+        return serving(tf_min, held.series, zone, held.rollups)

@@ -14,6 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 import marketdata
+from marketdata.adapters.postgres import rollups
 from marketdata.adapters.postgres.migrations import migrate, migrate_when_reachable
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.demo import demo_rows
@@ -66,9 +67,17 @@ async def _prepare_schema(
     log.info("demo data loaded", rows=loaded.rows)
 
 
+async def _keep_rollups(settings: Settings, schema: Awaitable[None] | None) -> None:
+    """After the schema (when it is still being prepared): the rollups of ROLLUP_TF_MINS,
+    built for the data already stored. Readers use each once it is complete."""
+    if schema is not None:
+        await schema
+    await rollups.sync(database_config(settings), settings.rollups)
+
+
 def _report_failure(job: "asyncio.Task[Any]") -> None:
     if not job.cancelled() and (error := job.exception()) is not None:
-        log.error("migrations failed: the service stays not ready", exc_info=error)
+        log.error("preparing the schema or the rollups failed", exc_info=error)
 
 
 def create_app(settings: Settings, *providers: Provider) -> Litestar:
@@ -91,13 +100,15 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         registry = await container.get(ReplayRegistry)
         metrics.watch_replays(lambda: registry.active)
         if settings.migrate_on_start and settings.database_url is not None:
+            schema: Awaitable[None] | None = None
             try:
                 await _prepare_schema(settings, container, migrate)
             except StoreUnavailable as error:
                 log.warning("database unreachable: migrations wait for it", reason=error.message)
-                job = _prepare_schema(settings, container, migrate_when_reachable)
-                jobs.append(asyncio.create_task(job, name="marketdata-schema"))
-                jobs[-1].add_done_callback(_report_failure)
+                schema = _prepare_schema(settings, container, migrate_when_reachable)
+            job = _keep_rollups(settings, schema)
+            jobs.append(asyncio.create_task(job, name="marketdata-schema"))
+            jobs[-1].add_done_callback(_report_failure)
 
     async def close_container() -> None:
         # Replays first (they say goodbye with STATUS server_shutdown and 1001), then the pool.

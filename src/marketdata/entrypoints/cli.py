@@ -18,13 +18,15 @@ from litestar import Litestar
 
 from marketdata.adapters.csv_files import TextCandleFile
 from marketdata.adapters.embedded_postgres import EmbeddedError, default_home, embedded_database
-from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres import catalog, rollups
 from marketdata.adapters.postgres.migrations import migrate, pending_migrations
 from marketdata.adapters.postgres.pool import DatabaseConfig
+from marketdata.domain.candles import TimeRange
 from marketdata.domain.errors import InvalidParameter, StoreUnavailable
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ingest import IngestOptions, Row, WriteResult, ingest_options
-from marketdata.entrypoints.files import ingest_files
+from marketdata.domain.timeframes import Rollup
+from marketdata.entrypoints.files import ingest_files, progress_bar
 from marketdata.entrypoints.logging import configure_logging
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.providers import (
@@ -58,7 +60,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load a small deterministic demo dataset when the database is empty",
     )
-    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    commands.add_parser(
+        "migrate",
+        help="apply pending database migrations, build the rollups of ROLLUP_TF_MINS that are "
+        "missing, and exit",
+    )
+    rollup = commands.add_parser(
+        "rollups",
+        help="build the rollups of ROLLUP_TF_MINS that are missing (and drop the others); "
+        "with --rebuild, rebuild them from the stored candles",
+    )
+    rollup.add_argument(
+        "--rebuild",
+        nargs="*",
+        metavar="TICKER",
+        help="rebuild every rollup of these tickers (none named: of every ticker)",
+    )
     ingest = commands.add_parser(
         "ingest",
         help="load candle files (Stooq/Finam text, CSV with a header, Binance klines; gzip or "
@@ -78,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "check",
-        help="validate settings, reach the database and compare the series catalog with the "
-        "table; exit 0 when all is well",
+        help="validate settings, reach the database and compare the series catalog and the "
+        "rollups with the candles; exit 0 when all is well",
     )
     series = commands.add_parser(
         "catalog", help="the series catalog (ticker, tf_min, first, last, count)"
@@ -152,7 +169,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "migrate":
             applied = asyncio.run(migrate(config))
             log.info("migrations applied" if applied else "schema up to date", versions=applied)
-            return 0
+            return asyncio.run(_rollups(config, settings.rollups, None))
+        if args.command == "rollups":
+            return asyncio.run(_rollups(config, settings.rollups, args.rebuild))
     except StoreUnavailable as error:
         print(f"marketdata: {error.message}", file=sys.stderr)
         return 1
@@ -165,7 +184,44 @@ async def _check(config: DatabaseConfig) -> int:
         print(f"database reachable; pending migrations: {', '.join(pending)}")
         return 0
     print("settings valid; database reachable; schema up to date")
-    return await _catalog(config, refresh=False)
+    status = await _catalog(config, refresh=False)
+    drifted = await rollups.drift(config)
+    for d in drifted:
+        print(
+            f"rollup disagrees with its candles: {d.ticker} {d.rollup}: {d.buckets:,} buckets",
+            file=sys.stderr,
+        )
+    if drifted:
+        print(
+            f"marketdata: {len(drifted)} rollups disagree; `marketdata rollups --rebuild "
+            f"{' '.join(sorted({d.ticker for d in drifted}))}` mends them",
+            file=sys.stderr,
+        )
+        return 1
+    print("rollups agree with the candles")
+    return status
+
+
+async def _rollups(
+    config: DatabaseConfig, wanted: Sequence[Rollup], repair: list[str] | None
+) -> int:
+    """Bring the rollups to ROLLUP_TF_MINS, a ticker at a time, with a progress bar."""
+    with progress_bar() as bar:
+        task = bar.add_task("rollups", total=None, rate="") if bar is not None else None
+
+        def advance(ticker: str, done: int, of: int) -> None:
+            if bar is not None and task is not None:
+                bar.update(task, completed=done, total=of, description=f"rollups: {ticker}")
+
+        built = await rollups.sync(config, wanted, repair=repair, progress=advance)
+    kept = ", ".join(map(str, wanted)) or "none"
+    if repair is not None:
+        print(f"rollups rebuilt ({kept}) for {', '.join(repair) or 'every ticker'}")
+    elif built:
+        print(f"rollups built: {', '.join(map(str, built))} (kept: {kept})")
+    else:
+        print(f"rollups up to date (kept: {kept})")
+    return 0
 
 
 async def _catalog(config: DatabaseConfig, refresh: bool) -> int:
@@ -210,6 +266,9 @@ class _NoStore:
     """The writer of a dry run: nothing may be written."""
 
     async def write(self, rows: Iterable[Row]) -> WriteResult:
+        raise RuntimeError("a dry run writes nothing")
+
+    async def delete(self, ticker: str, tf_min: int, time_range: TimeRange) -> int:
         raise RuntimeError("a dry run writes nothing")
 
 

@@ -4,13 +4,15 @@ each all or nothing, with a progress bar on a terminal and a summary per file.""
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -37,6 +39,23 @@ def _tracked(
         yield row
 
 
+@contextmanager
+def progress_bar(*columns: ProgressColumn) -> Iterator[Progress | None]:
+    """A progress bar on a terminal (None elsewhere: logs and CI get the summaries only)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        *(columns or (MofNCompleteColumn(),)),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as progress:
+        yield progress
+
+
 async def ingest_files(
     paths: list[Path],
     options: IngestOptions,
@@ -49,20 +68,7 @@ async def ingest_files(
     `dry_run`: every row is read and checked, nothing is written."""
     failed = 0
     totals = [0, 0, 0]
-    progress = (
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        if sys.stderr.isatty()
-        else None
-    )
-    context: AbstractContextManager[object] = progress if progress is not None else nullcontext()
-    with context:
+    with progress_bar(DownloadColumn()) as progress:
         for path in paths:
             started = time.monotonic()
             try:

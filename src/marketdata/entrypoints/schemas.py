@@ -44,6 +44,10 @@ class WrittenBody(msgspec.Struct):
     unchanged: int
 
 
+class DeletedBody(msgspec.Struct):
+    deleted: int
+
+
 class ErrorBody(msgspec.Struct):
     error: str
 

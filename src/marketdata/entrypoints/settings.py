@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from dotenv import dotenv_values
 
+from marketdata.domain.errors import InvalidParameter
+from marketdata.domain.timeframes import Rollup, rollup_of
+
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
@@ -60,6 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_on_start: bool = True
     # Load the demo dataset after the migrations when `candles` is empty (`serve --demo`).
     demo_data: bool = False
+    # Rollups kept at write time, comma-separated minutes, in UTC buckets; whole days or weeks
+    # may name a zone (1440@America/New_York: its local days). Empty (or "off") keeps none.
+    # Built for existing data by `marketdata migrate`, `marketdata rollups` and at start-up.
+    rollup_tf_mins: str = "15,60,1440"
 
     def __repr__(self) -> str:
         # The URL may carry a password: never let it reach a log line or a traceback.
@@ -74,6 +81,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def rollups(self) -> tuple[Rollup, ...]:
+        """ROLLUP_TF_MINS read (and checked when the settings are read)."""
+        text = self.rollup_tf_mins.strip()
+        if text.lower() in ("", "off", "none"):
+            return ()
+        return tuple(sorted({rollup_of(part) for part in text.split(",") if part.strip()}))
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -107,6 +122,9 @@ def settings_from(values: Mapping[str, str]) -> Settings:
     for field in msgspec.structs.fields(Settings):
         name = field.name.upper()
         raw = values.get(name)
+        if field.name == "rollup_tf_mins" and raw is not None:
+            fields[field.name] = raw  # empty means none: checked below
+            continue
         if raw is None or raw.strip() == "":
             continue
         if field.name == "database_url":
@@ -142,4 +160,11 @@ def _cross_field_problems(s: Settings) -> list[str]:
         )
     if s.db_pool_min_size > s.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    try:
+        s.rollups  # noqa: B018 (read to check)
+    except InvalidParameter as error:
+        problems.append(
+            f"ROLLUP_TF_MINS: {error.reason} (comma-separated minutes above 1, whole days may"
+            " name a zone: 15,60,1440,1440@America/New_York; empty for none)"
+        )
     return problems

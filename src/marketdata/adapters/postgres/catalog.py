@@ -55,14 +55,16 @@ ON CONFLICT (ticker, tf_min) DO UPDATE SET
     last_ts = greatest(cs.last_ts, excluded.last_ts),
     count = cs.count + excluded.count,
     version = nextval('candle_series_version')
+RETURNING cs.ticker, cs.tf_min, (cs.xmax = 0)
 """
 
 
-async def record(cursor: psycopg.AsyncCursor[Any], changes: Changes) -> None:
-    """Update the catalog with a write's changes, in the write's transaction."""
+async def record(cursor: psycopg.AsyncCursor[Any], changes: Changes) -> list[tuple[str, int]]:
+    """Update the catalog with a write's changes, in the write's transaction; the series
+    that are new to it."""
     changed = sorted((key, c) for key, c in changes.items() if c.added or c.updated)
     if not changed:
-        return
+        return []
     await cursor.execute(
         _RECORD,
         (
@@ -73,6 +75,27 @@ async def record(cursor: psycopg.AsyncCursor[Any], changes: Changes) -> None:
             [c.added for _, c in changed],
         ),
     )
+    return [(ticker, tf_min) for ticker, tf_min, new in await cursor.fetchall() if new]
+
+
+async def forget(cursor: psycopg.AsyncCursor[Any], ticker: str, tf_min: int, deleted: int) -> bool:
+    """After `deleted` candles of a series were deleted in this transaction: its catalog row
+    follows (first and last read through the index); whether the series is gone."""
+    await cursor.execute(
+        "SELECT min(ts), max(ts) FROM candles WHERE ticker = %s AND tf_min = %s", (ticker, tf_min)
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        await cursor.execute(
+            "DELETE FROM candle_series WHERE ticker = %s AND tf_min = %s", (ticker, tf_min)
+        )
+        return True
+    await cursor.execute(
+        "UPDATE candle_series SET first_ts = %s, last_ts = %s, count = count - %s,"
+        " version = nextval('candle_series_version') WHERE ticker = %s AND tf_min = %s",
+        (row[0], row[1], deleted, ticker, tf_min),
+    )
+    return False
 
 
 _TRUTH = """

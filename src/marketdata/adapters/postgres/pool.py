@@ -149,8 +149,11 @@ class Database:
             max_size=config.pool_max_size,
             kwargs={
                 "connect_timeout": _connect_timeout(config),
+                # work_mem: the sorts of resampling and of keeping rollups (a day of
+                # one-minute candles, a year of hourly ones) fit in memory instead of
+                # spilling to disk: 15-25 % faster, measured (bench/README.md)
                 "options": f"-c statement_timeout={round(config.command_timeout * 1000)}"
-                " -c TimeZone=UTC",
+                " -c TimeZone=UTC -c work_mem=32MB",
                 "application_name": "marketdata",
                 "autocommit": True,
             },

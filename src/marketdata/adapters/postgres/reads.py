@@ -1,13 +1,15 @@
 """The read side: plain SQL returning Structs, resampling in SQL, exports from a server-side
 cursor, and what is stored read from the series catalog rather than counted."""
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from marketdata.adapters.postgres.buckets import CANDLE_ROWS, LOCAL_LABEL, ROLLUP_ROWS, bucketed
 from marketdata.adapters.postgres.pool import Database, translated_errors
-from marketdata.domain.candles import MINUTES_PER_WEEK, Candle, Order, Resample, TimeRange
-from marketdata.domain.ports import Coverage, Gap, Series
+from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.ports import Gap
+from marketdata.domain.timeframes import Holdings, Resample, Rollup, Series, origin_of
 
 COLUMNS = (
     "ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
@@ -21,10 +23,16 @@ SELECT DISTINCT ticker FROM candle_series
 WHERE lower(left(ticker, char_length(%(prefix)s))) = lower(%(prefix)s)
 ORDER BY ticker LIMIT %(limit)s
 """
-_SERIES = (
-    "SELECT ticker, tf_min, first_ts, last_ts, count, version FROM candle_series"
-    " WHERE ticker = ANY(%s) ORDER BY ticker, tf_min"
-)
+# The series of some tickers, and on every row (or on one of NULLs when there are none) the
+# rollup timeframes that are complete: one round trip.
+_HOLDINGS = """
+SELECT s.ticker, s.tf_min, s.first_ts, s.last_ts, s.count, s.version, r.tfs, r.tzs
+FROM (SELECT coalesce(array_agg(tf_min ORDER BY tf_min, tz), '{}') AS tfs,
+             coalesce(array_agg(tz ORDER BY tf_min, tz), '{}') AS tzs
+      FROM rollup_timeframes WHERE ready) r
+LEFT JOIN candle_series s ON s.ticker = ANY(%s)
+ORDER BY s.ticker, s.tf_min
+"""
 
 _CANDLES = {
     Order.ASC: f"SELECT {COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
@@ -39,58 +47,85 @@ RANGE = (
 )
 
 
-def _resampled_sql(order: Order, ranged: bool) -> str:
+# Where the rows of a resampling are read: the candles of the stored timeframe, or a rollup
+# kept from them (adapters/postgres/rollups.py).
+CANDLES, ROLLUPS = "candles", "candle_rollups"
+
+
+def _resampled_sql(order: Order, ranged: bool, table: str) -> str:
     """Buckets made from a bounded run of source rows in ts order (the caller drops the
-    last bucket when the run was cut short by its row limit). Open of the first row, max
-    high, min low, close of the last, sum of volume, openint of the last."""
+    last bucket when the run was cut short by its row limit); the count is of rows read."""
+    direction = "ASC" if order is Order.ASC else "DESC"
+    bounds = " AND ts >= %(start)s AND ts <= %(end)s" if ranged else ""
+    kept = " AND tz = %(rollup_tz)s" if table == ROLLUPS else ""
+    run = (
+        f"SELECT {CANDLE_ROWS if table == CANDLES else ROLLUP_ROWS} FROM {table}"
+        f" WHERE ticker = %(ticker)s AND tf_min = %(source)s{kept}{bounds}"
+        f" ORDER BY ts {direction} LIMIT %(rows)s"
+    )
+    return f"{bucketed(run, LOCAL_LABEL)} ORDER BY bucket {direction}"
+
+
+def _rollup_sql(order: Order, ranged: bool) -> str:
+    """A rollup read as it is kept, when its buckets are the ones asked for (UTC)."""
     direction = "ASC" if order is Order.ASC else "DESC"
     bounds = " AND ts >= %(start)s AND ts <= %(end)s" if ranged else ""
     return f"""
-WITH run AS (
-    SELECT ts, open::float8 AS o, high::float8 AS h, low::float8 AS l, close::float8 AS c,
-           volume::float8 AS v, coalesce(openint, 0)::int8 AS oi
-    FROM candles WHERE ticker = %(ticker)s AND tf_min = %(source)s{bounds}
-    ORDER BY ts {direction} LIMIT %(rows)s
-), binned AS (
-    SELECT *, date_bin(%(stride)s, ts AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s
-        AS bucket
-    FROM run
-)
-SELECT bucket, (array_agg(o ORDER BY ts))[1], max(h), min(l),
-       (array_agg(c ORDER BY ts DESC))[1], sum(v), (array_agg(oi ORDER BY ts DESC))[1],
-       count(*)
-FROM binned GROUP BY bucket ORDER BY bucket {direction}
+SELECT ts, open, high, low, close, volume, openint, 1 FROM candle_rollups
+WHERE ticker = %(ticker)s AND tf_min = %(source)s AND tz = %(rollup_tz)s{bounds}
+ORDER BY ts {direction} LIMIT %(rows)s
 """
+
+
+_RESAMPLED = {
+    (order, ranged, table): _resampled_sql(order, ranged, table)
+    for order in Order
+    for ranged in (False, True)
+    for table in (CANDLES, ROLLUPS)
+}
+_ROLLUP = {
+    (order, ranged): _rollup_sql(order, ranged) for order in Order for ranged in (False, True)
+}
+
+
+def resampled_query(tf_min: int, resample: Resample, order: Order, ranged: bool) -> str:
+    """The statement that makes buckets of `tf_min` as `resample` says."""
+    if resample.rollup is None:
+        return _RESAMPLED[order, ranged, CANDLES]
+    if resample.rollup == tf_min and resample.rollup_tz == resample.tz:
+        return _ROLLUP[order, ranged]  # the rollup's rows are the buckets
+    return _RESAMPLED[order, ranged, ROLLUPS]
 
 
 def resample_params(
     ticker: str, tf_min: int, resample: Resample, rows: int | None
 ) -> dict[str, Any]:
-    weekly = tf_min % MINUTES_PER_WEEK == 0
     return {
         "ticker": ticker,
-        "source": resample.source_tf,
+        "source": resample.read_tf,
         "rows": rows,  # None: LIMIT NULL, no limit
         "stride": timedelta(minutes=tf_min),
         "tz": resample.tz,
-        "origin": datetime(1970, 1, 5) if weekly else datetime(1970, 1, 1),  # Monday / epoch
+        "origin": origin_of(tf_min),
+        "rollup_tz": resample.rollup_tz,
     }
 
 
 def _inside(bucket: datetime, tf_min: int, resample: Resample, time_range: TimeRange) -> bool:
-    """Whether every source candle the bucket can hold lies inside the range."""
+    """Whether every stored candle the bucket can hold lies inside the range (a rollup row
+    holds candles of the stored timeframe too: the rule is the same whatever is read)."""
     last_source = timedelta(minutes=tf_min - resample.source_tf)
     return bucket >= time_range.start and bucket + last_source <= time_range.end
 
 
-_RESAMPLED = {
-    (order, ranged): _resampled_sql(order, ranged) for order in Order for ranged in (False, True)
-}
-
-
-async def series_of(database: Database, tickers: list[str]) -> list[Series]:
-    """The catalog's rows for these tickers, by ticker then timeframe."""
-    return [Series(*row) for row in await database.fetch(_SERIES, (tickers,))]
+async def holdings_of(database: Database, tickers: list[str]) -> Holdings:
+    """The catalog's rows for these tickers, by ticker then timeframe, and the complete
+    rollup timeframes."""
+    rows = await database.fetch(_HOLDINGS, (tickers,))
+    return Holdings(
+        series=tuple(Series(*row[:6]) for row in rows if row[0] is not None),
+        rollups=tuple(map(Rollup, rows[0][6], rows[0][7])) if rows else (),
+    )
 
 
 async def resampled(
@@ -104,11 +139,13 @@ async def resampled(
 ) -> list[Candle]:
     # enough source rows for `limit` buckets, plus one cut short by the row limit and
     # one cut by the start of the range
-    rows_limit = (limit + 2) * (tf_min // resample.source_tf)
+    rows_limit = (limit + 2) * (tf_min // resample.read_tf)
     params = resample_params(ticker, tf_min, resample, rows_limit)
     if time_range is not None:
         params |= {"start": time_range.start, "end": time_range.end}
-    rows = await database.fetch(_RESAMPLED[order, time_range is not None], params)
+    rows = await database.fetch(
+        resampled_query(tf_min, resample, order, time_range is not None), params
+    )
     if sum(row[7] for row in rows) >= rows_limit:
         rows = rows[:-1]  # the run of source rows ended inside this bucket
     if time_range is not None:  # only buckets entirely inside the range
@@ -154,14 +191,8 @@ class PostgresCandleRepository:
         )
         return [Candle(*row) for row in rows]
 
-    async def timeframes(self, ticker: str) -> list[int]:
-        return [entry.tf_min for entry in await series_of(self._db, [ticker])]
-
-    async def coverage(self, ticker: str) -> list[Coverage]:
-        return [
-            Coverage(entry.tf_min, entry.first, entry.last, entry.count)
-            for entry in await series_of(self._db, [ticker])
-        ]
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        return await holdings_of(self._db, list(tickers))
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
         rows = await self._db.fetch(
@@ -192,7 +223,7 @@ class PostgresCandleRepository:
             )
             params: dict[str, Any] = {"ticker": ticker, "tf": tf_min, "limit": limit}
         else:
-            query = _RESAMPLED[order, time_range is not None]
+            query = resampled_query(tf_min, resample, order, time_range is not None)
             params = resample_params(ticker, tf_min, resample, None)
         if time_range is not None:
             params |= {"start": time_range.start, "end": time_range.end}

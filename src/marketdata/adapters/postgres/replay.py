@@ -8,10 +8,18 @@ from typing import Any
 from psycopg import sql
 
 from marketdata.adapters.postgres.pool import Database
-from marketdata.adapters.postgres.reads import COLUMNS, RANGE, resample_params, resampled, series_of
+from marketdata.adapters.postgres.reads import (
+    CANDLES,
+    COLUMNS,
+    RANGE,
+    ROLLUPS,
+    holdings_of,
+    resample_params,
+    resampled,
+)
 from marketdata.domain.candles import Candle, Order, TimeRange
-from marketdata.domain.ports import Series
 from marketdata.domain.replay import ReplayKey, ReplaySelection
+from marketdata.domain.timeframes import Holdings
 
 _FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 
@@ -24,8 +32,8 @@ class PostgresReplaySource:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def series(self, tickers: Sequence[str]) -> list[Series]:
-        return await series_of(self._db, list(tickers))
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        return await holdings_of(self._db, list(tickers))
 
     def _buckets(self, selection: ReplaySelection) -> tuple[sql.Composable, list[Any]]:
         """(bucket, ticker) of every candle the replay plays, as one UNION ALL."""
@@ -49,11 +57,14 @@ class PostgresReplaySource:
             parts.append(
                 sql.SQL(
                     "SELECT bucket, ticker FROM (SELECT DISTINCT date_bin(%s, ts AT TIME ZONE"
-                    " %s, %s) AT TIME ZONE %s AS bucket, ticker FROM candles WHERE ticker = %s"
-                    " AND tf_min = %s AND ts >= coalesce(%s::timestamptz, '-infinity')"
+                    " %s, %s) AT TIME ZONE %s AS bucket, ticker FROM {} WHERE ticker = %s"
+                    " AND tf_min = %s{} AND ts >= coalesce(%s::timestamptz, '-infinity')"
                     " AND ts <= coalesce(%s::timestamptz, 'infinity')) r"
                     " WHERE bucket >= coalesce(%s::timestamptz, '-infinity')"
                     " AND bucket + %s <= coalesce(%s::timestamptz, 'infinity')"
+                ).format(
+                    sql.Identifier(CANDLES if resample.rollup is None else ROLLUPS),
+                    sql.SQL("" if resample.rollup is None else " AND tz = %s"),
                 )
             )
             last = timedelta(minutes=selection.tf_min - resample.source_tf)
@@ -63,7 +74,8 @@ class PostgresReplaySource:
                 p["origin"],
                 p["tz"],
                 ticker,
-                resample.source_tf,
+                resample.read_tf,
+                *([] if resample.rollup is None else [resample.rollup_tz]),
                 *window,
                 selection.start,
                 last,

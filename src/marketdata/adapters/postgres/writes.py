@@ -1,5 +1,5 @@
-"""The one write path: rows COPYed into a staging table, merged into candles, and the series
-catalog updated, all in one transaction."""
+"""The one write path: rows COPYed into a staging table, merged into candles, the series
+catalog and the rollups updated, all in one transaction; deletions the same way."""
 
 from collections.abc import Iterable
 from typing import Any
@@ -7,8 +7,9 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres import catalog, rollups
 from marketdata.adapters.postgres.pool import Database, translated_errors
+from marketdata.domain.candles import TimeRange
 from marketdata.domain.ingest import BadFile, Row, WriteResult
 
 _STAGING = (
@@ -35,6 +36,8 @@ GROUP BY ticker, tf_min, ts HAVING count(*) > 1 LIMIT 1
 # Changed candles first, then the new ones with a plain INSERT: about twice as fast as
 # INSERT ... ON CONFLICT on this machine (bench/README.md). Rows go in key order. Each
 # statement returns, per series, what it did (for the catalog).
+# With rollups kept, each statement also notes the keys it changed (rollups.CHANGED).
+_NOTED = ", noted AS (INSERT INTO candles_changed SELECT ticker, tf_min, ts FROM {0})"
 _UPDATE = f"""
 WITH changed AS (
     UPDATE candles c SET open = s.open, high = s.high, low = s.low, close = s.close,
@@ -43,8 +46,8 @@ WITH changed AS (
     WHERE {_KEY}
       AND (c.open, c.high, c.low, c.close, c.volume, c.openint)
           IS DISTINCT FROM (s.open, s.high, s.low, s.close, s.volume, s.openint)
-    RETURNING c.ticker, c.tf_min
-)
+    RETURNING c.ticker, c.tf_min, c.ts
+){{noted}}
 SELECT ticker, tf_min, count(*) FROM changed GROUP BY ticker, tf_min
 """
 _INSERT = f"""
@@ -55,7 +58,7 @@ WITH added AS (
     WHERE NOT EXISTS (SELECT 1 FROM candles c WHERE {_KEY})
     ORDER BY s.ticker, s.tf_min, s.ts
     RETURNING ticker, tf_min, ts
-)
+){{noted}}
 SELECT ticker, tf_min, count(*), min(ts), max(ts), 0 FROM added GROUP BY ticker, tf_min
 """
 # When another writer inserted some of the same new candles meanwhile, the plain INSERT
@@ -73,12 +76,26 @@ WITH written AS (
         IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close,
                           excluded.volume, excluded.openint)
     RETURNING ticker, tf_min, ts, (xmax = 0) AS inserted
-)
+){noted}
 SELECT ticker, tf_min, count(*) FILTER (WHERE inserted),
        min(ts) FILTER (WHERE inserted), max(ts) FILTER (WHERE inserted),
        count(*) FILTER (WHERE NOT inserted)
 FROM written GROUP BY ticker, tf_min
 """
+
+
+def _merge(statement: str, cte: str, noting: bool) -> str:
+    return statement.format(noted=_NOTED.format(cte) if noting else "")
+
+
+_MERGE = {
+    noting: (
+        _merge(_UPDATE, "changed", noting),
+        _merge(_INSERT, "added", noting),
+        _merge(_UPSERT, "written", noting),
+    )
+    for noting in (False, True)
+}
 
 
 async def write_rows(
@@ -92,6 +109,11 @@ async def write_rows(
     async with conn.transaction(), conn.cursor() as cursor:
         if not bounded:
             await cursor.execute("SET LOCAL statement_timeout = 0")
+        kept = await rollups.kept(cursor)
+        noting = bool(kept.rollups)
+        update, insert, upsert = _MERGE[noting]
+        if noting:
+            await cursor.execute(rollups.CHANGED)
         await cursor.execute(_STAGING)
         async with cursor.copy("COPY candles_staging FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_STAGING_TYPES)
@@ -105,26 +127,58 @@ async def write_rows(
                 f"the data holds the candle {twice[0]} tf_min={twice[1]}"
                 f" ts={twice[2].isoformat()} more than once"
             )
-        await cursor.execute(_UPDATE)
+        await cursor.execute(update)
         for ticker, tf_min, updated in await cursor.fetchall():
             changes[ticker, tf_min] = catalog.SeriesChange(updated=updated)
         try:
             async with conn.transaction():  # a savepoint
-                await cursor.execute(_INSERT)
+                await cursor.execute(insert)
                 settled = await cursor.fetchall()
         except pg_errors.UniqueViolation:
-            await cursor.execute(_UPSERT)
+            await cursor.execute(upsert)
             settled = await cursor.fetchall()
         for ticker, tf_min, added, first, last, updated in settled:
             change = changes.setdefault((ticker, tf_min), catalog.SeriesChange())
             change.added, change.first, change.last = added, first, last
             change.updated += updated
-        await catalog.record(cursor, changes)
+        new_series = await catalog.record(cursor, changes)
+        written = [key for key, c in changes.items() if c.added or c.updated]
+        await rollups.keep(cursor, written, {ticker for ticker, _ in new_series}, kept)
     return WriteResult(
         rows=count,
         inserted=sum(c.added for c in changes.values()),
         updated=sum(c.updated for c in changes.values()),
     )
+
+
+_DELETE = """
+WITH gone AS (
+    DELETE FROM candles WHERE ticker = %s AND tf_min = %s AND ts >= %s AND ts <= %s
+    RETURNING ticker, tf_min, ts
+){noted}
+SELECT count(*) FROM gone
+"""
+
+
+async def delete_rows(
+    conn: psycopg.AsyncConnection[Any], ticker: str, tf_min: int, time_range: TimeRange
+) -> int:
+    """Delete a series' candles in the range, with the catalog and the rollups, in one
+    transaction; how many were deleted."""
+    async with conn.transaction(), conn.cursor() as cursor:
+        kept = await rollups.kept(cursor)
+        if kept.rollups:
+            await cursor.execute(rollups.CHANGED)
+        await cursor.execute(
+            _merge(_DELETE, "gone", bool(kept.rollups)),
+            (ticker, tf_min, time_range.start, time_range.end),
+        )
+        row = await cursor.fetchone()
+        deleted = int(row[0]) if row else 0
+        if deleted:
+            gone = await catalog.forget(cursor, ticker, tf_min, deleted)
+            await rollups.keep(cursor, [(ticker, tf_min)], {ticker} if gone else set(), kept)
+    return deleted
 
 
 class PostgresCandleWriter:
@@ -142,3 +196,10 @@ class PostgresCandleWriter:
             self._db.connection() as conn,
         ):
             return await write_rows(conn, rows, bounded=self._bounded)
+
+    async def delete(self, ticker: str, tf_min: int, time_range: TimeRange) -> int:
+        async with (
+            translated_errors(self._db.location, self._db.config),
+            self._db.connection() as conn,
+        ):
+            return await delete_rows(conn, ticker, tf_min, time_range)

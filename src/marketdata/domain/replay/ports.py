@@ -8,14 +8,14 @@ from typing import Protocol
 import msgspec
 
 from marketdata.domain.candles import Candle
-from marketdata.domain.ports import Series
 from marketdata.domain.replay.pacing import Wake
 from marketdata.domain.replay.selection import ReplayKey, ReplaySelection
+from marketdata.domain.timeframes import Holdings
 
 
 class ReplaySource(Protocol):
-    async def series(self, tickers: Sequence[str]) -> list[Series]:
-        """The catalog's entries of these tickers (every stored timeframe)."""
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        """The catalog's series of these tickers and the rollup timeframes kept."""
         ...
 
     async def count(self, selection: ReplaySelection) -> int:

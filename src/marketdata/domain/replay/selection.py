@@ -5,9 +5,9 @@ from datetime import datetime
 
 import msgspec
 
-from marketdata.domain.candles import Candle, Resample, serving, ticker_of, timeframe_of
+from marketdata.domain.candles import Candle, ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
-from marketdata.domain.ports import Series
+from marketdata.domain.timeframes import Holdings, Resample, serving
 
 MAX_TICKERS = 20
 
@@ -19,20 +19,17 @@ class ReplaySelection(msgspec.Struct, frozen=True):
     tf_min: int
     start: datetime | None = None
     end: datetime | None = None
-    # Per ticker, the stored timeframe its candles are made from (empty: tf_min for all);
-    # a finer one is resampled into buckets aligned in `tz`, as for REST.
-    source_tfs: tuple[int, ...] = ()
     tz: str = "UTC"
+    # Per ticker, how its candles are made when tf_min is not stored (empty: stored for
+    # all): resampled into buckets aligned in `tz`, as `serving` decides for REST.
+    resamples: tuple[Resample | None, ...] = ()
 
     def resample_of(self, ticker: str) -> Resample | None:
-        if not self.source_tfs:
-            return None
-        source = self.source_tfs[self.tickers.index(ticker)]
-        return None if source == self.tf_min else Resample(source, self.tz)
+        return self.resamples[self.tickers.index(ticker)] if self.resamples else None
 
     @property
     def resampled(self) -> bool:
-        return any(source != self.tf_min for source in self.source_tfs)
+        return any(r is not None for r in self.resamples)
 
     def __post_init__(self) -> None:
         if not self.tickers:
@@ -46,29 +43,27 @@ class ReplaySelection(msgspec.Struct, frozen=True):
             raise InvalidQuery("start must not be after end")
 
 
-def planned(selection: ReplaySelection, stored: list[Series]) -> tuple[ReplaySelection, int | None]:
-    """The selection with each ticker's source timeframe (as `serving` decides for REST),
-    and its number of candles when the catalog tells it (stored series, whole or ranged over
-    all they hold); None when the source must count them. A ticker whose timeframe cannot
-    be served has no candles."""
-    by_ticker: dict[str, dict[int, Series]] = {}
-    for entry in stored:
-        by_ticker.setdefault(entry.ticker, {})[entry.tf_min] = entry
-    sources = []
+def planned(selection: ReplaySelection, held: Holdings) -> tuple[ReplaySelection, int | None]:
+    """The selection with each ticker's resampling (as `serving` decides for REST), and its
+    number of candles when the catalog tells it (stored series, whole or ranged over all
+    they hold); None when the source must count them. A ticker whose timeframe cannot be
+    served has no candles."""
+    resamples: list[Resample | None] = []
     total: int | None = 0
     for ticker in selection.tickers:
-        held = by_ticker.get(ticker, {})
-        plan = serving(selection.tf_min, held, selection.tz)
-        sources.append(plan.resample.source_tf if plan.resample else selection.tf_min)
+        series = held.of(ticker)
+        plan = serving(selection.tf_min, series, selection.tz, held.rollups)
+        resamples.append(plan.resample)
+        stored = next((s for s in series if s.tf_min == selection.tf_min), None)
         if plan.resample is not None:
             total = None  # buckets are counted by the source
-        elif total is not None and (held_tf := held.get(selection.tf_min)) is not None:
-            covered = (selection.start is None or selection.start <= held_tf.first) and (
-                selection.end is None or selection.end >= held_tf.last
+        elif total is not None and stored is not None:
+            covered = (selection.start is None or selection.start <= stored.first) and (
+                selection.end is None or selection.end >= stored.last
             )
-            total = total + held_tf.count if covered else None
-    if any(source != selection.tf_min for source in sources):
-        selection = msgspec.structs.replace(selection, source_tfs=tuple(sources))
+            total = total + stored.count if covered else None
+    if any(r is not None for r in resamples):
+        selection = msgspec.structs.replace(selection, resamples=tuple(resamples))
     return selection, total
 
 

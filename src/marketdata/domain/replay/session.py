@@ -107,7 +107,7 @@ class ReplaySession:
         timeframes and the count (from the catalog where it can: one query for a stored
         series however long), then the first page. NotFound when there are no candles."""
         self.selection, total = planned(
-            self.selection, await self._source.series(self.selection.tickers)
+            self.selection, await self._source.holdings(self.selection.tickers)
         )
         if total is None:
             total = await self._source.count(self.selection)

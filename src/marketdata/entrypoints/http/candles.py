@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from dishka.integrations.litestar import FromDishka, inject
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 from litestar.response import Stream
@@ -30,7 +30,7 @@ from marketdata.entrypoints.http.docs import (
     Tz,
 )
 from marketdata.entrypoints.http.exports import output_format, streamed
-from marketdata.entrypoints.schemas import CandlesBody, WrittenBody
+from marketdata.entrypoints.schemas import CandlesBody, DeletedBody, WrittenBody
 from marketdata.entrypoints.settings import Settings
 
 Datetime = Annotated[
@@ -166,3 +166,30 @@ class CandlesController(Controller):
         imports: FromDishka[CandleImport],
     ) -> WrittenBody:
         return await writes.write(request, settings, imports)
+
+    @delete(
+        "/",
+        summary="Delete candles of a series between two times",
+        description="Delete the candles of one series with start <= ts <= end, all or nothing "
+        "(the series catalog and the rollups follow in the same transaction); the body says "
+        "how many. Needs `Authorization: Bearer <API key>`.",
+        tags=["candles"],
+        status_code=200,
+        security=[{"bearer": []}],
+        responses={**writes.WRITE_RESPONSES, 400: BAD_REQUEST},
+    )
+    @inject
+    async def remove(
+        self,
+        request: Request[Any, Any, Any],
+        settings: FromDishka[Settings],
+        imports: FromDishka[CandleImport],
+        ticker: Ticker,
+        tf_min: Annotated[
+            int,
+            QueryParameter(description="Timeframe in minutes.", gt=0, le=2**31 - 1),
+        ],
+        start: Datetime,
+        end: Datetime,
+    ) -> DeletedBody:
+        return await writes.delete(request, settings, imports, ticker, tf_min, start, end)

@@ -9,11 +9,11 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 
-from marketdata.domain.candles import Candle
+from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row, row_of, rows_from_csv
 from marketdata.entrypoints.http.docs import INTERNAL, UNAVAILABLE, spec
-from marketdata.entrypoints.schemas import ErrorBody, ValidationErrorBody, WrittenBody
+from marketdata.entrypoints.schemas import DeletedBody, ErrorBody, ValidationErrorBody, WrittenBody
 from marketdata.entrypoints.settings import Settings
 
 BODY = "body"
@@ -138,3 +138,20 @@ async def write(
     result = await imports.load(rows_of(await request.body(), media_type))
     request.app.state.metrics.rows_ingested.inc(result.inserted + result.updated)
     return WrittenBody(result.rows, result.inserted, result.updated, result.unchanged)
+
+
+async def delete(
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    imports: CandleImport,
+    ticker: str,
+    tf_min: int,
+    start: str,
+    end: str,
+) -> DeletedBody:
+    """Authorize, then delete the range of one series, all or nothing."""
+    authorize(request.headers.get("authorization"), settings.api_key_list)
+    deleted = await imports.delete(
+        ticker, tf_min, parse_timestamp(start, "start"), parse_timestamp(end, "end")
+    )
+    return DeletedBody(deleted)

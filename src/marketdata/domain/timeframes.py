@@ -1,0 +1,257 @@
+"""How a timeframe is served: as stored, or resampled from a finer source, buckets aligned
+how. One rule for REST, exports and replay (`serving`), and one for the rollups kept at write
+time (`rollup_levels`), so that a rollup always holds what resampling its base would give.
+
+Buckets are aligned with `date_bin` on an epoch origin (1970-01-01 00:00; for whole weeks
+1970-01-05, a Monday) in local time of a zone: `America/New_York` keeps a US session in one
+day. Rollups are kept in UTC buckets from the epoch, or, for whole days and weeks, in the
+local days of a zone (`1440@America/New_York`); a rollup serves a resampled timeframe only
+where each of its buckets falls whole into one bucket of that timeframe.
+"""
+
+import functools
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from marketdata.domain.errors import InvalidParameter, NotFound
+
+MINUTES_PER_DAY = 1440
+MINUTES_PER_WEEK = 10080
+EPOCH = datetime(1970, 1, 1)
+MONDAY = datetime(1970, 1, 5)
+
+
+def origin_of(tf_min: int) -> datetime:
+    """The local time buckets of `tf_min` count from: weeks start on a Monday."""
+    return MONDAY if tf_min % MINUTES_PER_WEEK == 0 else EPOCH
+
+
+class Series(msgspec.Struct, frozen=True):
+    """A stored series as the catalog knows it; `version` changes whenever it does."""
+
+    ticker: str
+    tf_min: int
+    first: datetime
+    last: datetime
+    count: int
+    version: int = 0
+
+
+class Rollup(msgspec.Struct, frozen=True, order=True):
+    """A rollup kept: buckets of `tf_min` minutes from the epoch in UTC, or in local time of
+    `tz` (whole days and weeks only: a zone's hours are the UTC hours or half hours)."""
+
+    tf_min: int
+    tz: str = "UTC"
+
+    def __str__(self) -> str:
+        return str(self.tf_min) if self.tz == "UTC" else f"{self.tf_min}@{self.tz}"
+
+
+def rollup_of(text: str) -> Rollup:
+    """`15`, `1440` or `1440@America/New_York`, as ROLLUP_TF_MINS lists them."""
+    minutes, _, tz = text.strip().partition("@")
+    try:
+        tf_min = int(minutes)
+    except ValueError:
+        raise InvalidParameter("rollup", f"{text!r} is not minutes[@zone]") from None
+    if not 1 < tf_min <= 2**31 - 1:
+        raise InvalidParameter("rollup", f"{text!r}: minutes must be above 1")
+    if not tz or tz == "UTC":
+        return Rollup(tf_min)
+    if tf_min % MINUTES_PER_DAY:
+        raise InvalidParameter("rollup", f"{text!r}: rollups in a zone are whole days or weeks")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidParameter("rollup", f"{text!r}: {tz!r} is not a known time zone") from None
+    return Rollup(tf_min, tz)
+
+
+class Holdings(msgspec.Struct, frozen=True):
+    """What is stored for some tickers (the catalog's series) and which rollups are kept
+    and complete."""
+
+    series: tuple[Series, ...] = ()
+    rollups: tuple[Rollup, ...] = ()
+
+    def of(self, ticker: str) -> tuple[Series, ...]:
+        return tuple(s for s in self.series if s.ticker == ticker)
+
+
+class Resample(msgspec.Struct, frozen=True):
+    """Aggregate candles into buckets of the requested timeframe, aligned in `tz`.
+
+    `source_tf` is the stored timeframe the buckets are made of (the finest that divides
+    the requested one): it decides which candles a bucket holds and whether a bucket lies
+    whole inside a range. `rollup`, when set, is a coarser timeframe kept at write time
+    from `source_tf`, read instead of it: the same buckets from fewer rows.
+    """
+
+    source_tf: int
+    tz: str = "UTC"
+    rollup: int | None = None
+    rollup_tz: str = "UTC"  # the zone of the rollup's buckets
+
+    @property
+    def read_tf(self) -> int:
+        """The timeframe of the rows actually read."""
+        return self.rollup or self.source_tf
+
+
+class Serving(msgspec.Struct, frozen=True):
+    """How one timeframe of one ticker is served: as stored, or resampled (`resample`) from a
+    finer stored timeframe; or not at all (`available` false), with what is stored."""
+
+    tf_min: int
+    stored: tuple[int, ...]
+    resample: Resample | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.resample is not None or self.tf_min in self.stored
+
+    def not_found(self, ticker: str) -> NotFound:
+        message = f"No candles found for ticker {ticker!r} with tf_min={self.tf_min}"
+        if not self.stored:
+            return NotFound(message)
+        held = ", ".join(map(str, self.stored))
+        return NotFound(
+            f"{message}: it is not stored and cannot be built from the stored timeframes "
+            f"({held}); a resampled timeframe must be a multiple of one of them"
+        )
+
+
+def serving(
+    tf_min: int, series: Iterable[Series], tz: str = "UTC", rollups: Iterable[Rollup] = ()
+) -> Serving:
+    """The one rule for every reader: a stored timeframe is served as stored; otherwise it
+    is made from the finest stored timeframe that divides it, buckets aligned in `tz`, read
+    from the coarsest kept rollup of that timeframe whose buckets fall whole into the
+    requested ones over the series' span (the answer is the same, only cheaper)."""
+    held = {s.tf_min: s for s in series}
+    stored = tuple(sorted(held))
+    if tf_min in held:
+        return Serving(tf_min, stored)
+    divisors = [tf for tf in stored if tf < tf_min and tf_min % tf == 0]
+    if not divisors:
+        return Serving(tf_min, stored)
+    base = held[divisors[0]]
+    usable = [
+        r
+        for r in rollups
+        if r.tf_min not in held and _fits(r, tf_min, tz, base.tf_min, base.first, base.last)
+    ]
+    if not usable:
+        return Serving(tf_min, stored, Resample(base.tf_min, tz))
+    best = max(usable)
+    return Serving(tf_min, stored, Resample(base.tf_min, tz, best.tf_min, best.tz))
+
+
+def _fits(
+    rollup: Rollup, tf_min: int, tz: str, base_tf: int, first: datetime, last: datetime
+) -> bool:
+    """Whether `rollup`, made of `base_tf` candles, holds whole buckets of `tf_min` in `tz`
+    between `first` and `last`."""
+    if not (base_tf < rollup.tf_min <= tf_min and tf_min % rollup.tf_min == 0):
+        return False
+    if rollup.tf_min % base_tf:
+        return False
+    if rollup.tz == "UTC":
+        return aligned(rollup.tf_min, tf_min, tz, first, last)
+    # local days of the same zone: both count from local midnight of the epoch
+    return (
+        rollup.tz == tz and (origin_of(tf_min) - EPOCH).total_seconds() % (rollup.tf_min * 60) == 0
+    )
+
+
+class RollupLevel(msgspec.Struct, frozen=True):
+    """A rollup kept for one ticker: buckets of `tf_min` (in UTC or the local days of
+    `tz`) made of its stored `base_tf` candles, computed from the rollup `parent` (made of
+    the same base) when there is one, else from the candles themselves."""
+
+    tf_min: int
+    base_tf: int
+    parent: Rollup | None = None
+    tz: str = "UTC"
+
+    @property
+    def rollup(self) -> Rollup:
+        return Rollup(self.tf_min, self.tz)
+
+
+def rollup_levels(
+    series: Iterable[Series], rollups: Iterable[Rollup], trusted: Iterable[Rollup] | None = None
+) -> list[RollupLevel]:
+    """The rollups kept for a ticker whose stored series are `series`, finest first: each
+    configured one whose timeframe is not stored and has a stored divisor, made of the
+    finest such divisor (what `serving` would resample from). A level is computed from a
+    finer level of the same base whose buckets fall whole into its own, when that one is
+    `trusted` (complete; None: all are), else from the stored candles."""
+    held = {s.tf_min: s for s in series}
+    complete = None if trusted is None else set(trusted)
+    levels: list[RollupLevel] = []
+    for rollup in sorted(set(rollups), key=lambda r: (r.tf_min, r.tz)):
+        divisors = sorted(tf for tf in held if tf < rollup.tf_min and rollup.tf_min % tf == 0)
+        if rollup.tf_min in held or not divisors:
+            continue
+        base = held[divisors[0]]
+        parents = [
+            lv.rollup
+            for lv in levels
+            if lv.base_tf == base.tf_min
+            and lv.tf_min < rollup.tf_min
+            and (complete is None or lv.rollup in complete)
+            and _fits(lv.rollup, rollup.tf_min, rollup.tz, base.tf_min, base.first, base.last)
+        ]
+        parent = max(parents) if parents else None
+        levels.append(RollupLevel(rollup.tf_min, base.tf_min, parent, rollup.tz))
+    return levels
+
+
+def aligned(rollup: int, tf_min: int, tz: str, first: datetime, last: datetime) -> bool:
+    """Whether every UTC bucket of `rollup` minutes (counted from the epoch) between `first`
+    and `last` falls whole into one bucket of `tf_min` in local time of `tz`: the origin of
+    `tf_min` and every UTC offset the zone uses then are whole multiples of the rollup, and
+    every change of offset happens on a rollup boundary."""
+    step = rollup * 60
+    if (origin_of(tf_min) - EPOCH).total_seconds() % step:
+        return False
+    if tz == "UTC":
+        return True
+    for year in range(first.year, last.year + 1):
+        offsets, changes = _zone_year(tz, year)
+        if any(offset % step for offset in offsets) or any(at % step for at in changes):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone_year(tz: str, year: int) -> tuple[frozenset[int], tuple[int, ...]]:
+    """The UTC offsets (seconds) `tz` uses in `year`, and the instants (seconds since the
+    epoch) its offset changes, found day by day and then to the second."""
+    zone = ZoneInfo(tz)
+
+    def offset(at: datetime) -> int:
+        delta = at.astimezone(zone).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
+
+    day = timedelta(days=1)
+    at = datetime(year, 1, 1, tzinfo=UTC) if year > 1 else datetime(1, 1, 2, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999 else datetime.max.replace(tzinfo=UTC)
+    offsets = {offset(at)}
+    changes: list[int] = []
+    while at < end:
+        after = min(at + day, end)
+        if offset(after) != offset(at):
+            lo, hi = at, after  # the change is in (lo, hi]
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                lo, hi = (lo, mid) if offset(mid) != offset(lo) else (mid, hi)
+            changes.append(int(hi.timestamp()))
+            offsets.add(offset(after))
+        at = after
+    return frozenset(offsets), tuple(changes)

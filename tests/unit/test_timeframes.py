@@ -1,0 +1,128 @@
+"""How a timeframe is served: stored, resampled from which source, read from which rollup."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from marketdata.domain.errors import InvalidParameter
+from marketdata.domain.timeframes import (
+    Resample,
+    Rollup,
+    RollupLevel,
+    Series,
+    aligned,
+    rollup_levels,
+    rollup_of,
+    serving,
+)
+
+DEFAULT_ROLLUPS = (Rollup(15), Rollup(60), Rollup(1440))
+JAN = datetime(2024, 1, 1, tzinfo=UTC)
+DEC = datetime(2025, 12, 31, tzinfo=UTC)
+
+
+def held(*tfs: int, first: datetime = JAN, last: datetime = DEC) -> list[Series]:
+    return [Series("X", tf, first, last, 100) for tf in tfs]
+
+
+@pytest.mark.parametrize(
+    ("tf_min", "tz", "rollup"),
+    [
+        (60, "UTC", 60),  # the rollup's rows are the buckets
+        (1440, "UTC", 1440),
+        (10080, "UTC", 1440),  # weeks from Monday 1970-01-05: whole days
+        (120, "UTC", 60),
+        (45, "UTC", 15),
+        (1440, "America/New_York", 60),  # -05:00 / -04:00: hours, not days
+        (1440, "Asia/Kolkata", 15),  # +05:30
+        (1440, "Asia/Kathmandu", 15),  # +05:45
+        (60, "Asia/Kolkata", 15),
+        (10, "UTC", None),  # no rollup divides it
+    ],
+)
+def test_the_coarsest_aligned_rollup_serves(tf_min: int, tz: str, rollup: int | None) -> None:
+    plan = serving(tf_min, held(1), tz, DEFAULT_ROLLUPS)
+    assert plan.resample == Resample(1, tz, rollup)
+
+
+def test_a_zone_s_own_days_serve_its_days_and_weeks() -> None:
+    kept = (*DEFAULT_ROLLUPS, Rollup(1440, "America/New_York"))
+    ny = "America/New_York"
+    assert serving(1440, held(1), ny, kept).resample == Resample(1, ny, 1440, ny)
+    assert serving(10080, held(1), ny, kept).resample == Resample(1, ny, 1440, ny)
+    # not another zone's days, nor UTC's
+    assert serving(1440, held(1), "Europe/London", kept).resample == Resample(
+        1, "Europe/London", 60
+    )
+    assert serving(1440, held(1), "UTC", kept).resample == Resample(1, "UTC", 1440)
+    assert rollup_levels(held(1), kept) == [
+        RollupLevel(15, 1),
+        RollupLevel(60, 1, Rollup(15)),
+        RollupLevel(1440, 1, Rollup(60), ny),  # New York's days from UTC hours
+        RollupLevel(1440, 1, Rollup(60)),
+    ]
+
+
+def test_rollups_are_read_from_the_setting_s_words() -> None:
+    assert rollup_of("15") == Rollup(15)
+    assert rollup_of("1440@Asia/Kolkata") == Rollup(1440, "Asia/Kolkata")
+    assert str(rollup_of(" 10080@America/New_York")) == "10080@America/New_York"
+    for bad in ("1", "x", "60@America/New_York", "1440@Nowhere/City", ""):
+        with pytest.raises(InvalidParameter):
+            rollup_of(bad)
+
+
+def test_stored_timeframes_are_served_as_stored_and_never_from_rollups() -> None:
+    assert serving(60, held(1, 60), "UTC", DEFAULT_ROLLUPS).resample is None
+    # a stored hourly series has no hourly rollup: daily buckets come from the 15-minute one
+    assert serving(1440, held(1, 60), "America/New_York", DEFAULT_ROLLUPS).resample == Resample(
+        1, "America/New_York", 15
+    )
+
+
+def test_a_rollup_must_be_made_of_the_same_stored_timeframe() -> None:
+    # 60 is made of 2 (the finest divisor of 60), 15 of 3: 15 cannot serve 60
+    fifteen, sixty = Rollup(15), Rollup(60)
+    assert rollup_levels(held(2, 3), [fifteen, sixty]) == [RollupLevel(15, 3), RollupLevel(60, 2)]
+    assert serving(60, held(2, 3), "UTC", [fifteen]).resample == Resample(2, "UTC", None)
+    assert serving(30, held(2, 3), "UTC", [fifteen]).resample == Resample(2, "UTC", None)
+    assert serving(45, held(3, 5), "UTC", [fifteen]).resample == Resample(3, "UTC", 15)
+
+
+def test_no_rollups_kept_means_today_s_rule() -> None:
+    assert serving(1440, held(1, 5), "UTC").resample == Resample(1, "UTC", None)
+    assert not serving(7, held(5), "UTC", DEFAULT_ROLLUPS).available
+
+
+def test_levels_are_made_from_the_finest_trusted_level_of_the_same_base() -> None:
+    assert rollup_levels(held(1), DEFAULT_ROLLUPS) == [
+        RollupLevel(15, 1),
+        RollupLevel(60, 1, Rollup(15)),
+        RollupLevel(1440, 1, Rollup(60)),
+    ]
+    # a level not yet complete is no parent: the next is made from the candles
+    assert rollup_levels(held(1), DEFAULT_ROLLUPS, trusted=[Rollup(60)]) == [
+        RollupLevel(15, 1),
+        RollupLevel(60, 1),
+        RollupLevel(1440, 1, Rollup(60)),
+    ]
+    assert rollup_levels(held(5, 60), DEFAULT_ROLLUPS) == [
+        RollupLevel(15, 5),
+        RollupLevel(1440, 5, Rollup(15)),
+    ]
+    assert rollup_levels(held(1440), DEFAULT_ROLLUPS) == []
+    assert rollup_levels(held(7), DEFAULT_ROLLUPS) == []
+
+
+def test_alignment_follows_the_zone_over_the_series_span_only() -> None:
+    # Kolkata used +05:53:28 (local mean time) until 1854 and +06:30 in 1942-1945
+    modern = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
+    assert aligned(15, 1440, "Asia/Kolkata", *modern)
+    assert not aligned(60, 1440, "Asia/Kolkata", *modern)
+    old = (datetime(1850, 1, 1, tzinfo=UTC), datetime(1851, 1, 1, tzinfo=UTC))
+    assert not aligned(15, 1440, "Asia/Kolkata", *old)
+    # New York changes offset at 02:00 local, on a UTC hour
+    assert aligned(60, 1440, "America/New_York", *modern)
+    assert not aligned(1440, 1440, "America/New_York", *modern)
+    assert aligned(1440, 10080, "UTC", *modern)
+    assert not aligned(7, 10080, "UTC", *modern)  # Monday 1970-01-05 is no multiple of 7
