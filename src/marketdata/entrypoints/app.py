@@ -152,12 +152,13 @@ def _document_validation_as_422(app: Litestar) -> None:
     """Litestar documents a 400 for every handler with parameters; we answer such errors
     with 422 (the seed's contract), so a 400 stays only where a handler declares one."""
     declared = {
-        route.path: handler.responses
+        (route.path, method.lower()): handler.responses or {}
         for route in app.routes
         for handler in getattr(route, "route_handlers", [])
-        if handler.responses
+        for method in getattr(handler, "http_methods", ())
     }
     for path, item in (app.openapi_schema.paths or {}).items():
-        operation = item.get
-        if operation and operation.responses and 400 not in declared.get(path, {}):
-            operation.responses.pop("400", None)
+        for method in ("get", "post", "delete"):
+            operation = getattr(item, method, None)
+            if operation and operation.responses and 400 not in declared.get((path, method), {}):
+                operation.responses.pop("400", None)
