@@ -12,6 +12,8 @@ class CandleFactory(MsgspecFactory[Candle]):
 
     ticker = "TEST"
     tf_min = 5
+    ts_close = None  # set only when a caller asks for labels
+    filled = False
 
     @classmethod
     def ts(cls) -> datetime:

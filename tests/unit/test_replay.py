@@ -215,7 +215,15 @@ async def test_speed_mode_scales_market_time_and_caps_gaps() -> None:
     base = series("AAA", 3)
     after_night = [
         Candle(
-            c.ticker, c.tf_min, c.ts + timedelta(hours=17), c.open, c.high, c.low, c.close, c.volume
+            c.ticker,
+            c.tf_min,
+            c.ts + timedelta(hours=17),
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.openint,
         )
         for c in series("AAA", 2)
     ]

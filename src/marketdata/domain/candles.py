@@ -12,10 +12,15 @@ from marketdata.domain.errors import InvalidParameter, InvalidQuery
 MAX_TICKER_LENGTH = 64
 
 
-class Candle(msgspec.Struct, frozen=True, gc=False):
-    """One OHLCV bar. `ts` is the bar's open time, timezone-aware UTC. Its fields are
-    scalars, so the garbage collector need not track it (gc=False): a replay holds pages of
-    them, and a full collection then has fewer objects to walk."""
+class Candle(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One OHLCV bar. `ts` is the bar's open time, timezone-aware UTC (its close time when
+    a caller asked for `label=close`). Its fields are scalars, so the garbage collector need
+    not track it (gc=False): a replay holds pages of them, and a full collection then has
+    fewer objects to walk.
+
+    `ts_close` (the bar's close time) and `filled` (a bucket with no candle, made up by
+    `fill`) are set only when a caller asks for them: unset, a body is the seed's. A bar
+    filled with nulls has NaN prices (JSON null)."""
 
     ticker: str
     tf_min: int
@@ -24,8 +29,10 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
     high: float
     low: float
     close: float
-    volume: float = 0.0
-    openint: int = 0
+    volume: float
+    openint: int
+    ts_close: datetime | None = None
+    filled: bool = False
 
 
 class Order(enum.StrEnum):

@@ -1,12 +1,27 @@
 """Every wire body (msgspec Structs) that is not a domain object: HTTP responses, the
 replay's query string and messages."""
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
 
 from marketdata.domain.candles import Candle
 from marketdata.domain.ports import Coverage
+
+
+class CandleIn(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """A candle as a client writes it (POST /candles): volume and openint may be left out."""
+
+    ticker: str
+    tf_min: int
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    openint: int = 0
 
 
 class HealthBody(msgspec.Struct, omit_defaults=True):

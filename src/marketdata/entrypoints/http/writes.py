@@ -13,12 +13,18 @@ from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row, row_of, rows_from_csv
 from marketdata.entrypoints.http.docs import INTERNAL, UNAVAILABLE, spec
-from marketdata.entrypoints.schemas import DeletedBody, ErrorBody, ValidationErrorBody, WrittenBody
+from marketdata.entrypoints.schemas import (
+    CandleIn,
+    DeletedBody,
+    ErrorBody,
+    ValidationErrorBody,
+    WrittenBody,
+)
 from marketdata.entrypoints.settings import Settings
 
 BODY = "body"
-_json_list = msgspec.json.Decoder(list[Candle])
-_json_one = msgspec.json.Decoder(Candle)
+_json_list = msgspec.json.Decoder(list[CandleIn])
+_json_one = msgspec.json.Decoder(CandleIn)
 
 
 def authorize(header: str | None, keys: list[str]) -> None:
@@ -48,6 +54,10 @@ def _decode_error(error: msgspec.ValidationError | msgspec.DecodeError, line: in
     return BadRow(BODY, line, field or "row", text.split(" - at ")[0])
 
 
+def _candle(c: CandleIn) -> Candle:
+    return Candle(c.ticker, c.tf_min, c.ts, c.open, c.high, c.low, c.close, c.volume, c.openint)
+
+
 def rows_from_json(body: bytes) -> list[Row]:
     """A JSON array of candles; a bad one is named by its 1-based position ("body:3: ...")."""
     try:
@@ -55,7 +65,7 @@ def rows_from_json(body: bytes) -> list[Row]:
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         position = re.search(r"at `\$\[(\d+)\]", str(error))
         raise _decode_error(error, int(position[1]) + 1 if position else 1) from None
-    return [row_of(candle, BODY, i) for i, candle in enumerate(candles, 1)]
+    return [row_of(_candle(candle), BODY, i) for i, candle in enumerate(candles, 1)]
 
 
 def rows_from_ndjson(body: bytes) -> list[Row]:
@@ -68,7 +78,7 @@ def rows_from_ndjson(body: bytes) -> list[Row]:
             candle = _json_one.decode(text)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             raise _decode_error(error, line) from None
-        rows.append(row_of(candle, BODY, line))
+        rows.append(row_of(_candle(candle), BODY, line))
     return rows
 
 
