@@ -14,6 +14,7 @@ class CandleFactory(MsgspecFactory[Candle]):
     tf_min = 5
     ts_close = None  # set only when a caller asks for labels
     filled = False
+    final = None
 
     @classmethod
     def ts(cls) -> datetime:

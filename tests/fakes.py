@@ -12,7 +12,7 @@ from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import CandleRepository, Gap, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplayStatus, Wake, key_of
-from marketdata.domain.timeframes import Holdings, Resample, Series
+from marketdata.domain.timeframes import PLAIN, BarOptions, Holdings, Resample, Series
 
 
 def resample_reference(candles: list[Candle], tf_min: int, tz: str = "UTC") -> list[Candle]:
@@ -53,7 +53,9 @@ def holdings_of(candles: list[Candle], tickers: Sequence[str]) -> Holdings:
 
 
 class InMemoryCandleRepository:
-    """CandleRepository and StoreHealth over a list; `available=False` simulates an outage."""
+    """CandleRepository and StoreHealth over a list; `available=False` simulates an outage.
+    Bars are the stored candles, or resampled in UTC: bar options are PostgreSQL's (the
+    fake does not shape bars)."""
 
     def __init__(self, candles: list[Candle] | None = None) -> None:
         self.stored: list[Candle] = list(candles or [])
@@ -83,6 +85,7 @@ class InMemoryCandleRepository:
         limit: int,
         order: Order,
         resample: Resample | None = None,
+        options: BarOptions = PLAIN,
     ) -> list[Candle]:
         self._check()
         series = self._series(ticker, tf_min, resample)
@@ -95,6 +98,8 @@ class InMemoryCandleRepository:
         time_range: TimeRange,
         limit: int,
         resample: Resample | None = None,
+        options: BarOptions = PLAIN,
+        after: datetime | None = None,
     ) -> list[Candle]:
         self._check()
         series = self._series(ticker, tf_min, resample)
@@ -115,6 +120,8 @@ class InMemoryCandleRepository:
         order: Order,
         limit: int | None,
         resample: Resample | None = None,
+        options: BarOptions = PLAIN,
+        after: datetime | None = None,
     ) -> AsyncGenerator[Candle, None]:
         if time_range is None:
             found = await self.candles(ticker, tf_min, limit or 10**9, order, resample)
@@ -147,10 +154,11 @@ def fake_store(repository: InMemoryCandleRepository) -> Provider:
 
 
 class InMemoryReplaySource:
-    """ReplaySource over a list; counts the pages it was asked for."""
+    """ReplaySource over a list of stored candles (one timeframe, as stored); counts the
+    pages it was asked for."""
 
     def __init__(self, candles: list[Candle]) -> None:
-        self.stored = sorted(candles, key=key_of)
+        self.stored = sorted(candles, key=lambda c: (c.ts, c.ticker))
         self.pages_read = 0
         self.counted = 0  # count() calls: what the catalog could not answer
 
@@ -162,7 +170,7 @@ class InMemoryReplaySource:
             c
             for c in self.stored
             if c.ticker in selection.tickers
-            and c.tf_min == selection.tf_min
+            and c.tf_min in selection.tf_mins
             and (selection.start is None or c.ts >= selection.start)
             and (selection.end is None or c.ts <= selection.end)
         ]
@@ -171,7 +179,7 @@ class InMemoryReplaySource:
         self.counted += 1
         return len(self._selected(selection))
 
-    async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
+    async def seq_at(self, selection: ReplaySelection, ts: datetime) -> int:
         return sum(1 for c in self._selected(selection) if c.ts < ts)
 
     async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:

@@ -72,16 +72,18 @@ def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs(
         assert not [path for path in paths if path.startswith("/static")]
 
 
+BAR_OPTIONS = {"day_start", "session", "fill", "label"}
 EXPECTED = {
     "/health": ({"200", "503"}, set()),
     "/symbols": ({"200", "422", "500", "503"}, {"prefix", "limit"}),
     "/candles": (
         {"200", "404", "422", "500", "503"},
-        {"ticker", "tf_min", "limit", "order", "tz", "format", "Accept"},
+        {"ticker", "tf_min", "limit", "order", "tz", "format", "Accept", *BAR_OPTIONS},
     ),
     "/candles/range": (
         {"200", "400", "404", "422", "500", "503"},
-        {"ticker", "tf_min", "start", "end", "limit", "tz", "cursor", "format", "Accept"},
+        {"ticker", "tf_min", "start", "end", "limit", "tz", "cursor", "format", "Accept"}
+        | BAR_OPTIONS,
     ),
     "/symbols/{ticker}": ({"200", "404", "422", "500", "503"}, {"ticker"}),
     "/symbols/{ticker}/gaps": (

@@ -261,7 +261,7 @@ class FailingSource:
     async def count(self, selection: ReplaySelection) -> int:
         return len(self.candles)
 
-    async def count_before(self, selection: ReplaySelection, ts: object) -> int:
+    async def seq_at(self, selection: ReplaySelection, ts: object) -> int:
         return 0
 
     async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:

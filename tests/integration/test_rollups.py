@@ -21,7 +21,7 @@ from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Row
 from marketdata.domain.replay import ReplaySelection, planned
-from marketdata.domain.timeframes import Resample, Rollup, serving
+from marketdata.domain.timeframes import BarOptions, Resample, Rollup, serving
 from tests.support import AppFactory, insert, reset
 
 KEPT = [Rollup(15), Rollup(60), Rollup(1440, "America/New_York"), Rollup(1440)]
@@ -71,26 +71,25 @@ class Store:
         used = 0
         for tf in TIMEFRAMES:
             for tz in ZONES:
-                plan = serving(tf, held.series, tz, held.rollups)
+                options = BarOptions(tz)
+                plan = serving(tf, held.series, options, held.rollups)
                 if plan.resample is None or plan.resample.rollup is None:
                     continue
                 used += 1
-                base = Resample(plan.resample.source_tf, tz)
+                fast_r, base = plan.resample, Resample(plan.resample.source_tf)
                 for order, limit in ((Order.ASC, 100_000), (Order.DESC, rng.randrange(1, 20))):
-                    fast = await self.repo.candles("R", tf, limit, order, plan.resample)
-                    slow = await self.repo.candles("R", tf, limit, order, base)
+                    fast = await self.repo.candles("R", tf, limit, order, fast_r, options)
+                    slow = await self.repo.candles("R", tf, limit, order, base, options)
                     assert same(fast, slow), (tf, tz, order, limit)
                 start = START + timedelta(minutes=rng.randrange(0, SLOTS))
                 window = TimeRange(start, start + timedelta(minutes=rng.randrange(1, SLOTS)))
                 limit = rng.randrange(1, 50)
-                fast = await self.repo.candle_range("R", tf, window, limit, plan.resample)
-                slow = await self.repo.candle_range("R", tf, window, limit, base)
+                fast = await self.repo.candle_range("R", tf, window, limit, fast_r, options)
+                slow = await self.repo.candle_range("R", tf, window, limit, base, options)
                 assert same(fast, slow), (tf, tz, window, limit)
-                streamed = [
-                    c
-                    async for c in self.repo.export("R", tf, window, Order.ASC, None, plan.resample)
-                ]
-                whole = await self.repo.candle_range("R", tf, window, 100_000, base)
+                exported = self.repo.export("R", tf, window, Order.ASC, None, fast_r, options)
+                streamed = [c async for c in exported]
+                whole = await self.repo.candle_range("R", tf, window, 100_000, base, options)
                 assert same(streamed, whole), (tf, tz, window)
         assert await rollups.drift(self.config) == []
         return used
@@ -176,10 +175,12 @@ async def test_a_day_of_minutes_is_served_from_rollups_and_matches(store: Store)
     held = await store.repo.holdings(["R"])
     assert held.rollups == tuple(KEPT)
     # the hourly rollup answers /candles?tf_min=60 with its own rows, New York's days theirs
-    plan = serving(60, held.series, "UTC", held.rollups)
-    assert plan.resample == Resample(1, "UTC", 60)
+    plan = serving(60, held.series, BarOptions("UTC"), held.rollups)
+    assert plan.resample == Resample(1, 60)
     ny = "America/New_York"
-    assert serving(1440, held.series, ny, held.rollups).resample == Resample(1, ny, 1440, ny)
+    assert serving(1440, held.series, BarOptions(ny), held.rollups).resample == Resample(
+        1, 1440, ny
+    )
 
 
 async def test_existing_data_is_built_in_and_drift_is_found(db_url: str) -> None:
@@ -233,15 +234,18 @@ async def test_replay_reads_buckets_from_rollups_as_from_the_candles(store: Stor
     await store.writer.write([row(1, s, rng, t) for t in ("R", "S") for s in range(2 * 1440)])
     source = PostgresReplaySource(store.database)
     for tz in ZONES:
-        asked = ReplaySelection(("R", "S"), 1440 if tz != "UTC" else 60, tz=tz)
+        asked = ReplaySelection(("R", "S"), (1440 if tz != "UTC" else 60,), options=BarOptions(tz))
         fast, _ = planned(asked, await source.holdings(asked.tickers))
-        assert all(r is not None and r.rollup is not None for r in fast.resamples), tz
+        assert all(s.resample is not None and s.resample.rollup for s in fast.streams), tz
         slow = msgspec.structs.replace(
-            fast, resamples=tuple(Resample(1, tz) for _ in fast.resamples)
+            fast,
+            streams=tuple(msgspec.structs.replace(s, resample=Resample(1)) for s in fast.streams),
         )
         assert await source.count(fast) == await source.count(slow)
         assert await source.key_at(fast, 5) == await source.key_at(slow, 5)
-        assert same(await source.page(fast, None, 500), await source.page(slow, None, 500))
+        quick, plain = await source.page(fast, None, 500), await source.page(slow, None, 500)
+        assert same(quick, plain)
+        assert [c.ts_close for c in quick] == [c.ts_close for c in plain]
 
 
 def test_rest_reads_rollups_and_deletes_keep_them(app_factory: AppFactory, db_url: str) -> None:

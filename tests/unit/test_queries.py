@@ -5,6 +5,7 @@ import pytest
 from marketdata.domain.candles import Order
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.queries import CandleQueries, QueryLimits
+from marketdata.domain.timeframes import bar_options
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, resample_reference
 
@@ -70,8 +71,9 @@ async def test_a_stored_timeframe_is_served_as_stored(
 
 
 async def test_a_bad_time_zone_is_refused(queries: CandleQueries) -> None:
+    # bar options are read once, by their value objects, before any query
     with pytest.raises(InvalidParameter, match="tz"):
-        await queries.candles("AAA", tf_min=1440, tz="Mars/Olympus")
+        await queries.candles("AAA", tf_min=1440, options=bar_options(tz="Mars/Olympus"))
 
 
 async def test_range_pages_say_whether_more_remain(queries: CandleQueries) -> None:

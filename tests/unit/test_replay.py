@@ -42,7 +42,7 @@ def make(
         source,
         clock,
         sink,
-        ReplaySelection(tickers, 5),
+        ReplaySelection(tickers, (5,)),
         pacing or Pacing(step_seconds=15),
         **options,  # type: ignore[arg-type]
     )
@@ -357,11 +357,11 @@ def test_pacing_validates_its_bounds() -> None:
 
 def test_selection_validates_tickers() -> None:
     with pytest.raises(InvalidParameter):
-        ReplaySelection((), 5)
+        ReplaySelection((), (5,))
     with pytest.raises(InvalidParameter):
-        ReplaySelection(tuple(f"T{i}" for i in range(21)), 5)
+        ReplaySelection(tuple(f"T{i}" for i in range(21)), (5,))
     with pytest.raises(InvalidParameter):
-        ReplaySelection(("AAA",), 0)
+        ReplaySelection(("AAA",), (0,))
 
 
 async def test_a_whole_series_starts_from_the_catalog_without_counting() -> None:
@@ -370,7 +370,7 @@ async def test_a_whole_series_starts_from_the_catalog_without_counting() -> None
     assert await session.prepare() == 800
     assert source.counted == 0
     # a range that holds all of each series: the catalog still tells
-    covering = ReplaySelection(("AAA",), 5, START - timedelta(days=1), START + timedelta(days=9))
+    covering = ReplaySelection(("AAA",), (5,), START - timedelta(days=1), START + timedelta(days=9))
     whole, _, _, source = make(candles)
     whole.selection = covering
     assert await whole.prepare() == 500
@@ -380,7 +380,7 @@ async def test_a_whole_series_starts_from_the_catalog_without_counting() -> None
 async def test_a_range_inside_the_series_is_counted_by_the_source() -> None:
     candles = series("AAA", 500)
     session, _, _, source = make(candles)
-    session.selection = ReplaySelection(("AAA",), 5, START + timedelta(minutes=50), None)
+    session.selection = ReplaySelection(("AAA",), (5,), START + timedelta(minutes=50), None)
     assert await session.prepare() == 490
     assert source.counted == 1
 

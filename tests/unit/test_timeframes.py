@@ -1,19 +1,26 @@
 """How a timeframe is served: stored, resampled from which source, read from which rollup."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.timeframes import (
+    BarOptions,
+    Fill,
+    Label,
     Resample,
     Rollup,
     RollupLevel,
     Series,
     aligned,
+    bar_close,
+    bar_options,
+    local_to_utc,
     rollup_levels,
     rollup_of,
     serving,
+    session_of,
 )
 
 DEFAULT_ROLLUPS = (Rollup(15), Rollup(60), Rollup(1440))
@@ -41,20 +48,18 @@ def held(*tfs: int, first: datetime = JAN, last: datetime = DEC) -> list[Series]
     ],
 )
 def test_the_coarsest_aligned_rollup_serves(tf_min: int, tz: str, rollup: int | None) -> None:
-    plan = serving(tf_min, held(1), tz, DEFAULT_ROLLUPS)
-    assert plan.resample == Resample(1, tz, rollup)
+    plan = serving(tf_min, held(1), BarOptions(tz), DEFAULT_ROLLUPS)
+    assert plan.resample == Resample(1, rollup)
 
 
 def test_a_zone_s_own_days_serve_its_days_and_weeks() -> None:
     kept = (*DEFAULT_ROLLUPS, Rollup(1440, "America/New_York"))
     ny = "America/New_York"
-    assert serving(1440, held(1), ny, kept).resample == Resample(1, ny, 1440, ny)
-    assert serving(10080, held(1), ny, kept).resample == Resample(1, ny, 1440, ny)
+    assert serving(1440, held(1), BarOptions(ny), kept).resample == Resample(1, 1440, ny)
+    assert serving(10080, held(1), BarOptions(ny), kept).resample == Resample(1, 1440, ny)
     # not another zone's days, nor UTC's
-    assert serving(1440, held(1), "Europe/London", kept).resample == Resample(
-        1, "Europe/London", 60
-    )
-    assert serving(1440, held(1), "UTC", kept).resample == Resample(1, "UTC", 1440)
+    assert serving(1440, held(1), BarOptions("Europe/London"), kept).resample == Resample(1, 60)
+    assert serving(1440, held(1), BarOptions(), kept).resample == Resample(1, 1440)
     assert rollup_levels(held(1), kept) == [
         RollupLevel(15, 1),
         RollupLevel(60, 1, Rollup(15)),
@@ -73,25 +78,24 @@ def test_rollups_are_read_from_the_setting_s_words() -> None:
 
 
 def test_stored_timeframes_are_served_as_stored_and_never_from_rollups() -> None:
-    assert serving(60, held(1, 60), "UTC", DEFAULT_ROLLUPS).resample is None
+    assert serving(60, held(1, 60), BarOptions(), DEFAULT_ROLLUPS).resample is None
     # a stored hourly series has no hourly rollup: daily buckets come from the 15-minute one
-    assert serving(1440, held(1, 60), "America/New_York", DEFAULT_ROLLUPS).resample == Resample(
-        1, "America/New_York", 15
-    )
+    ny = BarOptions("America/New_York")
+    assert serving(1440, held(1, 60), ny, DEFAULT_ROLLUPS).resample == Resample(1, 15)
 
 
 def test_a_rollup_must_be_made_of_the_same_stored_timeframe() -> None:
     # 60 is made of 2 (the finest divisor of 60), 15 of 3: 15 cannot serve 60
     fifteen, sixty = Rollup(15), Rollup(60)
     assert rollup_levels(held(2, 3), [fifteen, sixty]) == [RollupLevel(15, 3), RollupLevel(60, 2)]
-    assert serving(60, held(2, 3), "UTC", [fifteen]).resample == Resample(2, "UTC", None)
-    assert serving(30, held(2, 3), "UTC", [fifteen]).resample == Resample(2, "UTC", None)
-    assert serving(45, held(3, 5), "UTC", [fifteen]).resample == Resample(3, "UTC", 15)
+    assert serving(60, held(2, 3), BarOptions(), [fifteen]).resample == Resample(2)
+    assert serving(30, held(2, 3), BarOptions(), [fifteen]).resample == Resample(2)
+    assert serving(45, held(3, 5), BarOptions(), [fifteen]).resample == Resample(3, 15)
 
 
 def test_no_rollups_kept_means_today_s_rule() -> None:
-    assert serving(1440, held(1, 5), "UTC").resample == Resample(1, "UTC", None)
-    assert not serving(7, held(5), "UTC", DEFAULT_ROLLUPS).available
+    assert serving(1440, held(1, 5)).resample == Resample(1)
+    assert not serving(7, held(5), BarOptions(), DEFAULT_ROLLUPS).available
 
 
 def test_levels_are_made_from_the_finest_trusted_level_of_the_same_base() -> None:
@@ -117,12 +121,62 @@ def test_levels_are_made_from_the_finest_trusted_level_of_the_same_base() -> Non
 def test_alignment_follows_the_zone_over_the_series_span_only() -> None:
     # Kolkata used +05:53:28 (local mean time) until 1854 and +06:30 in 1942-1945
     modern = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC))
-    assert aligned(15, 1440, "Asia/Kolkata", *modern)
-    assert not aligned(60, 1440, "Asia/Kolkata", *modern)
+    assert aligned(15, "Asia/Kolkata", *modern)
+    assert not aligned(60, "Asia/Kolkata", *modern)
     old = (datetime(1850, 1, 1, tzinfo=UTC), datetime(1851, 1, 1, tzinfo=UTC))
-    assert not aligned(15, 1440, "Asia/Kolkata", *old)
+    assert not aligned(15, "Asia/Kolkata", *old)
     # New York changes offset at 02:00 local, on a UTC hour
-    assert aligned(60, 1440, "America/New_York", *modern)
-    assert not aligned(1440, 1440, "America/New_York", *modern)
-    assert aligned(1440, 10080, "UTC", *modern)
-    assert not aligned(7, 10080, "UTC", *modern)  # Monday 1970-01-05 is no multiple of 7
+    assert aligned(60, "America/New_York", *modern)
+    assert not aligned(1440, "America/New_York", *modern)
+    # weeks count from Monday 1970-01-05: whole days fit them, 7-minute buckets do not
+    weeks = serving(10080, held(1), BarOptions(), [Rollup(1440), Rollup(7)])
+    assert weeks.resample == Resample(1, 1440)
+    assert serving(10080, held(1), BarOptions(), [Rollup(7)]).resample == Resample(1)
+
+
+def test_day_start_and_session_take_only_rollups_whose_buckets_fit() -> None:
+    ny, kept = "America/New_York", (*DEFAULT_ROLLUPS, Rollup(1440, "America/New_York"))
+    # the FX day from 17:00 New York: hours fit, New York's midnight days do not
+    fx = BarOptions(ny, day_start=17 * 60)
+    assert serving(1440, held(1), fx, kept).resample == Resample(1, 60)
+    # an equity's session 09:30-16:00: its edges are on quarter hours, not whole hours
+    equity = BarOptions(ny, session=session_of("09:30-16:00"))
+    assert serving(1440, held(1), equity, kept).resample == Resample(1, 15)
+    # India's 09:15 open with Kolkata's +05:30: quarter hours still fit
+    nse = BarOptions("Asia/Kolkata", day_start=9 * 60 + 15)
+    assert serving(1440, held(1), nse, kept).resample == Resample(1, 15)
+
+
+def test_bar_options_are_read_by_their_value_objects() -> None:
+    options = bar_options("America/New_York", "17:00", "18:00-17:00", "prev", "close")
+    assert (options.day_start, str(options.session)) == (17 * 60, "18:00-17:00")
+    assert (options.fill, options.label) == (Fill.PREV, Label.CLOSE)
+    assert options.origin(1440) == datetime(1970, 1, 1, 17, 0)
+    for bad in (
+        {"day_start": "25:00"},
+        {"day_start": "9am"},
+        {"session": "09:30"},
+        {"session": "10:00-10:00"},
+        {"tz": "Mars/Olympus"},
+        {"fill": "zero"},
+        {"label": "middle"},
+    ):
+        with pytest.raises(InvalidParameter, match=next(iter(bad))):
+            bar_options(**bad)
+
+
+def test_postgres_reading_of_local_times_is_kept() -> None:
+    ny = "America/New_York"
+    # clocks go forward at 02:00: 02:30 does not happen and keeps the offset before (EST)
+    assert local_to_utc(datetime(2024, 3, 10, 2, 30), ny) == datetime(
+        2024, 3, 10, 7, 30, tzinfo=UTC
+    )
+    # clocks go back at 02:00: 01:30 happens twice, the later one (EST) is taken
+    assert local_to_utc(datetime(2024, 11, 3, 1, 30), ny) == datetime(
+        2024, 11, 3, 6, 30, tzinfo=UTC
+    )
+    # the day of 2024-03-10 has 23 hours, 2024-11-03 25
+    spring = datetime(2024, 3, 10, 5, tzinfo=UTC)
+    assert bar_close(spring, 1440, ny, resampled=True) - spring == timedelta(hours=23)
+    autumn = datetime(2024, 11, 3, 4, tzinfo=UTC)
+    assert bar_close(autumn, 1440, ny, resampled=True) - autumn == timedelta(hours=25)

@@ -18,9 +18,10 @@ class Candle(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     not track it (gc=False): a replay holds pages of them, and a full collection then has
     fewer objects to walk.
 
-    `ts_close` (the bar's close time) and `filled` (a bucket with no candle, made up by
-    `fill`) are set only when a caller asks for them: unset, a body is the seed's. A bar
-    filled with nulls has NaN prices (JSON null)."""
+    `ts_close` (the bar's close time), `filled` (a bucket with no candle, made up by
+    `fill`) and `final` (a forming bar of a replay: whether this is its last update) are
+    set only where they apply: unset, a body is the seed's. A bar filled with nulls has NaN
+    prices (JSON null)."""
 
     ticker: str
     tf_min: int
@@ -33,6 +34,7 @@ class Candle(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     openint: int
     ts_close: datetime | None = None
     filled: bool = False
+    final: bool | None = None
 
 
 class Order(enum.StrEnum):

@@ -8,7 +8,7 @@ import msgspec
 
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Row, WriteResult
-from marketdata.domain.timeframes import Holdings, Resample
+from marketdata.domain.timeframes import PLAIN, BarOptions, Holdings, Resample
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -40,9 +40,11 @@ class CandleRepository(Protocol):
         limit: int,
         order: Order,
         resample: Resample | None = None,
+        options: BarOptions = PLAIN,
     ) -> list[Candle]:
         """The oldest `limit` candles ascending (ASC) or the newest descending (DESC);
-        with `resample`, buckets of tf_min made from the stored `source_tf` candles."""
+        with `resample`, buckets of tf_min made from the stored `source_tf` candles; cut,
+        kept to a session and filled as `options` say (ts_close set when a label is)."""
         ...
 
     async def candle_range(
@@ -52,9 +54,12 @@ class CandleRepository(Protocol):
         time_range: TimeRange,
         limit: int,
         resample: Resample | None = None,
+        options: BarOptions = PLAIN,
+        after: datetime | None = None,
     ) -> list[Candle]:
         """Candles with start <= ts <= end, ascending, at most `limit`. Resampled buckets
-        are returned only when they lie entirely inside the range."""
+        are returned only when they lie entirely inside the range. `after`: the last bar
+        of the page before, the gap from which is filled (with `fill`)."""
         ...
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
@@ -70,6 +75,8 @@ class CandleRepository(Protocol):
         order: Order,
         limit: int | None,
         resample: Resample | None = None,
+        options: BarOptions = PLAIN,
+        after: datetime | None = None,
     ) -> AsyncGenerator[Candle, None]:
         """Like candles/candle_range, without a cap, in constant memory (for exports)."""
         ...

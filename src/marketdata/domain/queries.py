@@ -13,11 +13,17 @@ from marketdata.domain.candles import (
     text_of,
     ticker_of,
     timeframe_of,
-    zone_of,
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.ports import CandleRepository, Coverage, Gap
-from marketdata.domain.timeframes import Resample, Serving, serving
+from marketdata.domain.timeframes import (
+    PLAIN,
+    BarOptions,
+    Resample,
+    Serving,
+    labelled,
+    serving,
+)
 
 DEFAULT_SYMBOLS_LIMIT = 100
 DEFAULT_CANDLES_LIMIT = 200
@@ -30,13 +36,21 @@ class QueryLimits(msgspec.Struct, frozen=True):
     max_limit: int = 5000
 
 
-async def _chain(first: Candle, rest: AsyncGenerator[Candle, None]) -> AsyncGenerator[Candle, None]:
+async def _chain(
+    first: Candle, rest: AsyncGenerator[Candle, None], options: BarOptions
+) -> AsyncGenerator[Candle, None]:
     try:
-        yield first
+        yield labelled(first, options.label)
         async for candle in rest:
-            yield candle
+            yield labelled(candle, options.label)
     finally:
         await rest.aclose()
+
+
+def _labelled(candles: list[Candle], options: BarOptions) -> list[Candle]:
+    if options.label is None:
+        return candles
+    return [labelled(c, options.label) for c in candles]
 
 
 class GapReport(msgspec.Struct, frozen=True):
@@ -52,6 +66,9 @@ class GapReport(msgspec.Struct, frozen=True):
 class Page(msgspec.Struct, frozen=True):
     candles: list[Candle]
     more: bool
+    # the open time of the page's last bar: the cursor of the next page (`ts` may be the
+    # close, with label=close)
+    last: datetime | None = None
 
 
 class CandleQueries:
@@ -70,20 +87,19 @@ class CandleQueries:
         tf_min: int | None = None,
         limit: int | None = None,
         order: Order = Order.ASC,
-        tz: str | None = None,
+        options: BarOptions = PLAIN,
     ) -> list[Candle]:
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         limit = limit_of(DEFAULT_CANDLES_LIMIT if limit is None else limit, self._limits.max_limit)
-        zone = zone_of(tz) if tz is not None else "UTC"
 
         async def read(resample: Resample | None) -> list[Candle]:
-            return await self._repository.candles(ticker, tf_min, limit, order, resample)
+            return await self._repository.candles(ticker, tf_min, limit, order, resample, options)
 
-        found = await self._served(ticker, tf_min, zone, read)
+        found = await self._served(ticker, tf_min, options, read)
         if not found:
             raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
-        return found
+        return _labelled(found, options)
 
     async def candle_range(
         self,
@@ -92,7 +108,7 @@ class CandleQueries:
         end: datetime,
         tf_min: int | None = None,
         limit: int | None = None,
-        tz: str | None = None,
+        options: BarOptions = PLAIN,
         after: datetime | None = None,
     ) -> Page:
         """Candles in [start, end]; `after` (from a cursor) skips those up to it. A page
@@ -100,7 +116,6 @@ class CandleQueries:
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         limit = limit_of(self._limits.max_limit if limit is None else limit, self._limits.max_limit)
-        zone = zone_of(tz) if tz is not None else "UTC"
         time_range = TimeRange(start, end)
         window = time_range.after(after) if after is not None else time_range
         if window is None:
@@ -109,15 +124,19 @@ class CandleQueries:
         async def read(resample: Resample | None) -> list[Candle]:
             # one more than asked for tells whether there is a next page
             assert window is not None
-            return await self._repository.candle_range(ticker, tf_min, window, limit + 1, resample)
+            return await self._repository.candle_range(
+                ticker, tf_min, window, limit + 1, resample, options, after
+            )
 
-        found = await self._served(ticker, tf_min, zone, read)
+        found = await self._served(ticker, tf_min, options, read)
         if not found and after is None:
             raise NotFound(
                 f"No candles found for ticker {ticker!r} with tf_min={tf_min} between "
                 f"{time_range.start.isoformat()} and {time_range.end.isoformat()}"
             )
-        return Page(found[:limit], more=len(found) > limit)
+        page = found[:limit]
+        last = page[-1].ts if page else None
+        return Page(_labelled(page, options), more=len(found) > limit, last=last)
 
     async def export(
         self,
@@ -125,7 +144,7 @@ class CandleQueries:
         tf_min: int | None = None,
         order: Order = Order.ASC,
         limit: int | None = None,
-        tz: str | None = None,
+        options: BarOptions = PLAIN,
         start: datetime | None = None,
         end: datetime | None = None,
         after: datetime | None = None,
@@ -137,21 +156,22 @@ class CandleQueries:
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         if limit is not None and not 1 <= limit < 2**63:
             raise InvalidParameter("limit", f"must be between 1 and 2^63-1, got {limit}")
-        zone = zone_of(tz) if tz is not None else "UTC"
         time_range = TimeRange(start, end) if start is not None and end is not None else None
         if time_range is not None and after is not None:
             time_range = time_range.after(after)
             if time_range is None:
                 raise NotFound(f"No candles found for ticker {ticker!r} after the cursor")
-        plan = await self._plan(ticker, tf_min, zone)
+        plan = await self._plan(ticker, tf_min, options)
         if not plan.available:
             raise plan.not_found(ticker)
-        candles = self._repository.export(ticker, tf_min, time_range, order, limit, plan.resample)
+        candles = self._repository.export(
+            ticker, tf_min, time_range, order, limit, plan.resample, options, after
+        )
         first = await anext(candles, None)
         if first is None:
             await candles.aclose()
             raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
-        return _chain(first, candles)
+        return _chain(first, candles, options)
 
     async def coverage(self, ticker: str) -> list[Coverage]:
         held = await self._repository.holdings([ticker_of(ticker)])
@@ -181,7 +201,7 @@ class CandleQueries:
         self,
         ticker: str,
         tf_min: int,
-        zone: str,
+        options: BarOptions,
         read: Callable[[Resample | None], Awaitable[list[Candle]]],
     ) -> list[Candle]:
         """Candles of `tf_min` as `serving` decides. The stored read goes first: when the
@@ -190,11 +210,11 @@ class CandleQueries:
         found = await read(None)
         if found:
             return found
-        plan = await self._plan(ticker, tf_min, zone)
+        plan = await self._plan(ticker, tf_min, options)
         if not plan.available:
             raise plan.not_found(ticker)
         return await read(plan.resample) if plan.resample is not None else []
 
-    async def _plan(self, ticker: str, tf_min: int, zone: str) -> Serving:
+    async def _plan(self, ticker: str, tf_min: int, options: BarOptions) -> Serving:
         held = await self._repository.holdings([ticker])
-        return serving(tf_min, held.series, zone, held.rollups)
+        return serving(tf_min, held.series, options, held.rollups)

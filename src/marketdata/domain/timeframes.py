@@ -9,6 +9,7 @@ local days of a zone (`1440@America/New_York`); a rollup serves a resampled time
 where each of its buckets falls whole into one bucket of that timeframe.
 """
 
+import enum
 import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from marketdata.domain.candles import Candle, zone_of
 from marketdata.domain.errors import InvalidParameter, NotFound
 
 MINUTES_PER_DAY = 1440
@@ -82,19 +84,143 @@ class Holdings(msgspec.Struct, frozen=True):
         return tuple(s for s in self.series if s.ticker == ticker)
 
 
+class Session(msgspec.Struct, frozen=True):
+    """Local hours of trading, [start, end) in minutes after midnight; a start after the
+    end wraps midnight (18:00-17:00)."""
+
+    start: int
+    end: int
+
+    def __str__(self) -> str:
+        return f"{_hhmm(self.start)}-{_hhmm(self.end)}"
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+class Fill(enum.StrEnum):
+    NONE = "none"
+    NULL = "null"  # prices and volume null
+    PREV = "prev"  # a flat candle at the previous close, volume 0
+
+
+class Label(enum.StrEnum):
+    OPEN = "open"
+    CLOSE = "close"
+
+
+class BarOptions(msgspec.Struct, frozen=True):
+    """How a caller wants bars cut and shown: buckets in local time of `tz`, days starting
+    `day_start` minutes after local midnight, only candles inside `session` (before they
+    are aggregated), missing buckets filled (`fill`), and `ts` the open or the close
+    (`label`; given either way, bars carry `ts_close`). The defaults are the seed's."""
+
+    tz: str = "UTC"
+    day_start: int = 0
+    session: Session | None = None
+    fill: Fill = Fill.NONE
+    label: Label | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """Whether bars differ from the stored candles served as they are."""
+        return self.session is not None or self.fill is not Fill.NONE or self.label is not None
+
+    def origin(self, tf_min: int) -> datetime:
+        """The local time buckets of `tf_min` count from."""
+        return origin_of(tf_min) + timedelta(minutes=self.day_start)
+
+
+PLAIN = BarOptions()
+
+
+def bar_options(
+    tz: str | None = None,
+    day_start: str | None = None,
+    session: str | None = None,
+    fill: str | None = None,
+    label: str | None = None,
+) -> BarOptions:
+    """A caller's bar options, each checked by its value object; absent ones the seed's."""
+    try:
+        filled, labelled_ = Fill(fill or "none"), Label(label) if label else None
+    except ValueError as error:
+        name = "fill" if fill and fill not in tuple(Fill) else "label"
+        raise InvalidParameter(name, str(error)) from None
+    return BarOptions(
+        tz=zone_of(tz) if tz else "UTC",
+        day_start=hours_of(day_start, "day_start") if day_start else 0,
+        session=session_of(session) if session else None,
+        fill=filled,
+        label=labelled_,
+    )
+
+
+def hours_of(text: str, name: str) -> int:
+    """`HH:MM` as minutes after midnight."""
+    hours, colon, minutes = text.strip().partition(":")
+    if not (colon and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise InvalidParameter(name, f"{text!r} is not a time of day HH:MM")
+    value = int(hours) * 60 + int(minutes)
+    if int(hours) > 23 or int(minutes) > 59:
+        raise InvalidParameter(name, f"{text!r} is not a time of day HH:MM")
+    return value
+
+
+def session_of(text: str) -> Session:
+    """`HH:MM-HH:MM`: local trading hours."""
+    start, dash, end = text.partition("-")
+    if not dash:
+        raise InvalidParameter("session", f"{text!r} is not HH:MM-HH:MM, e.g. 09:30-16:00")
+    session = Session(hours_of(start, "session"), hours_of(end, "session"))
+    if session.start == session.end:
+        raise InvalidParameter("session", f"{text!r} is empty: start and end are the same")
+    return session
+
+
+def local_to_utc(naive: datetime, tz: str) -> datetime:
+    """A local time of `tz` as an instant, read as PostgreSQL reads `timestamp AT TIME ZONE`:
+    a time that happens twice (clocks going back) is the later one, standard time; a time
+    that does not happen (clocks going forward) keeps the offset from before the change."""
+    zone = ZoneInfo(tz)
+    early, late = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    if early.utcoffset() != late.utcoffset() and (
+        early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
+    ):
+        return late.astimezone(UTC)
+    return early.astimezone(UTC)
+
+
+def bar_close(ts: datetime, tf_min: int, tz: str, resampled: bool) -> datetime:
+    """When the bar opening at `ts` closes: a stored bar `tf_min` later; a resampled one
+    when the next bucket opens, in local time (days of 23 or 25 hours)."""
+    if not resampled or tz == "UTC":
+        return ts + timedelta(minutes=tf_min)
+    local = ts.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
+    return local_to_utc(local + timedelta(minutes=tf_min), tz)
+
+
+def labelled(candle: Candle, label: Label | None) -> Candle:
+    """A bar as a caller asked to see it: with `label=close`, `ts` is its close time."""
+    if label is Label.CLOSE and candle.ts_close is not None:
+        return msgspec.structs.replace(candle, ts=candle.ts_close)
+    return candle
+
+
 class Resample(msgspec.Struct, frozen=True):
-    """Aggregate candles into buckets of the requested timeframe, aligned in `tz`.
+    """What a resampled timeframe is read from.
 
     `source_tf` is the stored timeframe the buckets are made of (the finest that divides
     the requested one): it decides which candles a bucket holds and whether a bucket lies
     whole inside a range. `rollup`, when set, is a coarser timeframe kept at write time
-    from `source_tf`, read instead of it: the same buckets from fewer rows.
+    from `source_tf` (in UTC buckets, or the local days of `rollup_tz`), read instead of
+    it: the same buckets from fewer rows.
     """
 
     source_tf: int
-    tz: str = "UTC"
     rollup: int | None = None
-    rollup_tz: str = "UTC"  # the zone of the rollup's buckets
+    rollup_tz: str = "UTC"
 
     @property
     def read_tf(self) -> int:
@@ -126,12 +252,17 @@ class Serving(msgspec.Struct, frozen=True):
 
 
 def serving(
-    tf_min: int, series: Iterable[Series], tz: str = "UTC", rollups: Iterable[Rollup] = ()
+    tf_min: int,
+    series: Iterable[Series],
+    options: BarOptions | None = None,
+    rollups: Iterable[Rollup] = (),
 ) -> Serving:
     """The one rule for every reader: a stored timeframe is served as stored; otherwise it
-    is made from the finest stored timeframe that divides it, buckets aligned in `tz`, read
-    from the coarsest kept rollup of that timeframe whose buckets fall whole into the
-    requested ones over the series' span (the answer is the same, only cheaper)."""
+    is made from the finest stored timeframe that divides it, buckets cut as `options`
+    say, read from the coarsest kept rollup of that timeframe whose buckets fall whole into
+    the requested ones (and into or out of the session) over the series' span: the answer
+    is the same, only cheaper."""
+    options = options or BarOptions()
     held = {s.tf_min: s for s in series}
     stored = tuple(sorted(held))
     if tf_min in held:
@@ -143,29 +274,31 @@ def serving(
     usable = [
         r
         for r in rollups
-        if r.tf_min not in held and _fits(r, tf_min, tz, base.tf_min, base.first, base.last)
+        if r.tf_min not in held and _fits(r, tf_min, options, base.tf_min, base.first, base.last)
     ]
     if not usable:
-        return Serving(tf_min, stored, Resample(base.tf_min, tz))
+        return Serving(tf_min, stored, Resample(base.tf_min))
     best = max(usable)
-    return Serving(tf_min, stored, Resample(base.tf_min, tz, best.tf_min, best.tz))
+    return Serving(tf_min, stored, Resample(base.tf_min, best.tf_min, best.tz))
 
 
 def _fits(
-    rollup: Rollup, tf_min: int, tz: str, base_tf: int, first: datetime, last: datetime
+    rollup: Rollup, tf_min: int, options: BarOptions, base_tf: int, first: datetime, last: datetime
 ) -> bool:
-    """Whether `rollup`, made of `base_tf` candles, holds whole buckets of `tf_min` in `tz`
-    between `first` and `last`."""
+    """Whether `rollup`, made of `base_tf` candles, holds whole buckets of `tf_min` cut as
+    `options` say between `first` and `last`: each of its buckets inside one of theirs, and
+    inside or outside the session."""
     if not (base_tf < rollup.tf_min <= tf_min and tf_min % rollup.tf_min == 0):
         return False
-    if rollup.tf_min % base_tf:
+    step = rollup.tf_min
+    origin = int((options.origin(tf_min) - EPOCH).total_seconds()) // 60
+    edges = (origin, *((options.session.start, options.session.end) if options.session else ()))
+    if rollup.tf_min % base_tf or any(edge % step for edge in edges):
         return False
     if rollup.tz == "UTC":
-        return aligned(rollup.tf_min, tf_min, tz, first, last)
-    # local days of the same zone: both count from local midnight of the epoch
-    return (
-        rollup.tz == tz and (origin_of(tf_min) - EPOCH).total_seconds() % (rollup.tf_min * 60) == 0
-    )
+        return aligned(rollup.tf_min, options.tz, first, last)
+    # local days of the same zone, counted from the same local midnight
+    return rollup.tz == options.tz
 
 
 class RollupLevel(msgspec.Struct, frozen=True):
@@ -199,27 +332,26 @@ def rollup_levels(
         if rollup.tf_min in held or not divisors:
             continue
         base = held[divisors[0]]
+        zoned = BarOptions(rollup.tz)  # a level's buckets: from local midnight of its zone
         parents = [
             lv.rollup
             for lv in levels
             if lv.base_tf == base.tf_min
             and lv.tf_min < rollup.tf_min
             and (complete is None or lv.rollup in complete)
-            and _fits(lv.rollup, rollup.tf_min, rollup.tz, base.tf_min, base.first, base.last)
+            and _fits(lv.rollup, rollup.tf_min, zoned, base.tf_min, base.first, base.last)
         ]
         parent = max(parents) if parents else None
         levels.append(RollupLevel(rollup.tf_min, base.tf_min, parent, rollup.tz))
     return levels
 
 
-def aligned(rollup: int, tf_min: int, tz: str, first: datetime, last: datetime) -> bool:
+def aligned(rollup: int, tz: str, first: datetime, last: datetime) -> bool:
     """Whether every UTC bucket of `rollup` minutes (counted from the epoch) between `first`
-    and `last` falls whole into one bucket of `tf_min` in local time of `tz`: the origin of
-    `tf_min` and every UTC offset the zone uses then are whole multiples of the rollup, and
-    every change of offset happens on a rollup boundary."""
+    and `last` starts on a whole multiple of the rollup in local time of `tz`: every UTC
+    offset the zone uses then is a whole multiple of the rollup, and every change of offset
+    happens on a rollup boundary."""
     step = rollup * 60
-    if (origin_of(tf_min) - EPOCH).total_seconds() % step:
-        return False
     if tz == "UTC":
         return True
     for year in range(first.year, last.year + 1):

@@ -91,8 +91,13 @@ class ReplayQuery(msgspec.Struct, frozen=True, kw_only=True):
 
     ticker: str | None = None
     tickers: str | None = None
-    tf_min: int | None = None
+    tf_min: str | None = None  # one timeframe, or several: 5,60
     tz: str | None = None
+    day_start: str | None = None
+    session: str | None = None
+    fill: str | None = None  # none, null or prev: a string, or "null" would be read as None
+    label: Literal["open", "close"] | None = None
+    forming: bool = False
     step_seconds: float | None = None
     speed: float | None = None
     start: str | None = None
@@ -110,20 +115,23 @@ class StatusMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     step_seconds: float | None
     total_candles: int | None
     tickers: list[str] | None = None
+    tf_mins: list[int] | None = None
     speed: float | None = None
     seq: int | None = None
     error: str | None = None
 
 
-class CandleMessage(msgspec.Struct):
+class CandleMessage(msgspec.Struct, omit_defaults=True):
     type: Literal["CANDLE"]
     candle: Candle
     seq: int
+    final: bool | None = None  # forming bars: whether this is the bar's last update
 
 
-class CandlesMessage(msgspec.Struct):
+class CandlesMessage(msgspec.Struct, omit_defaults=True):
     """Several candles in one frame (`batch=N`); `seq` is the first one's."""
 
     type: Literal["CANDLES"]
     candles: list[Candle]
     seq: int
+    final: list[bool] | None = None  # forming bars: each one's `final`

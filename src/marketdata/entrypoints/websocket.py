@@ -7,8 +7,7 @@ at once; a client that goes away ends its session and its database work at once.
 import asyncio
 import contextlib
 import random
-import typing
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
 
 import msgspec
@@ -17,13 +16,11 @@ from dishka.integrations.litestar import FromDishka, inject_websocket
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from marketdata.domain.candles import Candle, parse_timestamp, zone_of
-from marketdata.domain.errors import DomainError, InvalidParameter, StoreUnavailable
+from marketdata.domain.candles import Candle
+from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.replay import (
     Clock,
     Command,
-    Pacing,
-    ReplaySelection,
     ReplaySession,
     ReplaySource,
     ReplayStatus,
@@ -37,11 +34,15 @@ from marketdata.entrypoints.errors import (
     close_code_of,
 )
 from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.replay_query import (
+    decode_query,
+    refusal,
+    replay_request,
+    status_message,
+)
 from marketdata.entrypoints.schemas import (
     CandleMessage,
     CandlesMessage,
-    ReplayQuery,
-    StatusMessage,
 )
 from marketdata.entrypoints.settings import Settings
 
@@ -57,97 +58,6 @@ Socket = WebSocket[Any, Any, Any]
 
 class ClientGone(Exception):
     """The client disconnected while we were sending."""
-
-
-class ReplayRequest(msgspec.Struct, frozen=True):
-    selection: ReplaySelection
-    pacing: Pacing
-    lockstep: bool
-    from_seq: int
-    batch: int | None
-
-
-_KINDS = {int: "a whole number", float: "a number", str: "text"}
-
-
-def decode_query(params: Mapping[str, str]) -> ReplayQuery:
-    """The query string into its Struct; a bad value raises InvalidParameter naming it."""
-    values = {name: value for name, value in params.items() if value != ""}
-    try:
-        return msgspec.convert(values, ReplayQuery, strict=False)
-    except msgspec.ValidationError as error:
-        name = str(error).rpartition("$.")[2].rstrip("`")
-        field = next((f for f in msgspec.structs.fields(ReplayQuery) if f.name == name), None)
-        if field is None:  # pragma: no cover (every error names a field)
-            raise InvalidParameter("query", str(error)) from None
-        allowed = typing.get_args(field.type) if typing.get_origin(field.type) is Literal else ()
-        if allowed:
-            raise InvalidParameter(
-                name, f"must be {' or '.join(allowed)}, got {values[name]!r}"
-            ) from None
-        kind = next((_KINDS[t] for t in typing.get_args(field.type) if t in _KINDS), "valid")
-        raise InvalidParameter(name, f"{values[name]!r} is not {kind}") from None
-
-
-def replay_request(query: ReplayQuery, settings: Settings) -> ReplayRequest:
-    """The replay asked for, validated by the domain's value objects; raises DomainError
-    naming the bad parameter."""
-    if query.ticker and query.tickers:
-        raise InvalidParameter("tickers", "give ticker or tickers, not both")
-    raw = query.tickers or query.ticker or ""
-    tickers = tuple(dict.fromkeys(t.strip() for t in raw.split(",") if t.strip()))
-    if not tickers:
-        raise InvalidParameter("ticker", "is required")
-    step = query.step_seconds
-    if step is None and query.speed is None:
-        step = settings.ws_default_step_seconds
-    return ReplayRequest(
-        selection=ReplaySelection(
-            tickers,
-            settings.default_tf_min if query.tf_min is None else query.tf_min,
-            parse_timestamp(query.start, "start") if query.start else None,
-            parse_timestamp(query.end, "end") if query.end else None,
-            tz=zone_of(query.tz) if query.tz else "UTC",
-        ),
-        pacing=Pacing(
-            step_seconds=step,
-            speed=query.speed,
-            min_step=settings.ws_min_step_seconds,
-            max_step=settings.ws_max_step_seconds,
-        ),
-        lockstep=query.mode == "lockstep",
-        from_seq=query.from_seq or 0,
-        batch=query.batch,
-    )
-
-
-def status_message(status: ReplayStatus) -> StatusMessage:
-    """The seed's STATUS body: `ticker` holds every ticker, comma-separated; `tickers` the
-    list, when there are several."""
-    return StatusMessage(
-        type="STATUS",
-        message=status.message,
-        ticker=",".join(status.tickers) or None,
-        tf_min=status.tf_min,
-        step_seconds=status.step_seconds,
-        total_candles=status.total,
-        tickers=list(status.tickers) if len(status.tickers) > 1 else None,
-        speed=status.speed,
-        seq=status.seq,
-        error=status.error,
-    )
-
-
-def refusal(params: Mapping[str, str], message: str, error: str) -> ReplayStatus:
-    """A STATUS for a replay refused before it exists: it echoes what was asked."""
-    raw = params.get("tickers") or params.get("ticker") or ""
-    tf = params.get("tf_min")
-    return ReplayStatus(
-        message=message,
-        tickers=tuple(t.strip() for t in raw.split(",") if t.strip()),
-        tf_min=int(tf) if tf and tf.isdigit() else None,
-        error=error,
-    )
 
 
 class WebSocketSink:
@@ -168,11 +78,17 @@ class WebSocketSink:
             raise ClientGone from error
 
     async def candles(self, seq: int, candles: list[Candle]) -> None:
+        forming = candles[0].final is not None
+        if forming:  # `final` goes on the message, as a kline's flag
+            finals = [bool(c.final) for c in candles]
+            candles = [msgspec.structs.replace(c, final=None) for c in candles]
         if self._batched:
-            await self._send(_encode(CandlesMessage("CANDLES", candles, seq)))
+            frame = CandlesMessage("CANDLES", candles, seq, finals if forming else None)
+            await self._send(_encode(frame))
         else:
             for i, candle in enumerate(candles):
-                await self._send(_encode(CandleMessage("CANDLE", candle, seq + i)))
+                final = finals[i] if forming else None
+                await self._send(_encode(CandleMessage("CANDLE", candle, seq + i, final)))
         self._metrics.candles_sent += len(candles)
 
     async def status(self, status: ReplayStatus) -> None:

@@ -1,164 +1,194 @@
-"""The replay source: keyset pages in (ts, ticker) order, one pooled connection per page."""
+"""The replay source: keyset pages in replay order (close time, timeframe, ticker), one
+pooled connection per page, so a replay holds no connection between pages however long.
+
+The seed's replay (stored candles of one timeframe) reads one index range per ticker in
+one statement. Any other (resampled, several timeframes, forming bars, sessions, fill)
+reads each stream with the statements of bars.py, merged here; counts and positions come
+from the same statements, so that seq numbers are the pages' own.
+"""
 
 import functools
+import heapq
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
 
+from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql, shape_of
 from marketdata.adapters.postgres.pool import Database
-from marketdata.adapters.postgres.reads import (
-    CANDLES,
-    COLUMNS,
-    RANGE,
-    ROLLUPS,
-    holdings_of,
-    resample_params,
-    resampled,
-)
+from marketdata.adapters.postgres.reads import COLUMNS, holdings_of
 from marketdata.domain.candles import Candle, Order, TimeRange
-from marketdata.domain.replay import ReplayKey, ReplaySelection
-from marketdata.domain.timeframes import Holdings
+from marketdata.domain.replay import ReplayKey, ReplaySelection, Stream, key_of
+from marketdata.domain.timeframes import Holdings, bar_close
 
-_FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+_PARAM = re.compile(r"%\((\w+)\)s")
 
 
 class PostgresReplaySource:
-    """ReplaySource: keyset pages on (ts, ticker), each on a pooled connection of its own,
-    so a replay holds no connection between pages whatever its length. Tickers whose
-    timeframe is resampled are read as buckets (see `reads.resampled`)."""
-
     def __init__(self, database: Database) -> None:
         self._db = database
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
         return await holdings_of(self._db, list(tickers))
 
-    def _buckets(self, selection: ReplaySelection) -> tuple[sql.Composable, list[Any]]:
-        """(bucket, ticker) of every candle the replay plays, as one UNION ALL."""
-        parts: list[sql.Composable] = []
-        params: list[Any] = []
-        for ticker in selection.tickers:
-            resample = selection.resample_of(ticker)
-            window = [selection.start, selection.end]
-            if resample is None:
-                parts.append(
-                    sql.SQL(
-                        "SELECT ts AS bucket, ticker FROM candles WHERE ticker = %s"
-                        " AND tf_min = %s AND ts >= coalesce(%s::timestamptz, '-infinity')"
-                        " AND ts <= coalesce(%s::timestamptz, 'infinity')"
-                    )
-                )
-                params += [ticker, selection.tf_min, *window]
-                continue
-            p = resample_params(ticker, selection.tf_min, resample, None)
-            # a bucket counts only when whole inside the range (as for REST)
-            parts.append(
-                sql.SQL(
-                    "SELECT bucket, ticker FROM (SELECT DISTINCT date_bin(%s, ts AT TIME ZONE"
-                    " %s, %s) AT TIME ZONE %s AS bucket, ticker FROM {} WHERE ticker = %s"
-                    " AND tf_min = %s{} AND ts >= coalesce(%s::timestamptz, '-infinity')"
-                    " AND ts <= coalesce(%s::timestamptz, 'infinity')) r"
-                    " WHERE bucket >= coalesce(%s::timestamptz, '-infinity')"
-                    " AND bucket + %s <= coalesce(%s::timestamptz, 'infinity')"
-                ).format(
-                    sql.Identifier(CANDLES if resample.rollup is None else ROLLUPS),
-                    sql.SQL("" if resample.rollup is None else " AND tz = %s"),
-                )
-            )
-            last = timedelta(minutes=selection.tf_min - resample.source_tf)
-            params += [
-                p["stride"],
-                p["tz"],
-                p["origin"],
-                p["tz"],
-                ticker,
-                resample.read_tf,
-                *([] if resample.rollup is None else [resample.rollup_tz]),
-                *window,
-                selection.start,
-                last,
-                selection.end,
-            ]
-        union = sql.SQL(" UNION ALL ").join(parts)
-        return sql.SQL("SELECT bucket, ticker FROM ({}) b").format(union), params
+    # -- positions: counts and keys over every bar of the selection --
 
     async def count(self, selection: ReplaySelection) -> int:
-        query, params = self._buckets(selection)
-        rows = await self._db.fetch(sql.SQL("SELECT count(*) FROM ({}) c").format(query), params)
+        keys, params = self._keys(selection)
+        rows = await self._db.fetch(sql.SQL("SELECT count(*) FROM ({}) k").format(keys), params)
         return int(rows[0][0])
 
-    async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
-        query, params = self._buckets(selection)
-        rows = await self._db.fetch(
-            sql.SQL("SELECT count(*) FROM ({}) c WHERE bucket < %s").format(query), [*params, ts]
-        )
+    async def seq_at(self, selection: ReplaySelection, ts: datetime) -> int:
+        keys, params = self._keys(selection)
+        query = sql.SQL(
+            "WITH k AS ({}), first AS (SELECT close, tf_min, ticker FROM k"
+            " WHERE open >= %(at)s ORDER BY 1, 2, 3 LIMIT 1)"
+            " SELECT CASE WHEN EXISTS (SELECT FROM first) THEN (SELECT count(*) FROM k, first f"
+            " WHERE (k.close, k.tf_min, k.ticker) < (f.close, f.tf_min, f.ticker))"
+            " ELSE (SELECT count(*) FROM k) END"
+        ).format(keys)
+        rows = await self._db.fetch(query, {**params, "at": ts})
         return int(rows[0][0])
 
     async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:
-        query, params = self._buckets(selection)
-        rows = await self._db.fetch(
-            sql.SQL("{} ORDER BY bucket, ticker OFFSET %s LIMIT 1").format(query),
-            [*params, seq],
-        )
-        return ReplayKey(rows[0][0], rows[0][1]) if rows else None
+        keys, params = self._keys(selection)
+        query = sql.SQL(
+            "SELECT close, tf_min, ticker FROM ({}) k ORDER BY 1, 2, 3 OFFSET %(seq)s LIMIT 1"
+        ).format(keys)
+        rows = await self._db.fetch(query, {**params, "seq": seq})
+        return ReplayKey(*rows[0]) if rows else None
+
+    def _keys(self, selection: ReplaySelection) -> tuple[sql.Composable, dict[str, Any]]:
+        """(close, tf_min, ticker, open) of every bar, one branch per stream."""
+        parts: list[sql.Composable] = []
+        params: dict[str, Any] = {}
+        for i, stream in enumerate(selection.streams):
+            if selection.plain:
+                text = (
+                    b"SELECT ts + %(stride)s AS close, %(tf)s AS tf_min, %(ticker)s AS ticker,"
+                    b" ts AS open FROM candles WHERE ticker = %(ticker)s AND tf_min = %(tf)s"
+                    b" AND ts >= coalesce(%(start)s::timestamptz, '-infinity')"
+                    b" AND ts <= coalesce(%(end)s::timestamptz, 'infinity')"
+                )
+                values: dict[str, Any] = {
+                    "ticker": stream.ticker,
+                    "tf": stream.tf_min,
+                    "stride": timedelta(minutes=stream.tf_min),
+                    "start": selection.start,
+                    "end": selection.end,
+                }
+            else:
+                statement, values = self._stream(selection, stream, None, None)
+                text = (
+                    b"SELECT s.close_ts AS close, %(tf)s AS tf_min, %(ticker)s AS ticker,"
+                    b" s.bucket AS open FROM (" + statement + b") s"
+                )
+                values |= {"tf": stream.tf_min}
+            text, values = _prefixed(text, values, f"s{i}_")
+            parts.append(sql.SQL(text.decode()))
+            params |= values
+        return sql.SQL(" UNION ALL ").join(parts), params
+
+    # -- pages --
 
     async def page(
         self, selection: ReplaySelection, after: ReplayKey | None, size: int
     ) -> list[Candle]:
-        if selection.resampled:
-            return await self._resampled_page(selection, after, size)
+        if selection.plain:
+            return await self._plain_page(selection, after, size)
+        merged: list[list[Candle]] = []
+        for stream in selection.streams:
+            statement, params = self._stream(selection, stream, after, size)
+            rows = await self._db.fetch(statement, params)
+            merged.append([self._bar(selection, stream, row) for row in rows])
+        return list(heapq.merge(*merged, key=key_of))[:size]
+
+    def _stream(
+        self,
+        selection: ReplaySelection,
+        stream: Stream,
+        after: ReplayKey | None,
+        size: int | None,
+    ) -> tuple[bytes, dict[str, Any]]:
+        """A stream's bars after `after` (its statement, with a `close_ts` column)."""
+        options = selection.options
+        ranged = selection.start is not None or selection.end is not None
+        shape = shape_of(stream.tf_min, stream.resample, options, Order.ASC, ranged, keyset=True)
+        params = bars_params(
+            stream.ticker,
+            stream.tf_min,
+            stream.resample,
+            options,
+            limit=size,
+            time_range=_range(selection),
+            after_close=after.close if after is not None else None,
+            inclusive=after is not None
+            and (stream.tf_min, stream.ticker) > (after.tf_min, after.ticker),
+            forming=stream.forming,
+            since=selection.start,
+        )
+        statement = forming_sql(shape) if stream.forming else bars_sql(shape)
+        columns = b"bucket, open, high, low, close, volume, openint, close_ts, flag"
+        return (
+            b"SELECT * FROM (" + statement + b") b(" + columns + b")",
+            params,
+        )
+
+    def _bar(self, selection: ReplaySelection, stream: Stream, row: tuple[Any, ...]) -> Candle:
+        """A row of a stream's statement: the bar, its close (the replay's order; the
+        bucket's close with a label on a forming bar), and `final` when forming."""
+        ts, o, h, low, c, v, oi, closes, flag = row
+        if not stream.forming:
+            return Candle(
+                stream.ticker, stream.tf_min, ts, o, h, low, c, v, oi, ts_close=closes, filled=flag
+            )
+        # a forming bar is ordered by its source candle's close
+        return Candle(
+            stream.ticker, stream.tf_min, ts, o, h, low, c, v, oi, ts_close=closes, final=flag
+        )
+
+    async def _plain_page(
+        self, selection: ReplaySelection, after: ReplayKey | None, size: int
+    ) -> list[Candle]:
         # One index range scan per ticker, merged: "ticker = ANY(...) ORDER BY ts" would
         # read every row of the range before sorting. (ts, ticker) > after becomes, for a
-        # given ticker, ts >= after.ts when the ticker sorts after after.ticker, else ts >.
+        # given ticker, ts >= after's ts when the ticker sorts after after's, else ts >.
+        tf_min = selection.tf_min
+        stride = timedelta(minutes=tf_min)
+        after_ts = after.close - stride if after is not None else None
         bounds = tuple(
             "" if after is None else ">=" if ticker > after.ticker else ">"
             for ticker in selection.tickers
         )
         params: list[Any] = []
         for ticker in selection.tickers:
-            params += [ticker, selection.tf_min, selection.start, selection.end]
-            if after is not None:
-                params.append(after.ts)
+            params += [ticker, tf_min, selection.start, selection.end]
+            if after_ts is not None:
+                params.append(after_ts)
             params.append(size)
         rows = await self._db.fetch(_page_query(bounds), [*params, size])
         return [Candle(*row) for row in rows]
 
-    async def _resampled_page(
-        self, selection: ReplaySelection, after: ReplayKey | None, size: int
-    ) -> list[Candle]:
-        """A query per ticker (stored or resampled), merged here."""
-        merged: list[Candle] = []
-        start = selection.start or datetime(1, 1, 2, tzinfo=UTC)
-        end = selection.end or _FAR_FUTURE
-        for ticker in selection.tickers:
-            resample = selection.resample_of(ticker)
-            lo = start
-            if after is not None:
-                # (ts, ticker) > after: a later ticker may share after.ts, others may not
-                step = (
-                    timedelta(microseconds=1)
-                    if resample is None
-                    else timedelta(minutes=selection.tf_min)
-                )
-                lo = max(lo, after.ts if ticker > after.ticker else after.ts + step)
-            if lo > end:
-                continue
-            window = TimeRange(lo, end)
-            if resample is None:
-                rows = await self._db.fetch(
-                    RANGE, (ticker, selection.tf_min, window.start, window.end, size)
-                )
-                found = [Candle(*row) for row in rows]
-            else:
-                found = await resampled(
-                    self._db, ticker, selection.tf_min, size, Order.ASC, resample, window
-                )
-                found = [c for c in found if c.ts >= start]
-            merged += found
-        merged.sort(key=lambda c: (c.ts, c.ticker))
-        return merged[:size]
+
+def _range(selection: ReplaySelection) -> TimeRange | None:
+    if selection.start is None and selection.end is None:
+        return None
+    return TimeRange(
+        selection.start or datetime(1, 1, 2, tzinfo=UTC),
+        selection.end or datetime(9999, 12, 31, tzinfo=UTC),
+    )
+
+
+def _bucket_close(bucket: datetime, stream: Stream, selection: ReplaySelection) -> datetime:
+    return bar_close(bucket, stream.tf_min, selection.options.tz, stream.resample is not None)
+
+
+def _prefixed(text: bytes, params: dict[str, Any], prefix: str) -> tuple[bytes, dict[str, Any]]:
+    """A statement and its named parameters renamed apart, to join others in one query."""
+    renamed = _PARAM.sub(lambda m: f"%({prefix}{m[1]})s", text.decode()).encode()
+    return renamed, {f"{prefix}{k}": v for k, v in params.items()}
 
 
 @functools.lru_cache(maxsize=256)

@@ -21,6 +21,7 @@ from marketdata.domain.replay.selection import (
     MAX_TICKERS,
     ReplayKey,
     ReplaySelection,
+    Stream,
     key_of,
     planned,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Seek",
     "Step",
     "Stop",
+    "Stream",
     "Wake",
     "key_of",
     "pages",

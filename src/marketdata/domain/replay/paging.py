@@ -1,5 +1,5 @@
-"""A replay's candles as it plays them: read a page at a time from the source (the next
-page while the current one plays), and grouped into steps of one timestamp."""
+"""A replay's bars as it plays them: read a page at a time from the source (the next page
+while the current one plays), and grouped into steps of bars that close together."""
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -45,13 +45,17 @@ async def pages(
                 pending.exception()  # retrieved: nobody else will look at it
 
 
-async def steps(candles: AsyncIterator[Candle]) -> AsyncGenerator[list[Candle], None]:
-    """Group consecutive candles sharing a timestamp: they go out together, in one step."""
+async def steps(bars: AsyncIterator[Candle]) -> AsyncGenerator[list[Candle], None]:
+    """Group consecutive bars that close together: they go out together, in one step."""
     group: list[Candle] = []
-    async for candle in candles:
-        if group and candle.ts != group[0].ts:
+    close = None
+    async for bar in bars:
+        # bars without a close of their own are of one timeframe: their opens tell
+        at = bar.ts_close or bar.ts
+        if group and at != close:
             yield group
             group = []
-        group.append(candle)
+        group.append(bar)
+        close = at
     if group:
         yield group

@@ -19,21 +19,23 @@ class ReplaySource(Protocol):
         ...
 
     async def count(self, selection: ReplaySelection) -> int:
-        """How many candles the replay has."""
+        """How many bars the replay has."""
         ...
 
-    async def count_before(self, selection: ReplaySelection, ts: datetime) -> int:
-        """How many candles of the replay have a timestamp before `ts`."""
+    async def seq_at(self, selection: ReplaySelection, ts: datetime) -> int:
+        """The number of the first bar that opens at or after `ts` (the count of all bars
+        when there is none)."""
         ...
 
     async def key_at(self, selection: ReplaySelection, seq: int) -> ReplayKey | None:
-        """The key of candle number `seq` (0-based) in replay order; None past the end."""
+        """The key of bar number `seq` (0-based) in replay order; None past the end."""
         ...
 
     async def page(
         self, selection: ReplaySelection, after: ReplayKey | None, size: int
     ) -> list[Candle]:
-        """Up to `size` candles strictly after `after` (from the start when None)."""
+        """Up to `size` bars strictly after `after` (from the start when None); each with
+        its `ts_close` where it is not `tf_min` after its open, and `final` when forming."""
         ...
 
 
@@ -53,6 +55,7 @@ class ReplayStatus(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     tickers: tuple[str, ...] = ()
     tf_min: int | None = None
+    tf_mins: tuple[int, ...] = ()  # with several timeframes
     step_seconds: float | None = None
     speed: float | None = None
     total: int | None = None
@@ -62,7 +65,9 @@ class ReplayStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 class ReplaySink(Protocol):
     async def candles(self, seq: int, candles: list[Candle]) -> None:
-        """Send candles numbered from `seq` on: a step's, or with `batch` several steps'."""
+        """Send bars numbered from `seq` on: a step's, or with `batch` several steps',
+        labelled as the caller asked (`ts` the close with `label=close`, `ts_close` only
+        with a label); `final` set on forming bars."""
         ...
 
     async def status(self, status: ReplayStatus) -> None: ...

@@ -1,78 +1,114 @@
-"""What a replay plays: the selection of candles, its order, and how its timeframe is
-served (stored, or resampled from which stored timeframe)."""
+"""What a replay plays: its streams (a ticker's bars of one timeframe each), how each is
+served (stored, or resampled from which source), and the order they merge in."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
 from marketdata.domain.candles import Candle, ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
-from marketdata.domain.timeframes import Holdings, Resample, serving
+from marketdata.domain.timeframes import BarOptions, Fill, Holdings, Resample, serving
 
 MAX_TICKERS = 20
+MAX_TIMEFRAMES = 8
+
+
+class Stream(msgspec.Struct, frozen=True):
+    """One series a replay plays: a ticker's bars of one timeframe, stored or resampled;
+    `forming`: a resampled bar is sent at each of its source candles, as it stands so far."""
+
+    ticker: str
+    tf_min: int
+    resample: Resample | None = None
+    forming: bool = False
 
 
 class ReplaySelection(msgspec.Struct, frozen=True):
-    """Which candles a replay plays: several tickers merge in (ts, ticker) order."""
+    """Which bars a replay plays: every ticker in every timeframe, merged in the order the
+    bars close (then timeframe, then ticker), so that no bar arrives before a finer one
+    that closed before it. One timeframe is the seed's replay: candles in (ts, ticker)
+    order."""
 
     tickers: tuple[str, ...]
-    tf_min: int
+    tf_mins: tuple[int, ...]
     start: datetime | None = None
     end: datetime | None = None
-    tz: str = "UTC"
-    # Per ticker, how its candles are made when tf_min is not stored (empty: stored for
-    # all): resampled into buckets aligned in `tz`, as `serving` decides for REST.
-    resamples: tuple[Resample | None, ...] = ()
-
-    def resample_of(self, ticker: str) -> Resample | None:
-        return self.resamples[self.tickers.index(ticker)] if self.resamples else None
+    options: BarOptions = BarOptions()
+    forming: bool = False
+    streams: tuple[Stream, ...] = ()  # set by `planned`, in (ticker, tf_min) order
 
     @property
-    def resampled(self) -> bool:
-        return any(r is not None for r in self.resamples)
+    def tf_min(self) -> int:
+        return self.tf_mins[0]
+
+    @property
+    def plain(self) -> bool:
+        """The seed's replay: stored candles of one timeframe as they are."""
+        return (
+            len(self.tf_mins) == 1
+            and not self.options.shaped
+            and all(s.resample is None for s in self.streams)
+        )
 
     def __post_init__(self) -> None:
         if not self.tickers:
             raise InvalidParameter("ticker", "at least one ticker is required")
         if len(self.tickers) > MAX_TICKERS:
             raise InvalidParameter("tickers", f"at most {MAX_TICKERS} tickers")
+        if not self.tf_mins:
+            raise InvalidParameter("tf_min", "at least one timeframe is required")
+        if len(self.tf_mins) > MAX_TIMEFRAMES:
+            raise InvalidParameter("tf_min", f"at most {MAX_TIMEFRAMES} timeframes")
         for ticker in self.tickers:
             ticker_of(ticker)
-        timeframe_of(self.tf_min)
+        for tf_min in self.tf_mins:
+            timeframe_of(tf_min)
         if self.start and self.end and self.start > self.end:
             raise InvalidQuery("start must not be after end")
+        if self.forming and self.options.fill is not Fill.NONE:
+            raise InvalidParameter(
+                "fill", "does not go with forming=true (a bar forms from candles)"
+            )
 
 
 def planned(selection: ReplaySelection, held: Holdings) -> tuple[ReplaySelection, int | None]:
-    """The selection with each ticker's resampling (as `serving` decides for REST), and its
-    number of candles when the catalog tells it (stored series, whole or ranged over all
-    they hold); None when the source must count them. A ticker whose timeframe cannot be
-    served has no candles."""
-    resamples: list[Resample | None] = []
+    """The selection with its streams, each served as `serving` decides for REST, and its
+    number of bars when the catalog tells it (stored series played whole: one timeframe,
+    nothing shaped, the range covering all they hold); None when the source must count
+    them. A stream that cannot be served has no bars."""
+    streams: list[Stream] = []
     total: int | None = 0
     for ticker in selection.tickers:
         series = held.of(ticker)
-        plan = serving(selection.tf_min, series, selection.tz, held.rollups)
-        resamples.append(plan.resample)
-        stored = next((s for s in series if s.tf_min == selection.tf_min), None)
-        if plan.resample is not None:
-            total = None  # buckets are counted by the source
-        elif total is not None and stored is not None:
-            covered = (selection.start is None or selection.start <= stored.first) and (
-                selection.end is None or selection.end >= stored.last
+        for tf_min in selection.tf_mins:
+            plan = serving(tf_min, series, selection.options, held.rollups)
+            streams.append(
+                Stream(
+                    ticker, tf_min, plan.resample, selection.forming and plan.resample is not None
+                )
             )
-            total = total + stored.count if covered else None
-    if any(r is not None for r in resamples):
-        selection = msgspec.structs.replace(selection, resamples=tuple(resamples))
-    return selection, total
+            stored = next((s for s in series if s.tf_min == tf_min), None)
+            if plan.resample is not None or selection.options.shaped:
+                total = None  # bars are counted by the source
+            elif total is not None and stored is not None:
+                covered = (selection.start is None or selection.start <= stored.first) and (
+                    selection.end is None or selection.end >= stored.last
+                )
+                total = total + stored.count if covered else None
+    return msgspec.structs.replace(selection, streams=tuple(streams)), total
 
 
 class ReplayKey(msgspec.Struct, frozen=True, order=True):
-    """A candle's place in the replay order."""
+    """A bar's place in the replay order: when it closes, then its timeframe, then its
+    ticker. For one timeframe, the seed's (ts, ticker) order."""
 
-    ts: datetime
+    close: datetime
+    tf_min: int
     ticker: str
 
 
 def key_of(candle: Candle) -> ReplayKey:
-    return ReplayKey(candle.ts, candle.ticker)
+    """A bar's place: its close is `ts_close` where the source set it (resampled bars,
+    forming ones), else `tf_min` after its open."""
+    close = candle.ts_close or candle.ts + timedelta(minutes=candle.tf_min)
+    return ReplayKey(close, candle.tf_min, candle.ticker)

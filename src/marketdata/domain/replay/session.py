@@ -1,19 +1,21 @@
-"""One client's replay: candles re-emitted on an absolute, accelerated schedule.
+"""One client's replay: bars re-emitted on an absolute, accelerated schedule.
 
-Schedule: step k (all candles sharing one timestamp) is due at anchor_t + (k - anchor_k) *
+Schedule: step k (all bars that close together) is due at anchor_t + (k - anchor_k) *
 step_seconds, or, in speed mode, at the previous step's due time plus the market-time gap
 divided by the speed (clamped to [min, max] step). The anchor moves only on pause/resume
 (shifted by the time spent paused), seek, a pace change or a manual step, so nothing drifts
 however long the replay runs: lateness of one step never delays the next one's due time.
 
-Candles go to the sink a step at a time; with `batch`, the steps that are due at once (at
-step 0, or catching up) go together, up to `batch` candles: what is not yet sent is sent
+Bars go to the sink a step at a time; with `batch`, the steps that are due at once (at
+step 0, or catching up) go together, up to `batch` bars: what is not yet sent is sent
 before the replay waits for anything.
 """
 
 import contextlib
 import enum
 from datetime import datetime
+
+import msgspec
 
 from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
@@ -30,7 +32,8 @@ from marketdata.domain.replay.commands import (
 from marketdata.domain.replay.pacing import Pacing, Wake
 from marketdata.domain.replay.paging import pages, steps
 from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
-from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, planned
+from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, key_of, planned
+from marketdata.domain.timeframes import bar_close, labelled
 
 MAX_BATCH = 1000
 
@@ -89,7 +92,7 @@ class ReplaySession:
         self._acked = True
         self._seek: int | None = None
         self._stop = False
-        # candles emitted but not yet sent (with batch), and the seq after them
+        # bars emitted but not yet sent (with batch), and the seq after them
         self._frame: list[Candle] = []
         self._next_seq = from_seq
         # schedule state: see the module docstring
@@ -114,7 +117,7 @@ class ReplaySession:
         if total == 0:
             raise NotFound(
                 f"No candles found for {','.join(self.selection.tickers)} with "
-                f"tf_min={self.selection.tf_min}"
+                f"tf_min={','.join(map(str, self.selection.tf_mins))}"
             )
         if self._from_seq > total:
             raise InvalidParameter("from_seq", f"must be at most {total}, got {self._from_seq}")
@@ -130,6 +133,7 @@ class ReplaySession:
             message=message,
             tickers=self.selection.tickers,
             tf_min=self.selection.tf_min,
+            tf_mins=self.selection.tf_mins if len(self.selection.tf_mins) > 1 else (),
             step_seconds=self.pacing.step_seconds,
             speed=self.pacing.speed,
             total=self.total,
@@ -157,16 +161,17 @@ class ReplaySession:
                         self._prefetch_at,
                         first,
                     )
-                ) as candles,
-                contextlib.aclosing(steps(candles)) as groups,
+                ) as bars,
+                contextlib.aclosing(steps(bars)) as groups,
             ):
                 async for group in groups:
-                    signal = await self._wait(group[0].ts)
+                    close = key_of(group[0]).close
+                    signal = await self._wait(close)
                     if signal is not _Signal.GO:
                         break
                     # Commit the step to the schedule before sending it: commands that
                     # arrive while it is being sent apply to the steps after it.
-                    self._emitted(self._due(group[0].ts), group[0].ts)
+                    self._emitted(self._due(close), close)
                     await self._add(group)
             if signal is _Signal.SEEK:
                 self._frame = []  # the client asked to be elsewhere
@@ -206,7 +211,19 @@ class ReplaySession:
         size = size or len(self._frame)
         sent, self._frame = self._frame[:size], self._frame[size:]
         self._acked = False
+        label = self.selection.options.label
+        if label is not None:
+            sent = [labelled(self._closed(c), label) for c in sent]
+        elif sent[0].ts_close is not None:  # a close time set for the order, not asked for
+            sent = [msgspec.structs.replace(c, ts_close=None) for c in sent]
         await self._sink.candles(self._next_seq - len(self._frame) - len(sent), sent)
+
+    def _closed(self, candle: Candle) -> Candle:
+        """A forming bar is ordered by its source candle's close: shown with its own."""
+        if candle.final is None:
+            return candle
+        closes = bar_close(candle.ts, candle.tf_min, self.selection.options.tz, resampled=True)
+        return msgspec.structs.replace(candle, ts_close=closes)
 
     async def _flushed(self) -> bool:
         """Before waiting for anything: send what is pending; whether anything was."""
@@ -340,7 +357,7 @@ class ReplaySession:
                 raise InvalidParameter("seq", f"must be between 0 and {self.total}, got {seq}")
             return seq
         assert ts is not None
-        return await self._source.count_before(self.selection, parse_timestamp(ts, "ts"))
+        return await self._source.seq_at(self.selection, parse_timestamp(ts, "ts"))
 
     @property
     def paused(self) -> bool:

@@ -13,6 +13,7 @@ from litestar.response import Stream
 from marketdata.domain.candles import Order, parse_timestamp
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.queries import CandleQueries
+from marketdata.domain.timeframes import bar_options
 from marketdata.entrypoints.http import writes
 from marketdata.entrypoints.http.cursor import decode_cursor, encode_cursor
 from marketdata.entrypoints.http.docs import (
@@ -24,7 +25,11 @@ from marketdata.entrypoints.http.docs import (
     STREAMED,
     UNAVAILABLE,
     Accept,
+    DayStart,
+    FillMode,
     Format,
+    Label,
+    Session,
     TfMin,
     Ticker,
     Tz,
@@ -73,13 +78,19 @@ class CandlesController(Controller):
             Order, QueryParameter(description="`asc` (oldest first) or `desc` (newest first).")
         ] = Order.ASC,
         tz: Tz = None,
+        day_start: DayStart = None,
+        session: Session = None,
+        fill: FillMode = None,
+        label: Label = None,
         format: Format = None,
         accept: Accept = None,
     ) -> Response[CandlesBody] | Stream:
         output = output_format(format, accept)
+        options = bar_options(tz, day_start, session, fill, label)
         if output != "json":
-            return streamed(await queries.export(ticker, tf_min, order, limit, tz), output)
-        found = await queries.candles(ticker, tf_min, limit, order, tz)
+            exported = await queries.export(ticker, tf_min, order, limit, options)
+            return streamed(exported, output, options)
+        found = await queries.candles(ticker, tf_min, limit, order, options)
         return Response(CandlesBody(data=found, count=len(found)))
 
     @get(
@@ -118,6 +129,10 @@ class CandlesController(Controller):
             ),
         ] = None,
         tz: Tz = None,
+        day_start: DayStart = None,
+        session: Session = None,
+        fill: FillMode = None,
+        label: Label = None,
         cursor: Annotated[
             str | None,
             QueryParameter(description="`next` of the previous page.", max_length=200),
@@ -129,15 +144,16 @@ class CandlesController(Controller):
         end_ts = parse_timestamp(end, "end")
         after = decode_cursor(cursor) if cursor is not None else None
         output = output_format(format, accept)
+        options = bar_options(tz, day_start, session, fill, label)
         if output != "json":
             exported = await queries.export(
-                ticker, tf_min, Order.ASC, limit, tz, start_ts, end_ts, after
+                ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
             )
-            return streamed(exported, output)
-        page = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit, tz, after)
-        if not page.more:
+            return streamed(exported, output, options)
+        page = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit, options, after)
+        if not page.more or page.last is None:
             return Response(CandlesBody(data=page.candles, count=len(page.candles)))
-        next_cursor = encode_cursor(page.candles[-1].ts)
+        next_cursor = encode_cursor(page.last)
         query = {k: v for k, v in request.query_params.items() if k != "cursor"}
         link = f"{request.url.path}?{urlencode({**query, 'cursor': next_cursor})}"
         return Response(

@@ -108,6 +108,46 @@ Accept = Annotated[
         description="text/csv or application/x-ndjson stream the result (as format does).",
     ),
 ]
+Label = Annotated[
+    Literal["open", "close"] | None,
+    QueryParameter(
+        description="`ts` is the bar's open time (`open`, the seed's) or its close time "
+        "(`close`); given either way, each bar also carries `ts_close`, its close time.",
+        examples=[Example(value="close")],
+    ),
+]
+FillMode = Annotated[
+    # a string, not a Literal: "null" would be read as None
+    str | None,
+    QueryParameter(
+        pattern="^(none|null|prev)$",
+        description="Missing buckets between the first and last bar returned (within "
+        '`session` hours for bars shorter than a day) are added, marked `"filled": true`: '
+        "`null` prices and volume, or `prev`: a flat bar at the previous close with volume "
+        "0. They count toward `limit`. Default `none`.",
+        examples=[Example(value="prev")],
+    ),
+]
+DayStart = Annotated[
+    str | None,
+    QueryParameter(
+        description="Local time (in `tz`) at which resampled days and weeks start, HH:MM "
+        "(default 00:00): `17:00` with `tz=America/New_York` gives the FX day, 23- and "
+        "25-hour days where daylight saving changes.",
+        pattern=r"^\d{2}:\d{2}$",
+        examples=[Example(value="17:00")],
+    ),
+]
+Session = Annotated[
+    str | None,
+    QueryParameter(
+        description="Local trading hours (in `tz`), HH:MM-HH:MM: only candles opening "
+        "inside them are kept, before they are aggregated (no pre- or post-market in an "
+        "equity's day). A start after the end wraps midnight.",
+        pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        examples=[Example(value="09:30-16:00")],
+    ),
+]
 RESAMPLING = (
     " When `tf_min` is not stored but a finer stored timeframe divides it, candles are "
     "aggregated from the finest such one (open of the first, max high, min low, close of the "

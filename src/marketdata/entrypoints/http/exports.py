@@ -3,15 +3,18 @@ repository's server-side cursor, in batches, in constant memory."""
 
 import csv
 import io
+import math
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import msgspec
 from litestar.response import Stream
 
 from marketdata.domain.candles import Candle
+from marketdata.domain.timeframes import PLAIN, BarOptions, Fill
 
 _encode = msgspec.json.Encoder().encode
-_CSV_HEADER = b"ticker,tf_min,ts,open,high,low,close,volume,openint\n"
+_CSV_HEADER = b"ticker,tf_min,ts,open,high,low,close,volume,openint"
 _BATCH = 1000
 
 
@@ -27,14 +30,32 @@ def output_format(requested: str | None, accept: str | None) -> str:
     return "json"
 
 
-async def _csv_lines(candles: AsyncIterator[Candle]) -> AsyncIterator[bytes]:
-    yield _CSV_HEADER
+def _iso(ts: datetime | None) -> str:
+    return ts.isoformat().replace("+00:00", "Z") if ts is not None else ""
+
+
+def _number(value: float) -> float | str:
+    return "" if math.isnan(value) else value  # a bar filled with nulls: empty fields
+
+
+async def _csv_lines(
+    candles: AsyncIterator[Candle], closes: bool, fills: bool
+) -> AsyncIterator[bytes]:
+    """CSV rows: with `closes` (a label asked for) a ts_close column, with `fills` (fill
+    asked for) a filled one."""
+    yield _CSV_HEADER + (b",ts_close" if closes else b"") + (b",filled\n" if fills else b"\n")
     batch: list[tuple[object, ...]] = []
     async for c in candles:
-        stamp = c.ts.isoformat().replace("+00:00", "Z")
-        batch.append(
-            (c.ticker, c.tf_min, stamp, c.open, c.high, c.low, c.close, c.volume, c.openint)
+        row: tuple[object, ...] = (
+            c.ticker,
+            c.tf_min,
+            _iso(c.ts),
+            *(_number(v) for v in (c.open, c.high, c.low, c.close, c.volume)),
+            c.openint,
         )
+        if closes:
+            row = (*row, _iso(c.ts_close))
+        batch.append((*row, str(c.filled).lower()) if fills else row)
         if len(batch) >= _BATCH:
             yield _csv_chunk(batch)
             batch.clear()
@@ -59,8 +80,9 @@ async def _ndjson_lines(candles: AsyncIterator[Candle]) -> AsyncIterator[bytes]:
         yield b"\n".join(batch) + b"\n"
 
 
-def streamed(candles: AsyncIterator[Candle], output: str) -> Stream:
+def streamed(candles: AsyncIterator[Candle], output: str, options: BarOptions = PLAIN) -> Stream:
     # Litestar adds the charset to text/* types itself.
     if output == "csv":
-        return Stream(_csv_lines(candles), media_type="text/csv")
+        closes, fills = options.label is not None, options.fill is not Fill.NONE
+        return Stream(_csv_lines(candles, closes, fills), media_type="text/csv")
     return Stream(_ndjson_lines(candles), media_type="application/x-ndjson")

@@ -1,0 +1,204 @@
+"""Bar semantics in plain Python, written apart from the service, to check it against:
+sessions, day starts, buckets in local time, close times, gap fill, labels, forming bars.
+
+A local time is read as PostgreSQL reads `timestamp AT TIME ZONE zone` (its documented
+rule): a time that happens twice is the later, standard-time one; a time that does not
+happen keeps the offset in force before the change.
+"""
+
+import math
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from marketdata.domain.candles import Candle
+
+
+def instant(local: datetime, zone: ZoneInfo) -> datetime:
+    candidates = sorted({local.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1)})
+    real = [c for c in candidates if c.astimezone(zone).replace(tzinfo=None) == local]
+    if len(real) == 2:
+        return real[1]  # happens twice: the later
+    if real:
+        return real[0]
+    # does not happen: the offset of the instant just before the change
+    before = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    offset = (before - timedelta(hours=3)).astimezone(zone).utcoffset()
+    assert offset is not None
+    return (local - offset).replace(tzinfo=UTC)
+
+
+def local(ts: datetime, zone: ZoneInfo) -> datetime:
+    return ts.astimezone(zone).replace(tzinfo=None)
+
+
+def in_session(moment: time, session: tuple[time, time] | None) -> bool:
+    if session is None:
+        return True
+    start, end = session
+    return start <= moment < end if start < end else moment >= start or moment < end
+
+
+class Spec:
+    """What bars are asked for."""
+
+    def __init__(
+        self,
+        tf_min: int,
+        resampled: bool,
+        tz: str = "UTC",
+        day_start: time = time(0),
+        session: tuple[time, time] | None = None,
+        fill: str = "none",
+        label: str | None = None,
+    ) -> None:
+        self.tf_min, self.resampled, self.zone = tf_min, resampled, ZoneInfo(tz)
+        self.day_start, self.session, self.fill, self.label = day_start, session, fill, label
+        self.stride = timedelta(minutes=tf_min)
+        monday = tf_min % 10080 == 0
+        self.origin = datetime(1970, 1, 5 if monday else 1, day_start.hour, day_start.minute)
+
+    def bucket(self, ts: datetime) -> datetime:
+        if not self.resampled:
+            return ts
+        at = local(ts, self.zone)
+        start = self.origin + ((at - self.origin) // self.stride) * self.stride
+        return instant(start, self.zone)
+
+    def close(self, bucket: datetime) -> datetime:
+        if not self.resampled:
+            return bucket + self.stride
+        return instant(local(bucket, self.zone) + self.stride, self.zone)
+
+    def after(self, bucket: datetime) -> datetime:
+        """The next bucket's label, stepping in local time (stored: in UTC)."""
+        return self.close(bucket)
+
+    def keeps(self, candle: Candle) -> bool:
+        return in_session(local(candle.ts, self.zone).time(), self.session)
+
+    def fills(self, bucket: datetime) -> bool:
+        """Whether a missing bucket is filled: within the session's hours (intraday)."""
+        if self.session is None or self.tf_min >= 1440:
+            return True
+        moment = local(bucket, self.zone)
+        if in_session(moment.time(), self.session):
+            return True
+        opens = datetime.combine(moment.date(), self.session[0])
+        return moment < opens < moment + self.stride
+
+
+def aggregate(spec: Spec, candles: list[Candle]) -> list[dict[str, Any]]:
+    """Bars (bucket, OHLCV) of the candles kept by the session, in time order."""
+    groups: dict[datetime, list[Candle]] = {}
+    for candle in sorted((c for c in candles if spec.keeps(c)), key=lambda c: c.ts):
+        groups.setdefault(spec.bucket(candle.ts), []).append(candle)
+    return [
+        {
+            "ts": bucket,
+            "open": group[0].open,
+            "high": max(c.high for c in group),
+            "low": min(c.low for c in group),
+            "close": group[-1].close,
+            "volume": sum(c.volume for c in group),
+            "openint": group[-1].openint,
+        }
+        for bucket, group in sorted(groups.items())
+    ]
+
+
+def filled(spec: Spec, bars: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if spec.fill == "none" or not bars:
+        return bars
+    real = {bar["ts"]: bar for bar in bars}
+    out: list[dict[str, Any]] = []
+    at, last = bars[0]["ts"], bars[-1]["ts"]
+    previous = bars[0]
+    seen: set[datetime] = set()
+    while at <= last:
+        if at in real:
+            previous = real[at]
+            out.append({**real[at], "filled": False})
+        elif at not in seen and spec.fills(at):
+            price = previous["close"] if spec.fill == "prev" else math.nan
+            out.append(
+                {
+                    "ts": at,
+                    "open": price,
+                    "high": price,
+                    "low": price,
+                    "close": price,
+                    "volume": 0.0 if spec.fill == "prev" else math.nan,
+                    "openint": previous["openint"] if spec.fill == "prev" else 0,
+                    "filled": True,
+                }
+            )
+        seen.add(at)
+        at = spec.after(at)
+    return out
+
+
+def bars(spec: Spec, candles: list[Candle], ticker: str) -> list[dict[str, Any]]:
+    """What /candles returns for `spec`, as JSON would carry it."""
+    return [wire_bar(spec, ticker, bar) for bar in filled(spec, aggregate(spec, candles))]
+
+
+def wire_bar(spec: Spec, ticker: str, bar: dict[str, Any]) -> dict[str, Any]:
+    closes = spec.close(bar["ts"])
+    out = {
+        "ticker": ticker,
+        "tf_min": spec.tf_min,
+        "ts": _iso(closes if spec.label == "close" else bar["ts"]),
+        **{k: _json(bar[k]) for k in ("open", "high", "low", "close", "volume")},
+        "openint": bar["openint"],
+    }
+    if spec.label is not None:
+        out["ts_close"] = _iso(closes)
+    if bar.get("filled"):
+        out["filled"] = True
+    return out
+
+
+def forming(spec: Spec, candles: list[Candle], ticker: str, source_tf: int) -> list[dict[str, Any]]:
+    """The messages of a forming replay: a bar per source candle as it stands with it, and
+    whether it is the bar's last update."""
+    kept = sorted((c for c in candles if spec.keeps(c)), key=lambda c: c.ts)
+    out = []
+    for i, candle in enumerate(kept):
+        bucket = spec.bucket(candle.ts)
+        group = [c for c in kept[: i + 1] if spec.bucket(c.ts) == bucket]
+        bar = aggregate(spec, group)[0]
+        final = i + 1 == len(kept) or spec.bucket(kept[i + 1].ts) != bucket
+        out.append({"candle": wire_bar(spec, ticker, bar), "final": final})
+    return out
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def _json(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def same(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> bool:
+    """Equal bar for bar; volumes (sums of floats added in another order) to 1e-9."""
+    if len(got) != len(expected):
+        return False
+    for a, b in zip(got, expected, strict=True):
+        if {k: v for k, v in a.items() if k != "volume"} != {
+            k: v for k, v in b.items() if k != "volume"
+        }:
+            return False
+        if (a["volume"] is None) != (b["volume"] is None):
+            return False
+        if a["volume"] is not None and not math.isclose(a["volume"], b["volume"], rel_tol=1e-9):
+            return False
+    return True
+
+
+def first_difference(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:
+    for i, (a, b) in enumerate(zip(got, expected, strict=False)):
+        if not same([a], [b]):
+            return f"#{i}: got {a} expected {b}"
+    return f"lengths {len(got)} and {len(expected)}"
