@@ -15,6 +15,7 @@ class CandleFactory(MsgspecFactory[Candle]):
     ts_close = None  # set only when a caller asks for labels
     filled = False
     final = None
+    revision = 0
 
     @classmethod
     def ts(cls) -> datetime:

@@ -70,6 +70,7 @@ def chart_server(
             "LOG_LEVEL": "WARNING",
             # small pages: loading older candles has to follow the range API's cursor
             "MAX_LIMIT": str(MAX_LIMIT),
+            "API_KEYS": "chart",  # the live test writes candles of a ticker of its own
         }
         cwd = tmp_path_factory.mktemp("chart-server")
         with served(cwd, through(database, url), port, **env), TcpProxy("127.0.0.1", port) as front:

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -281,6 +281,60 @@ def test_replay_adds_candles_pauses_steps_resumes_and_seeks(
     wait_seq(opened, opened.state()["replay"]["nextSeq"] + 10)
     page.click("#stop")
     page.wait_for_function("document.body.dataset.replay === 'idle'")
+    assert opened.errors == []
+
+
+def post_candles(base: str, candles: list[dict[str, Any]]) -> None:
+    request = urllib.request.Request(
+        f"{base}/candles",
+        data=json.dumps(candles).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer chart"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def live_candle(i: int, close: float = 10.0) -> dict[str, Any]:
+    ts = datetime(2026, 7, 1, 14, 30, tzinfo=UTC) + timedelta(minutes=5 * i)
+    return {
+        "ticker": "LIVE.TEST",
+        "tf_min": 5,
+        "ts": ts.isoformat(),
+        "open": 10.0,
+        "high": max(11.0, close),
+        "low": min(9.0, close),
+        "close": close,
+        "volume": 100 + i,
+    }
+
+
+def test_the_chart_follows_live_candles_when_the_replay_reaches_the_present(
+    chart_server: ChartServer, tab: OpenTab
+) -> None:
+    post_candles(chart_server.url, [live_candle(i) for i in range(30)])
+    opened = open_chart(tab, chart_server.url, "?ticker=LIVE.TEST&tf=5")
+    page = opened.page
+    page.fill("#pace", "0.01")
+    page.fill("#from", "2026-07-01T14:30")
+    page.click("#play")
+    page.wait_for_function("document.body.dataset.replay === 'live'")
+    assert page.is_visible("#live-badge")
+    opened.shot("live")
+    post_candles(chart_server.url, [live_candle(30, 10.5)])
+    wait_seq(opened, 31)
+    state = opened.state()
+    assert stamps(state)[-1] == datetime(2026, 7, 1, 17, 0, tzinfo=UTC)
+    # a correction of the newest candle is drawn in its place, not as another candle
+    count = len(state["candles"])
+    post_candles(chart_server.url, [live_candle(30, 11.5)])
+    wait_seq(opened, 32)
+    state = opened.state()
+    assert len(state["candles"]) == count
+    assert page.evaluate("window.marketdata.state().lastClose") == 11.5
+    page.click("#stop")
+    page.wait_for_function("document.body.dataset.replay === 'idle'")
+    assert not page.is_visible("#live-badge")
     assert opened.errors == []
 
 

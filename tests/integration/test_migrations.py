@@ -45,6 +45,9 @@ def test_migrations_create_the_seed_schema(database_factory: Callable[[], str]) 
         "close": "double precision",
         "volume": "double precision",
         "openint": "bigint",
+        # live: how often a candle was rewritten, and the write that last changed it
+        "revision": "integer",
+        "version": "bigint",
     }
     assert len(_index_led_by_ticker_tf_ts(url)) == 1
     with psycopg.connect(url) as conn:

@@ -142,13 +142,19 @@ def test_rollups_answer_as_the_stored_candles_after_any_writes(
                 # updates and deletes go to any stored timeframe, the finer one included
                 step = tf if what == "insert" else rng.choice(sorted(stored))
                 slots = range(first // step, min(first // step + count // step + 1, SLOTS // step))
+                # inserts and updates write a second ticker too, Q, which never has the
+                # finer timeframe: one write refreshes tickers whose rollups differ
                 if what == "insert":  # in a shuffled order, some slots left out
                     chosen = [s for s in slots if rng.random() < 0.8]
                     rng.shuffle(chosen)
-                    await store.writer.write([row(step, s, rng) for s in chosen])
+                    await store.writer.write(
+                        [row(step, s, rng, t) for s in chosen for t in ("R", "Q")]
+                    )
                 elif what == "update":  # new values for whatever is stored there
-                    rows = [row(step, s, rng) for s in slots if rng.random() < 0.5]
-                    await store.writer.write(rows)
+                    picked = [s for s in slots if rng.random() < 0.5]
+                    await store.writer.write(
+                        [row(step, s, rng, t) for s in picked for t in ("Q", "R")]
+                    )
                 elif what == "delete":
                     window = TimeRange(
                         START + timedelta(minutes=step * slots.start),

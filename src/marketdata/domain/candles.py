@@ -19,8 +19,9 @@ class Candle(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     fewer objects to walk.
 
     `ts_close` (the bar's close time), `filled` (a bucket with no candle, made up by
-    `fill`) and `final` (a forming bar of a replay: whether this is its last update) are
-    set only where they apply: unset, a body is the seed's. A bar filled with nulls has NaN
+    `fill`), `final` (a forming bar of a replay: whether this is its last update) and
+    `revision` (a live candle written again with other values: how many times) are set
+    only where they apply: unset, a body is the seed's. A bar filled with nulls has NaN
     prices (JSON null)."""
 
     ticker: str
@@ -35,6 +36,7 @@ class Candle(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     ts_close: datetime | None = None
     filled: bool = False
     final: bool | None = None
+    revision: int = 0
 
 
 class Order(enum.StrEnum):

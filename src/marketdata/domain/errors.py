@@ -39,3 +39,7 @@ class StoreUnavailable(DomainError):
         self.reason = reason
         # connection | pool_timeout | statement_timeout | schema: for metrics and logs
         self.kind = kind
+
+
+class TooSlow(DomainError):
+    """A live client reads too slowly: more candles waited for it than its bound."""

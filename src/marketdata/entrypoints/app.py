@@ -22,6 +22,7 @@ from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import StoreHealth
 from marketdata.domain.queries import CandleQueries
+from marketdata.domain.replay import LiveFeed
 from marketdata.entrypoints.errors import (
     domain_error_response,
     http_error_response,
@@ -41,7 +42,7 @@ from marketdata.entrypoints.providers import (
     database_config,
 )
 from marketdata.entrypoints.settings import Settings
-from marketdata.entrypoints.websocket import ReplayRegistry, replay
+from marketdata.entrypoints.websocket import ReplayRegistry, live_candles, replay
 
 log = structlog.get_logger(logger_name="marketdata")
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
     async def open_store() -> None:
         # Open the pool at start-up rather than on the first request.
         await container.get(StoreHealth)
+        await container.get(LiveFeed)  # its listener starts with the service
         registry = await container.get(ReplayRegistry)
         metrics.watch_replays(lambda: registry.active)
         if settings.migrate_on_start and settings.database_url is not None:
@@ -119,7 +121,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         await container.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, replay, *static_files()],
+        route_handlers=[*ROUTES, replay, live_candles, *static_files()],
         on_startup=[open_store],
         on_shutdown=[close_container],
         after_request=json_not_found,

@@ -76,6 +76,16 @@ class Metrics:
         # read when scraped.
         self.candles_sent = 0
         self.registry.register(_CandlesSentCollector(self))
+        self.live_subscribers = Gauge(
+            "marketdata_live_subscribers",
+            "Clients receiving live candles in this process",
+            registry=self.registry,
+        )
+        self.live_changes = Gauge(
+            "marketdata_live_changes",
+            "Changes (a series written by one transaction) this process's listener delivered",
+            registry=self.registry,
+        )
         self.rows_ingested = Counter(
             "marketdata_rows_ingested",
             "Rows written through POST /candles (inserted or updated)",
@@ -87,6 +97,10 @@ class Metrics:
 
     def watch_replays(self, active: Callable[[], int]) -> None:
         self.replays.set_function(active)
+
+    def watch_live(self, subscribers: Callable[[], int], changes: Callable[[], int]) -> None:
+        self.live_subscribers.set_function(subscribers)
+        self.live_changes.set_function(changes)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from dishka import Provider, Scope, from_context, provide
 
 from marketdata.adapters.clock import SystemClock
+from marketdata.adapters.postgres.live import PostgresLiveFeed
 from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
@@ -13,7 +14,7 @@ from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import CandleRepository, CandleWriter, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
-from marketdata.domain.replay import Clock, ReplaySource
+from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.websocket import ReplayRegistry
@@ -63,6 +64,16 @@ class PostgresProvider(Provider):
         metrics.watch_pool(database.stats)
         yield database
         await database.close()
+
+    @provide
+    async def live(
+        self, config: DatabaseConfig, database: Database, metrics: Metrics
+    ) -> AsyncIterator[LiveFeed]:
+        feed = PostgresLiveFeed(config, database)
+        await feed.start()
+        metrics.watch_live(lambda: feed.subscribers, lambda: feed.delivered)
+        yield feed
+        await feed.close()
 
 
 class ReplayProvider(Provider):

@@ -21,6 +21,7 @@ class ReplayRequest(msgspec.Struct, frozen=True):
     lockstep: bool
     from_seq: int
     batch: int | None
+    live: bool
 
 
 _KINDS = {int: "a whole number", float: "a number", str: "text"}
@@ -75,6 +76,7 @@ def replay_request(query: ReplayQuery, settings: Settings) -> ReplayRequest:
         lockstep=query.mode == "lockstep",
         from_seq=query.from_seq or 0,
         batch=query.batch,
+        live=query.live,
     )
 
 

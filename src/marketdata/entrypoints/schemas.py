@@ -98,6 +98,7 @@ class ReplayQuery(msgspec.Struct, frozen=True, kw_only=True):
     fill: str | None = None  # none, null or prev: a string, or "null" would be read as None
     label: Literal["open", "close"] | None = None
     forming: bool = False
+    live: bool = False
     step_seconds: float | None = None
     speed: float | None = None
     start: str | None = None
@@ -126,6 +127,7 @@ class CandleMessage(msgspec.Struct, omit_defaults=True):
     candle: Candle
     seq: int
     final: bool | None = None  # forming bars: whether this is the bar's last update
+    revision: int | None = None  # live: a candle written again with other values
 
 
 class CandlesMessage(msgspec.Struct, omit_defaults=True):

@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_max_sessions: Positive = 1000
     # Candles read per page of a replay (two pages at most are in memory per session).
     ws_page_size: Positive = 100
+    # Live candles that may wait for one client; a client that lets more pile up is cut
+    # (close 1008, a STATUS first): a slow reader never holds the others back.
+    live_queue_max: Positive = 10_000
     db_connect_timeout: PositiveFloat = 5.0
     db_command_timeout: PositiveFloat = 30.0
     db_pool_min_size: Positive = 2

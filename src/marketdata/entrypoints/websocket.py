@@ -21,6 +21,7 @@ from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.replay import (
     Clock,
     Command,
+    LiveFeed,
     ReplaySession,
     ReplaySource,
     ReplayStatus,
@@ -49,6 +50,7 @@ from marketdata.entrypoints.settings import Settings
 log = structlog.get_logger(logger_name="marketdata.replay")
 
 MAX_CONTROL_MESSAGE = 4096
+REFUSAL_SECONDS = 2.0
 
 _encode = msgspec.json.Encoder().encode
 _decode_command = msgspec.json.Decoder(Command).decode
@@ -78,17 +80,20 @@ class WebSocketSink:
             raise ClientGone from error
 
     async def candles(self, seq: int, candles: list[Candle]) -> None:
+        # `final` and `revision` go on the message (a kline's flag), not in the candle
         forming = candles[0].final is not None
-        if forming:  # `final` goes on the message, as a kline's flag
-            finals = [bool(c.final) for c in candles]
-            candles = [msgspec.structs.replace(c, final=None) for c in candles]
+        finals = [bool(c.final) for c in candles] if forming else None
+        revisions = [c.revision for c in candles]
+        if forming or any(revisions):
+            candles = [msgspec.structs.replace(c, final=None, revision=0) for c in candles]
         if self._batched:
-            frame = CandlesMessage("CANDLES", candles, seq, finals if forming else None)
+            frame = CandlesMessage("CANDLES", candles, seq, finals)
             await self._send(_encode(frame))
         else:
             for i, candle in enumerate(candles):
-                final = finals[i] if forming else None
-                await self._send(_encode(CandleMessage("CANDLE", candle, seq + i, final)))
+                final = finals[i] if finals is not None else None
+                message = CandleMessage("CANDLE", candle, seq + i, final, revisions[i] or None)
+                await self._send(_encode(message))
         self._metrics.candles_sent += len(candles)
 
     async def status(self, status: ReplayStatus) -> None:
@@ -187,9 +192,14 @@ async def _close(socket: Socket, code: int) -> None:
 
 
 async def _refuse(socket: Socket, sink: WebSocketSink, status: ReplayStatus, code: int) -> None:
-    with contextlib.suppress(ClientGone):
-        await sink.status(status)
-    await _close(socket, code)
+    """A STATUS saying why, then the close; bounded in time (a client that stopped reading
+    does not hold the server)."""
+    with contextlib.suppress(ClientGone, TimeoutError):
+        async with asyncio.timeout(REFUSAL_SECONDS):
+            await sink.status(status)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REFUSAL_SECONDS):
+            await _close(socket, code)
 
 
 @websocket("/ws/replay")
@@ -198,9 +208,40 @@ async def replay(
     socket: Socket,
     settings: FromDishka[Settings],
     source: FromDishka[ReplaySource],
+    live: FromDishka[LiveFeed],
     clock: FromDishka[Clock],
     registry: FromDishka[ReplayRegistry],
     metrics: FromDishka[Metrics],
+) -> None:
+    """History at its pace; with `live=true`, then what is committed, as it comes."""
+    await _session(socket, settings, source, live, clock, registry, metrics, history=True)
+
+
+@websocket("/ws/live")
+@inject_websocket
+async def live_candles(
+    socket: Socket,
+    settings: FromDishka[Settings],
+    source: FromDishka[ReplaySource],
+    live: FromDishka[LiveFeed],
+    clock: FromDishka[Clock],
+    registry: FromDishka[ReplayRegistry],
+    metrics: FromDishka[Metrics],
+) -> None:
+    """Every candle committed from now on, by any writer of the database."""
+    await _session(socket, settings, source, live, clock, registry, metrics, history=False)
+
+
+async def _session(
+    socket: Socket,
+    settings: Settings,
+    source: ReplaySource,
+    live: LiveFeed,
+    clock: Clock,
+    registry: "ReplayRegistry",
+    metrics: Metrics,
+    *,
+    history: bool,
 ) -> None:
     params = dict(socket.query_params)
     async with registry.admitted():
@@ -232,6 +273,9 @@ async def replay(
                 page_size=max(settings.ws_page_size, 10 * (request.batch or 0)),
                 prefetch_at=random.uniform(0.25, 0.75),  # noqa: S311 (spreads load, no secret)
                 batch=request.batch,
+                live=live if request.live or not history else None,
+                history=history,
+                live_capacity=settings.live_queue_max,
             )
             await session.prepare()
         except DomainError as error:

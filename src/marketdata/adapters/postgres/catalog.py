@@ -1,6 +1,7 @@
 """The series catalog (`candle_series`): kept exact by the write path, checked and mended
 against the table for rows another tool wrote."""
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,22 +17,47 @@ from marketdata.adapters.postgres.pool import (
 
 
 class SeriesChange(msgspec.Struct):
-    """What one write did to one series: candles added (and the span they cover), and
-    candles whose values changed."""
+    """What one write did to one series: candles added (and the span they cover), candles
+    whose values changed, and the span of every candle it changed (lo, hi)."""
 
     added: int = 0
     first: datetime | None = None
     last: datetime | None = None
     updated: int = 0
+    lo: datetime | None = None
+    hi: datetime | None = None
 
 
 Changes = dict[tuple[str, int], SeriesChange]
 
-# Applies the write's changes in key order (so concurrent writers lock catalog rows in the
-# same order). First and last can only move by added candles; a series that only had
-# updates keeps its span and count but takes a new version. A series new to the catalog is
-# inserted, or, when another writer inserted it meanwhile, updated like the others. One
-# with only updates and no row (rows written by another tool) waits for `catalog --refresh`.
+# pg_advisory_xact_lock(SERIES_LOCK, hashtext(ticker)): the writes, deletions and rollup
+# builds of one ticker take turns. Each takes its tickers' locks first, in the order of
+# their hashes (two tickers may share one): no two ever wait on each other in a cycle.
+SERIES_LOCK = 0x726F6C6C
+_LOCK = (
+    "SELECT pg_advisory_xact_lock(%s, h) FROM"
+    " (SELECT DISTINCT hashtext(t) AS h FROM {} ORDER BY h) s"
+)
+
+
+async def lock(cursor: psycopg.AsyncCursor[Any], tickers: Iterable[str] | None = None) -> None:
+    """Take the tickers' locks for the transaction; without `tickers`, those of the rows in
+    candles_staging (a write's)."""
+    if tickers is None:
+        await cursor.execute(
+            _LOCK.format("(SELECT ticker AS t FROM candles_staging) c"), (SERIES_LOCK,)
+        )
+    else:
+        await cursor.execute(
+            _LOCK.format("unnest(%s::text[]) t"), (SERIES_LOCK, sorted(set(tickers)))
+        )
+
+
+# Applies the write's changes, under its tickers' locks (see `lock`). First and last can
+# only move by added candles; a series that only had updates keeps its span and count but
+# takes a new version. A series new to the catalog is inserted, or, when another writer
+# inserted it meanwhile, updated like the others. One with only updates and no row (rows
+# written by another tool) waits for `catalog --refresh`.
 _RECORD = """
 WITH d AS (
     SELECT * FROM unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::timestamptz[],
@@ -41,12 +67,12 @@ WITH d AS (
         first_ts = least(cs.first_ts, d.first_ts),
         last_ts = greatest(cs.last_ts, d.last_ts),
         count = cs.count + d.added,
-        version = nextval('candle_series_version')
+        version = %s
     FROM d WHERE cs.ticker = d.ticker AND cs.tf_min = d.tf_min
     RETURNING cs.ticker, cs.tf_min
 )
-INSERT INTO candle_series AS cs (ticker, tf_min, first_ts, last_ts, count)
-SELECT ticker, tf_min, first_ts, last_ts, added FROM d
+INSERT INTO candle_series AS cs (ticker, tf_min, first_ts, last_ts, count, version)
+SELECT ticker, tf_min, first_ts, last_ts, added, %s FROM d
 WHERE added > 0
   AND NOT EXISTS (SELECT 1 FROM updated u WHERE u.ticker = d.ticker AND u.tf_min = d.tf_min)
 ORDER BY ticker, tf_min
@@ -54,14 +80,16 @@ ON CONFLICT (ticker, tf_min) DO UPDATE SET
     first_ts = least(cs.first_ts, excluded.first_ts),
     last_ts = greatest(cs.last_ts, excluded.last_ts),
     count = cs.count + excluded.count,
-    version = nextval('candle_series_version')
+    version = excluded.version
 RETURNING cs.ticker, cs.tf_min, (cs.xmax = 0)
 """
 
 
-async def record(cursor: psycopg.AsyncCursor[Any], changes: Changes) -> list[tuple[str, int]]:
-    """Update the catalog with a write's changes, in the write's transaction; the series
-    that are new to it."""
+async def record(
+    cursor: psycopg.AsyncCursor[Any], changes: Changes, version: int
+) -> list[tuple[str, int]]:
+    """Update the catalog with a write's changes, in the write's transaction, each changed
+    series taking the write's `version`; the series that are new to it."""
     changed = sorted((key, c) for key, c in changes.items() if c.added or c.updated)
     if not changed:
         return []
@@ -73,6 +101,8 @@ async def record(cursor: psycopg.AsyncCursor[Any], changes: Changes) -> list[tup
             [c.first for _, c in changed],
             [c.last for _, c in changed],
             [c.added for _, c in changed],
+            version,
+            version,
         ),
     )
     return [(ticker, tf_min) for ticker, tf_min, new in await cursor.fetchall() if new]

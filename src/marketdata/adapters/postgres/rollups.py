@@ -17,6 +17,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from marketdata.adapters.postgres import catalog
 from marketdata.adapters.postgres.buckets import (
     CANDLE_ROWS,
     LOCAL_LABEL,
@@ -36,14 +37,13 @@ log = structlog.get_logger(logger_name="marketdata.rollups")
 
 Cursor = psycopg.AsyncCursor[Any]
 
-# pg_advisory_xact_lock(ROLLUP_LOCK, hashtext(ticker)): one writer or builder per ticker
-ROLLUP_LOCK = 0x726F6C6C  # "roll"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Keys of the candles a write changed (inserted, updated or deleted), for the buckets to
 # recompute. Filled by the write's own statements.
 CHANGED = (
-    "CREATE TEMP TABLE candles_changed (ticker text, tf_min int4, ts timestamptz) ON COMMIT DROP"
+    "CREATE TEMP TABLE IF NOT EXISTS candles_changed (ticker text, tf_min int4, ts timestamptz)"
+    " ON COMMIT DELETE ROWS"
 )
 
 _ROWS = {"candles": CANDLE_ROWS, "candle_rollups": ROLLUP_ROWS}
@@ -61,12 +61,13 @@ def _source(level: RollupLevel) -> str:
     return "candles" if level.parent is None else "candle_rollups"
 
 
-def _rows(table: str, where: str = "") -> str:
-    """The rows a level is made of: its stored candles, or its parent rollup."""
+def _rows(table: str, where: str = "", ticker: str = "%(ticker)s") -> str:
+    """The rows a level is made of: its stored candles, or its parent rollup (of the
+    ticker `ticker`, an SQL expression)."""
     kept = " AND tz = %(source_tz)s" if table == "candle_rollups" else ""
     return (
         f"SELECT {_ROWS[table]} FROM {table}"
-        f" WHERE ticker = %(ticker)s AND tf_min = %(source)s{kept}{where}"
+        f" WHERE ticker = {ticker} AND tf_min = %(source)s{kept}{where}"
     )
 
 
@@ -80,10 +81,10 @@ def _build_sql(table: str, zoned: bool) -> str:
 
 
 def _refresh_sql(table: str, zoned: bool) -> str:
-    """The buckets of one level of one ticker that hold a changed candle, recomputed from
-    their source: rewritten, or deleted when nothing is left in them. A zone's day is read
-    with a day's margin each side, its candles picked by their label (days of 23 or 25
-    hours, and local midnights that happen twice or not at all)."""
+    """The buckets of one level of several tickers (%(ticker)s, a list) that hold a changed
+    candle, recomputed from their source: rewritten, or deleted when nothing is left in
+    them. A zone's day is read with a day's margin each side, its candles picked by their
+    label (days of 23 or 25 hours, and local midnights that happen twice or not at all)."""
     window = (
         " AND ts >= t.bucket - interval '1 day'"
         " AND ts < t.bucket + %(stride)s + interval '1 day'"
@@ -91,23 +92,23 @@ def _refresh_sql(table: str, zoned: bool) -> str:
         if zoned
         else " AND ts >= t.bucket AND ts < t.bucket + %(stride)s"
     )
-    buckets = bucketed(_rows(table, window), _LABELS[zoned], _COUNT[table])
+    buckets = bucketed(_rows(table, window, "t.ticker"), _LABELS[zoned], _COUNT[table])
     return f"""
 WITH touched AS (
-    SELECT DISTINCT {_LABELS[zoned]} AS bucket FROM candles_changed
-    WHERE ticker = %(ticker)s AND tf_min = %(base)s
+    SELECT DISTINCT ticker, {_LABELS[zoned]} AS bucket FROM candles_changed
+    WHERE ticker = ANY(%(ticker)s) AND tf_min = %(base)s
 ), fresh AS (
-    SELECT t.bucket, a.open, a.high, a.low, a.close, a.volume, a.openint, a.candles
+    SELECT t.ticker, t.bucket, a.open, a.high, a.low, a.close, a.volume, a.openint, a.candles
     FROM touched t LEFT JOIN LATERAL ({buckets}
     ) a(bucket, open, high, low, close, volume, openint, candles) ON true
 ), gone AS (
     DELETE FROM candle_rollups r USING fresh f
-    WHERE f.candles IS NULL AND r.ticker = %(ticker)s AND r.tf_min = %(tf)s
+    WHERE f.candles IS NULL AND r.ticker = f.ticker AND r.tf_min = %(tf)s
       AND r.tz = %(tz)s AND r.ts = f.bucket
 )
 INSERT INTO candle_rollups AS r ({_COLUMNS})
-SELECT %(ticker)s, %(tf)s, %(tz)s, bucket, open, high, low, close, volume, openint, candles
-FROM fresh WHERE candles IS NOT NULL ORDER BY bucket
+SELECT ticker, %(tf)s, %(tz)s, bucket, open, high, low, close, volume, openint, candles
+FROM fresh WHERE candles IS NOT NULL ORDER BY ticker, bucket
 ON CONFLICT (ticker, tf_min, tz, ts) DO UPDATE SET {_SET}
 """
 
@@ -149,7 +150,7 @@ def _statement(statements: dict[tuple[str, bool], bytes], level: RollupLevel) ->
     return statements[_source(level), level.tz != "UTC"]
 
 
-def _params(ticker: str, level: RollupLevel) -> dict[str, Any]:
+def _params(ticker: str | list[str], level: RollupLevel) -> dict[str, Any]:
     parent = level.parent
     return {
         "ticker": ticker,
@@ -185,15 +186,6 @@ async def kept(cursor: Cursor) -> Kept:
     )
 
 
-async def _lock(cursor: Cursor, tickers: Iterable[str]) -> None:
-    """Take the tickers' rollup locks in one order (no deadlock between writers)."""
-    await cursor.execute(
-        "SELECT pg_advisory_xact_lock(%s, hashtext(t)) FROM"
-        " (SELECT t FROM unnest(%s::text[]) t ORDER BY t) s",
-        (ROLLUP_LOCK, sorted(set(tickers))),
-    )
-
-
 async def _stored(cursor: Cursor, tickers: list[str]) -> dict[str, list[Series]]:
     await cursor.execute(_STORED, (tickers,))
     found: dict[str, list[Series]] = {}
@@ -217,27 +209,33 @@ async def _build(cursor: Cursor, ticker: str, levels: Sequence[RollupLevel]) -> 
 async def keep(
     cursor: Cursor, written: Iterable[tuple[str, int]], reshaped: Iterable[str], rollups: Kept
 ) -> None:
-    """In a write's transaction, after its candles and the catalog: bring the rollups of the
-    tickers it wrote (`written`: the series whose candles changed, their keys in
-    candles_changed) up to date. A ticker whose set of stored timeframes changed
+    """In a write's transaction, under its tickers' locks, after its candles and the catalog:
+    bring the rollups of the tickers it wrote (`written`: the series whose candles changed,
+    their keys in candles_changed) up to date. A ticker whose set of stored timeframes changed
     (`reshaped`) may have another source for its rollups: they are rebuilt wholly."""
     series = sorted(set(written))
     if not rollups.rollups or not series:
         return
     reshaped = set(reshaped)
     tickers = sorted({ticker for ticker, _ in series})
-    await _lock(cursor, tickers)
     stored = await _stored(cursor, tickers)
-    for ticker in tickers:
-        if ticker in reshaped:
-            # every level is rebuilt, finest first: each can be made from the one before
-            await _forget(cursor, ticker, rollups.rollups)
-            await _build(cursor, ticker, rollup_levels(stored.get(ticker, []), rollups.rollups))
-            continue
-        changed = {tf for t, tf in series if t == ticker}
-        for level in rollup_levels(stored.get(ticker, []), rollups.rollups, rollups.ready):
-            if level.base_tf in changed:
-                await cursor.execute(_statement(_REFRESH, level), _params(ticker, level))
+    # the tickers whose changed levels are the same are refreshed together, a statement a
+    # level; one round trip for all the statements
+    together: dict[tuple[RollupLevel, ...], list[str]] = {}
+    async with cursor.connection.pipeline():
+        for ticker in tickers:
+            if ticker in reshaped:
+                # every level is rebuilt, finest first: each can be made from the one before
+                await _forget(cursor, ticker, rollups.rollups)
+                await _build(cursor, ticker, rollup_levels(stored.get(ticker, []), rollups.rollups))
+                continue
+            changed = {tf for t, tf in series if t == ticker}
+            kept_levels = rollup_levels(stored.get(ticker, []), rollups.rollups, rollups.ready)
+            refreshed = tuple(level for level in kept_levels if level.base_tf in changed)
+            together.setdefault(refreshed, []).append(ticker)
+        for levels, group in together.items():
+            for level in levels:
+                await cursor.execute(_statement(_REFRESH, level), _params(group, level))
 
 
 Progress = Callable[[str, int, int], None]  # (ticker, done, of)
@@ -285,7 +283,7 @@ async def sync(
             tickers = [row[0] for row in await cursor.fetchall()]
         for done, ticker in enumerate(tickers, 1):
             async with conn.transaction():
-                await _lock(cursor, [ticker])
+                await catalog.lock(cursor, [ticker])
                 stored = (await _stored(cursor, [ticker])).get(ticker, [])
                 levels = rollup_levels(stored, current.rollups)
                 if repair is None:

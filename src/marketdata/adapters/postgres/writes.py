@@ -8,14 +8,15 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from marketdata.adapters.postgres import catalog, rollups
+from marketdata.adapters.postgres.changes import announce
 from marketdata.adapters.postgres.pool import Database, translated_errors
 from marketdata.domain.candles import TimeRange
 from marketdata.domain.ingest import BadFile, Row, WriteResult
 
 _STAGING = (
-    "CREATE TEMP TABLE candles_staging (ticker text, tf_min int4, ts timestamptz,"
+    "CREATE TEMP TABLE IF NOT EXISTS candles_staging (ticker text, tf_min int4, ts timestamptz,"
     " open float8, high float8, low float8, close float8, volume float8, openint int8)"
-    " ON COMMIT DROP"
+    " ON COMMIT DELETE ROWS"
 )
 _STAGING_TYPES = [
     "text",
@@ -41,37 +42,42 @@ _NOTED = ", noted AS (INSERT INTO candles_changed SELECT ticker, tf_min, ts FROM
 _UPDATE = f"""
 WITH changed AS (
     UPDATE candles c SET open = s.open, high = s.high, low = s.low, close = s.close,
-        volume = s.volume, openint = s.openint
+        volume = s.volume, openint = s.openint, revision = c.revision + 1,
+        version = %(version)s
     FROM candles_staging s
     WHERE {_KEY}
       AND (c.open, c.high, c.low, c.close, c.volume, c.openint)
           IS DISTINCT FROM (s.open, s.high, s.low, s.close, s.volume, s.openint)
     RETURNING c.ticker, c.tf_min, c.ts
 ){{noted}}
-SELECT ticker, tf_min, count(*) FROM changed GROUP BY ticker, tf_min
+SELECT ticker, tf_min, count(*), min(ts), max(ts) FROM changed GROUP BY ticker, tf_min
 """
 _INSERT = f"""
 WITH added AS (
-    INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)
-    SELECT s.ticker, s.tf_min, s.ts, s.open, s.high, s.low, s.close, s.volume, s.openint
+    INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint, version)
+    SELECT s.ticker, s.tf_min, s.ts, s.open, s.high, s.low, s.close, s.volume, s.openint,
+           %(version)s
     FROM candles_staging s
     WHERE NOT EXISTS (SELECT 1 FROM candles c WHERE {_KEY})
     ORDER BY s.ticker, s.tf_min, s.ts
     RETURNING ticker, tf_min, ts
 ){{noted}}
-SELECT ticker, tf_min, count(*), min(ts), max(ts), 0 FROM added GROUP BY ticker, tf_min
+SELECT ticker, tf_min, count(*), min(ts), max(ts), 0, min(ts), max(ts)
+FROM added GROUP BY ticker, tf_min
 """
 # When another writer inserted some of the same new candles meanwhile, the plain INSERT
 # meets them: this upsert then settles the rest (a candle equal to the stored one is not
 # rewritten).
 _UPSERT = """
 WITH written AS (
-    INSERT INTO candles AS c (ticker, tf_min, ts, open, high, low, close, volume, openint)
-    SELECT ticker, tf_min, ts, open, high, low, close, volume, openint
+    INSERT INTO candles AS c (ticker, tf_min, ts, open, high, low, close, volume, openint,
+                              version)
+    SELECT ticker, tf_min, ts, open, high, low, close, volume, openint, %(version)s
     FROM candles_staging ORDER BY ticker, tf_min, ts
     ON CONFLICT (ticker, tf_min, ts) DO UPDATE SET
         open = excluded.open, high = excluded.high, low = excluded.low,
-        close = excluded.close, volume = excluded.volume, openint = excluded.openint
+        close = excluded.close, volume = excluded.volume, openint = excluded.openint,
+        revision = c.revision + 1, version = excluded.version
     WHERE (c.open, c.high, c.low, c.close, c.volume, c.openint)
         IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close,
                           excluded.volume, excluded.openint)
@@ -79,7 +85,7 @@ WITH written AS (
 ){noted}
 SELECT ticker, tf_min, count(*) FILTER (WHERE inserted),
        min(ts) FILTER (WHERE inserted), max(ts) FILTER (WHERE inserted),
-       count(*) FILTER (WHERE NOT inserted)
+       count(*) FILTER (WHERE NOT inserted), min(ts), max(ts)
 FROM written GROUP BY ticker, tf_min
 """
 
@@ -127,23 +133,31 @@ async def write_rows(
                 f"the data holds the candle {twice[0]} tf_min={twice[1]}"
                 f" ts={twice[2].isoformat()} more than once"
             )
-        await cursor.execute(update)
-        for ticker, tf_min, updated in await cursor.fetchall():
-            changes[ticker, tf_min] = catalog.SeriesChange(updated=updated)
+        await catalog.lock(cursor)
+        # the write's version, taken under the locks (so a series' versions grow in commit
+        # order): on its rows, in the catalog, in the change announced
+        await cursor.execute("SELECT nextval('candle_series_version')")
+        version = {"version": (await cursor.fetchone() or (0,))[0]}
+        await cursor.execute(update, version)
+        for ticker, tf_min, updated, lo, hi in await cursor.fetchall():
+            changes[ticker, tf_min] = catalog.SeriesChange(updated=updated, lo=lo, hi=hi)
         try:
             async with conn.transaction():  # a savepoint
-                await cursor.execute(insert)
+                await cursor.execute(insert, version)
                 settled = await cursor.fetchall()
         except pg_errors.UniqueViolation:
-            await cursor.execute(upsert)
+            await cursor.execute(upsert, version)
             settled = await cursor.fetchall()
-        for ticker, tf_min, added, first, last, updated in settled:
+        for ticker, tf_min, added, first, last, updated, lo, hi in settled:
             change = changes.setdefault((ticker, tf_min), catalog.SeriesChange())
             change.added, change.first, change.last = added, first, last
             change.updated += updated
-        new_series = await catalog.record(cursor, changes)
+            change.lo = min(lo, change.lo) if change.lo else lo
+            change.hi = max(hi, change.hi) if change.hi else hi
+        new_series = await catalog.record(cursor, changes, version["version"])
         written = [key for key, c in changes.items() if c.added or c.updated]
         await rollups.keep(cursor, written, {ticker for ticker, _ in new_series}, kept)
+        await announce(cursor, changes, version["version"])
     return WriteResult(
         rows=count,
         inserted=sum(c.added for c in changes.values()),
@@ -166,6 +180,7 @@ async def delete_rows(
     """Delete a series' candles in the range, with the catalog and the rollups, in one
     transaction; how many were deleted."""
     async with conn.transaction(), conn.cursor() as cursor:
+        await catalog.lock(cursor, [ticker])
         kept = await rollups.kept(cursor)
         if kept.rollups:
             await cursor.execute(rollups.CHANGED)

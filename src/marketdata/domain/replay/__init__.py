@@ -16,7 +16,14 @@ from marketdata.domain.replay.commands import (
 )
 from marketdata.domain.replay.pacing import Pacing, Wake
 from marketdata.domain.replay.paging import pages, steps
-from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
+from marketdata.domain.replay.ports import (
+    Clock,
+    LiveFeed,
+    ReplaySink,
+    ReplaySource,
+    ReplayStatus,
+    Subscription,
+)
 from marketdata.domain.replay.selection import (
     MAX_TICKERS,
     ReplayKey,
@@ -34,6 +41,7 @@ __all__ = [
     "ChangePace",
     "Clock",
     "Command",
+    "LiveFeed",
     "Outcome",
     "Pacing",
     "Pause",
@@ -48,6 +56,7 @@ __all__ = [
     "Step",
     "Stop",
     "Stream",
+    "Subscription",
     "Wake",
     "key_of",
     "pages",

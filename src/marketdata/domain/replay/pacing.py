@@ -76,3 +76,56 @@ class Wake:
             await self._waiter
         finally:
             self._waiter = None
+
+
+class Schedule:
+    """When each step of a replay is due, on an absolute schedule: step k at
+    anchor_t + (k - anchor_k) * step_seconds, or in speed mode the previous step's due time
+    plus the market-time gap divided by the speed (clamped). The anchor moves only when
+    the schedule restarts (a seek: anchored when the next step is ready), shifts (a pause),
+    changes pace, or a step is sent by hand; so nothing drifts however long a replay runs,
+    and lateness of one step never delays the next one's due time."""
+
+    def __init__(self, pacing: Pacing) -> None:
+        self.pacing = pacing
+        self._k = 0
+        self._pending = True  # anchored when the first step is ready, not before
+        self._anchor_k = 0
+        self._anchor_t = 0.0
+        self._prev_due = 0.0
+        self._prev_at: datetime | None = None
+
+    def restart(self) -> None:
+        self._pending = True
+
+    def anchor(self, now: float) -> None:
+        if self._pending:
+            self._pending = False
+            self._anchor_k, self._anchor_t = self._k, now
+
+    def due(self, at: datetime) -> float:
+        """When the next step, whose bars close `at`, is due."""
+        if self.pacing.step_seconds is not None:
+            return self._anchor_t + (self._k - self._anchor_k) * self.pacing.step_seconds
+        if self._k == self._anchor_k or self._prev_at is None:
+            return self._anchor_t
+        return self._prev_due + self.pacing.interval(self._prev_at, at)
+
+    def sent(self, due: float, at: datetime, by_hand: float | None = None) -> None:
+        """The step due at `due` was sent; `by_hand`: sent then by a client's step (the
+        schedule goes on from there once resumed)."""
+        if by_hand is not None:
+            self._anchor_k, self._anchor_t, due = self._k, by_hand, by_hand
+        self._prev_due, self._prev_at = due, at
+        self._k += 1
+
+    def shift(self, seconds: float) -> None:
+        """Everything later by `seconds` (the time spent paused)."""
+        self._anchor_t += seconds
+        self._prev_due += seconds
+
+    def repace(self, pacing: Pacing) -> None:
+        """A new pace: the next step comes one new interval after the last one."""
+        self.pacing = pacing
+        if self._k > 0:
+            self._anchor_k, self._anchor_t = self._k - 1, self._prev_due

@@ -9,7 +9,7 @@ import msgspec
 
 from marketdata.domain.candles import Candle
 from marketdata.domain.replay.pacing import Wake
-from marketdata.domain.replay.selection import ReplayKey, ReplaySelection
+from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, Stream
 from marketdata.domain.timeframes import Holdings
 
 
@@ -36,6 +36,24 @@ class ReplaySource(Protocol):
     ) -> list[Candle]:
         """Up to `size` bars strictly after `after` (from the start when None); each with
         its `ts_close` where it is not `tf_min` after its open, and `final` when forming."""
+        ...
+
+
+class Subscription(Protocol):
+    """Live candles of some streams, committed after it began, in commit order per series
+    (forming bars of resampled streams); a correction carries its `revision`."""
+
+    def take(self, most: int) -> list[Candle]:
+        """What arrived, oldest first, at most `most`; raises TooSlow when more than its
+        bound waited (the client is then cut)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LiveFeed(Protocol):
+    def subscribe(self, streams: Sequence[Stream], capacity: int, wake: Wake) -> Subscription:
+        """Start receiving; `wake` is set whenever something arrives."""
         ...
 
 

@@ -1,10 +1,6 @@
-"""One client's replay: bars re-emitted on an absolute, accelerated schedule.
-
-Schedule: step k (all bars that close together) is due at anchor_t + (k - anchor_k) *
-step_seconds, or, in speed mode, at the previous step's due time plus the market-time gap
-divided by the speed (clamped to [min, max] step). The anchor moves only on pause/resume
-(shifted by the time spent paused), seek, a pace change or a manual step, so nothing drifts
-however long the replay runs: lateness of one step never delays the next one's due time.
+"""One client's replay: bars re-emitted on an absolute, accelerated schedule (a step, all
+bars that close together, at a time: see pacing.Schedule), then, when asked, the candles
+committed since, live. The client's commands (commands.Controls) act at the next step.
 
 Bars go to the sink a step at a time; with `batch`, the steps that are due at once (at
 step 0, or catching up) go together, up to `batch` bars: what is not yet sent is sent
@@ -19,20 +15,18 @@ import msgspec
 
 from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
-from marketdata.domain.replay.commands import (
-    Ack,
-    ChangePace,
-    Command,
-    Pause,
-    Resume,
-    Seek,
-    Step,
-    Stop,
-)
-from marketdata.domain.replay.pacing import Pacing, Wake
+from marketdata.domain.replay.commands import Command, Controls
+from marketdata.domain.replay.pacing import Pacing, Schedule, Wake
 from marketdata.domain.replay.paging import pages, steps
-from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
+from marketdata.domain.replay.ports import (
+    Clock,
+    LiveFeed,
+    ReplaySink,
+    ReplaySource,
+    ReplayStatus,
+)
 from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, key_of, planned
+from marketdata.domain.replay.tail import LiveTail
 from marketdata.domain.timeframes import bar_close, labelled
 
 MAX_BATCH = 1000
@@ -66,6 +60,9 @@ class ReplaySession:
         page_size: int = 100,
         prefetch_at: float = 0.5,
         batch: int | None = None,
+        live: LiveFeed | None = None,
+        history: bool = True,
+        live_capacity: int = 10_000,
     ) -> None:
         if from_seq < 0:
             raise InvalidParameter("from_seq", f"must not be negative, got {from_seq}")
@@ -77,33 +74,34 @@ class ReplaySession:
         self._clock = clock
         self._sink = sink
         self.selection = selection
-        self.pacing = pacing
-        self.lockstep = lockstep
         self._from_seq = from_seq
         self._page_size = page_size
         self._prefetch_at = prefetch_at
         self._batch = batch
+        # Live: after the history (`history` false: none), the candles committed since.
+        self._history = history
+        self._wake = Wake()
+        self._tail = LiveTail(live, live_capacity, self._wake) if live is not None else None
+        self._last: ReplayKey | None = None
         self.total: int | None = None
         self._primed: tuple[ReplayKey | None, list[Candle]] | None = None
-        self._wake = Wake()
-        self._paused = False
-        self._pause_started = 0.0
-        self._step_credit = 0
-        self._acked = True
-        self._seek: int | None = None
-        self._stop = False
+        self._schedule = Schedule(pacing)
+        self._controls = Controls(self._schedule, clock, self._wake, lockstep)
         # bars emitted but not yet sent (with batch), and the seq after them
         self._frame: list[Candle] = []
         self._next_seq = from_seq
-        # schedule state: see the module docstring
-        self._k = 0
-        # The schedule is anchored when the first step (of the replay, or after a seek) is
-        # ready to go, not before its page has been read.
-        self._anchor_pending = True
-        self._anchor_k = 0
-        self._anchor_t = 0.0
-        self._prev_due = 0.0
-        self._prev_ts: datetime | None = None
+
+    @property
+    def pacing(self) -> Pacing:
+        return self._schedule.pacing
+
+    @property
+    def lockstep(self) -> bool:
+        return self._controls.lockstep
+
+    @property
+    def paused(self) -> bool:
+        return self._controls.paused
 
     async def prepare(self) -> int:
         """Everything the replay needs from the store before its first candle: the source
@@ -112,9 +110,12 @@ class ReplaySession:
         self.selection, total = planned(
             self.selection, await self._source.holdings(self.selection.tickers)
         )
+        if not self._history:  # live only: what is committed from now on
+            self.total = 0
+            return 0
         if total is None:
             total = await self._source.count(self.selection)
-        if total == 0:
+        if total == 0:  # nothing to replay (a live subscription alone: WS /ws/live)
             raise NotFound(
                 f"No candles found for {','.join(self.selection.tickers)} with "
                 f"tf_min={','.join(map(str, self.selection.tf_mins))}"
@@ -144,12 +145,34 @@ class ReplaySession:
     async def run(self) -> Outcome:
         if self.total is None:
             await self.prepare()
+        try:
+            return await self._run()
+        finally:
+            if self._tail is not None:
+                self._tail.close()
+
+    async def _run(self) -> Outcome:
+        if not self._history:  # live only: from now on
+            assert self._tail is not None
+            self._tail.subscribe(self.selection.streams)
+            self._next_seq = self._from_seq
+            await self._play_live()  # a seek is refused here: only a stop ends it
+            await self._sink.status(self.status("replay_stopped", seq=self._next_seq))
+            return Outcome.STOPPED
         await self._sink.status(self.status("replay_starting"))
         seq = self._from_seq
+        resume: ReplayKey | None = None  # set: read on after this bar (no seek)
         while True:
             primed, self._primed = self._primed, None
-            after, first = primed if primed is not None else (await self._after(seq), None)
+            if primed is not None:
+                after, first = primed
+            elif resume is not None:
+                after, first = resume, None
+            else:
+                after, first = await self._after(seq), None
+            resume = None
             self._next_seq = seq
+            played = 0
             signal = _Signal.GO
             async with (
                 contextlib.aclosing(
@@ -171,25 +194,63 @@ class ReplaySession:
                         break
                     # Commit the step to the schedule before sending it: commands that
                     # arrive while it is being sent apply to the steps after it.
-                    self._emitted(self._due(close), close)
+                    self._emitted(self._schedule.due(close), close)
+                    played += len(group)
                     await self._add(group)
             if signal is _Signal.SEEK:
                 self._frame = []  # the client asked to be elsewhere
             else:
                 await self._flush()
             seq = self._next_seq
+            if signal is _Signal.GO and self._tail is not None:
+                if not self._tail.subscribed or played:
+                    self._tail.subscribe(self.selection.streams)
+                    resume = self._last  # what was committed while the history played
+                    continue
+                signal = await self._play_live()
+                seq = self._next_seq
             if signal is _Signal.GO:
                 signal = await self._settle()
             if signal is _Signal.STOP:
                 await self._sink.status(self.status("replay_stopped", seq=seq))
                 return Outcome.STOPPED
             if signal is _Signal.SEEK:
-                assert self._seek is not None
-                seq, self._seek = self._seek, None
-                self._anchor_pending = True
+                assert self._controls.seek is not None
+                seq, self._controls.seek = self._controls.seek, None
+                self._schedule.restart()
+                if self._tail is not None:  # back to the history; live again at its end
+                    self._tail.close()
                 continue
             await self._sink.status(self.status("replay_complete", seq=seq))
             return Outcome.COMPLETED
+
+    async def _play_live(self) -> _Signal:
+        """The candles committed from now on, each sent as it arrives (paused, stepped or
+        acknowledged as a replay's), until a stop or a seek."""
+        assert self._tail is not None
+        await self._sink.status(self.status("live", seq=self._next_seq))
+        while True:
+            self._wake.clear()
+            if signal := self._interrupted():
+                return signal
+            controls = self._controls
+            if controls.paused and not controls.step_credit:
+                await self._wake.wait()
+                continue
+            if controls.lockstep and not controls.acked:
+                await self._wake.wait()
+                continue
+            most = 1 if controls.paused or controls.lockstep else (self._batch or self._page_size)
+            arrived = self._tail.arrived(most)
+            if not arrived:
+                await self._wake.wait()
+                continue
+            if controls.paused:
+                controls.take_step()
+            self._last = key_of(arrived[-1])
+            self._frame += arrived
+            self._next_seq += len(arrived)
+            await self._flush()
 
     async def _after(self, seq: int) -> ReplayKey | None:
         return await self._source.key_at(self.selection, seq - 1) if seq > 0 else None
@@ -197,6 +258,9 @@ class ReplaySession:
     async def _add(self, group: list[Candle]) -> None:
         self._frame += group
         self._next_seq += len(group)
+        self._last = key_of(group[-1])
+        if self._tail is not None:
+            self._tail.played(group)
         if self._batch is None:
             await self._flush()
             return
@@ -210,7 +274,7 @@ class ReplaySession:
             return
         size = size or len(self._frame)
         sent, self._frame = self._frame[:size], self._frame[size:]
-        self._acked = False
+        self._controls.acked = False
         label = self.selection.options.label
         if label is not None:
             sent = [labelled(self._closed(c), label) for c in sent]
@@ -233,9 +297,9 @@ class ReplaySession:
         return True
 
     def _interrupted(self) -> _Signal | None:
-        if self._stop:
+        if self._controls.stop:
             return _Signal.STOP
-        if self._seek is not None:
+        if self._controls.seek is not None:
             return _Signal.SEEK
         return None
 
@@ -245,44 +309,35 @@ class ReplaySession:
             self._wake.clear()
             if signal := self._interrupted():
                 return signal
-            if not self.lockstep or self._acked:
+            if not self.lockstep or self._controls.acked:
                 return _Signal.GO
             await self._wake.wait()
 
-    def _due(self, ts: datetime) -> float:
-        if self.pacing.step_seconds is not None:
-            return self._anchor_t + (self._k - self._anchor_k) * self.pacing.step_seconds
-        if self._k == self._anchor_k or self._prev_ts is None:
-            return self._anchor_t
-        return self._prev_due + self.pacing.interval(self._prev_ts, ts)
-
-    def _emitted(self, due: float, ts: datetime) -> None:
-        if self._paused:  # a manual step: the schedule goes on from now once resumed
+    def _emitted(self, due: float, at: datetime) -> None:
+        if self._controls.paused:  # a manual step: the schedule goes on from now once resumed
             now = self._clock.now()
-            self._anchor_k, self._anchor_t, due = self._k, now, now
-            self._pause_started = now
-        self._prev_due, self._prev_ts = due, ts
-        self._k += 1
+            self._schedule.sent(due, at, by_hand=now)
+            self._controls.pause_started = now
+        else:
+            self._schedule.sent(due, at)
 
-    async def _wait(self, ts: datetime) -> _Signal:
+    async def _wait(self, at: datetime) -> _Signal:
+        controls = self._controls
         while True:
             self._wake.clear()
             if signal := self._interrupted():
                 return signal
-            if self._paused:
-                if self._step_credit:
-                    self._step_credit -= 1
+            if controls.paused:
+                if controls.take_step():
                     return _Signal.GO
                 if not await self._flushed():
                     await self._wake.wait()
                 continue
-            if self.lockstep and not self._acked:
+            if controls.lockstep and not controls.acked:
                 await self._wake.wait()
                 continue
-            if self._anchor_pending:
-                self._anchor_pending = False
-                self._anchor_k, self._anchor_t = self._k, self._clock.now()
-            due = self._due(ts)
+            self._schedule.anchor(self._clock.now())
+            due = self._schedule.due(at)
             if self._clock.now() >= due:
                 return _Signal.GO
             if not await self._flushed():
@@ -292,7 +347,9 @@ class ReplaySession:
         """Apply a control command and acknowledge it; an invalid one gets an error STATUS
         and changes nothing."""
         try:
-            message, seq = await self._apply(command)
+            message, seq = await self._controls.apply(
+                command, self._seek_target, live_only=not self._history
+            )
         except (InvalidParameter, InvalidQuery) as error:
             await self._sink.status(self.status("error", error=error.message))
             return
@@ -302,63 +359,11 @@ class ReplaySession:
         finally:
             self._wake.set()
 
-    async def _apply(self, command: Command) -> tuple[str, int | None]:
-        now = self._clock.now()
-        match command:
-            case Pause():
-                if not self._paused:
-                    self._paused, self._pause_started = True, now
-                return "paused", None
-            case Resume():
-                if self._paused:
-                    shift = now - self._pause_started
-                    self._anchor_t += shift
-                    self._prev_due += shift
-                    self._paused = False
-                return "resumed", None
-            case Stop():
-                self._stop = True
-                return "stopping", None
-            case Step():
-                if not self._paused:
-                    raise InvalidQuery("step: only while paused (send pause first)")
-                self._step_credit += 1
-                return "stepping", None
-            case Ack():
-                if not self.lockstep:
-                    raise InvalidQuery("ack: only in mode=lockstep")
-                self._acked = True
-                return "acknowledged", None
-            case Seek(seq=seq, ts=ts):
-                target = await self._seek_target(seq, ts)
-                self._seek, self._acked = target, True
-                if self._paused:
-                    self._pause_started = now
-                return "seeked", target
-            case ChangePace(step_seconds=step, speed=speed):
-                if (step is None) == (speed is None):
-                    raise InvalidParameter("speed", "give either step_seconds or speed")
-                self.pacing = (
-                    self.pacing.with_step(step)
-                    if step is not None
-                    else self.pacing.with_speed(speed)  # type: ignore[arg-type]
-                )
-                if self._k > 0:  # the next step is one new interval after the last one
-                    self._anchor_k, self._anchor_t = self._k - 1, self._prev_due
-                return "speed_changed", None
-        raise InvalidQuery(f"unknown command {command!r}")  # pragma: no cover
-
     async def _seek_target(self, seq: int | None, ts: str | None) -> int:
         assert self.total is not None
-        if (seq is None) == (ts is None):
-            raise InvalidParameter("seek", "give either seq or ts")
         if seq is not None:
             if not 0 <= seq <= self.total:
                 raise InvalidParameter("seq", f"must be between 0 and {self.total}, got {seq}")
             return seq
         assert ts is not None
         return await self._source.seq_at(self.selection, parse_timestamp(ts, "ts"))
-
-    @property
-    def paused(self) -> bool:
-        return self._paused

@@ -737,7 +737,7 @@
 
   const replay = {
     socket: null,
-    state: "idle", // idle | connecting | playing | paused | reconnecting | done
+    state: "idle", // idle | connecting | playing | live | paused | reconnecting | done
     start: null, // ISO start of the replay: seqs count from it
     nextSeq: 0,
     total: null,
@@ -745,6 +745,7 @@
     placed: false, // whether seq numbers map onto series.candles yet
     queue: null, // candles that arrive while the chart is being re-based
     paused: false,
+    live: false, // the history has been played: candles come as they are written
     attempts: 0,
     lastError: null,
     lastStatus: null,
@@ -796,6 +797,7 @@
       placed: false,
       queue: null,
       paused: false,
+      live: false,
       attempts: 0,
       lastError: null,
       reconnects: 0,
@@ -819,6 +821,7 @@
       start: replay.start,
       ...currentPace,
       from_seq: replay.nextSeq > 0 ? replay.nextSeq : null,
+      live: "true", // at the end of the history, the candles written since, as they come
     };
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/replay?${query(params)}`);
@@ -836,7 +839,9 @@
       } catch {
         return;
       }
-      if (message.type === "CANDLE") onCandle(message.seq, toCandle(message.candle));
+      if (message.type === "CANDLE") {
+        onCandle(message.seq, toCandle(message.candle), Boolean(message.revision));
+      }
       else if (message.type === "STATUS") onStatus(message);
     };
     socket.onclose = (event) => {
@@ -868,10 +873,16 @@
         break;
       case "resumed":
         replay.paused = false;
-        replay.state = "playing";
+        replay.state = replay.live ? "live" : "playing";
         break;
       case "seeked":
         replay.seeking = false;
+        replay.live = false; // back to the history; live again at its end
+        if (replay.state === "live") replay.state = "playing";
+        break;
+      case "live":
+        replay.state = replay.paused ? "paused" : "live";
+        replay.live = true;
         break;
       case "replay_complete":
         replay.state = "done";
@@ -943,8 +954,19 @@
     updateControls();
   }
 
-  function onCandle(seq, candle) {
+  function onCandle(seq, candle, revised) {
     replay.received.push(seq);
+    if (revised && replay.placed && seq === replay.nextSeq) {
+      // a correction of a candle already drawn: drawn again where it stands
+      const at = series.candles.findLastIndex((c) => c.t === candle.t);
+      if (at >= 0) {
+        series.candles[at] = candle;
+        replay.nextSeq = seq + 1;
+        updateProgress();
+        scheduleDraw();
+        return;
+      }
+    }
     if (replay.queue) {
       replay.queue.push([seq, candle]);
       return;
@@ -999,24 +1021,25 @@
 
   function updateProgress() {
     const bar = $("progress");
-    if (replay.total !== null) bar.max = String(replay.total);
+    if (replay.total !== null) bar.max = String(Math.max(replay.total, replay.nextSeq));
     if (!replay.seeking) bar.value = String(replay.nextSeq);
     $("progress-text").textContent =
-      replay.total === null ? "" : `${replay.nextSeq} / ${replay.total}`;
+      replay.total === null ? "" : `${replay.nextSeq} / ${Math.max(replay.total, replay.nextSeq)}`;
   }
 
   function updateControls() {
     const state = replay.state;
-    const live = state === "playing" || state === "paused";
+    const live = state === "playing" || state === "paused" || state === "live";
     const haveData = series.candles.length > 0;
     $("play").disabled = !haveData && !$("from").value;
     $("play").textContent = live || state === "reconnecting" ? "Restart" : "Play";
-    $("pause").disabled = state !== "playing";
+    $("pause").disabled = state !== "playing" && state !== "live";
     $("resume").disabled = state !== "paused";
     $("step").disabled = state !== "paused";
     $("stop").disabled = !(live || state === "connecting" || state === "reconnecting");
     $("progress").disabled = !live;
-    $("replay-state").textContent = state === "idle" ? "" : state;
+    $("replay-state").textContent = state === "idle" || state === "live" ? "" : state;
+    $("live-badge").hidden = state !== "live";
     document.body.dataset.replay = state;
     updateProgress();
   }
@@ -1072,6 +1095,7 @@
       last: stats.last === null ? null : iso(stats.last),
       // what the page holds
       candles: series.candles.map((c) => iso(c.t)),
+      lastClose: series.candles.length ? series.candles[series.candles.length - 1].c : null,
       loaded: series.candles.length,
       drawMs: stats.drawMs,
       replay: {

@@ -1,0 +1,159 @@
+"""The live feed against real PostgreSQL: every listener of the database (several
+instances) receives each committed candle once, corrections with their revision, forming
+bars of resampled streams; a listener cut off catches up without a gap; a slow subscriber
+is cut, never the others."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from marketdata.adapters.postgres.live import PostgresLiveFeed
+from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.writes import PostgresCandleWriter
+from marketdata.domain.candles import Candle
+from marketdata.domain.errors import TooSlow
+from marketdata.domain.ingest import Row
+from marketdata.domain.replay import Stream, Wake
+from marketdata.domain.timeframes import Resample
+from tests.proxy import TcpProxy
+from tests.support import through
+
+START = datetime(2024, 5, 1, 14, 0, tzinfo=UTC)
+
+
+def row(ticker: str, i: int, price: float = 100.0, tf: int = 5) -> Row:
+    return (ticker, tf, START + timedelta(minutes=tf * i), price, price + 1, price - 1, price, i, 0)
+
+
+class Instance:
+    """A process's share of the service: a pool and a live feed."""
+
+    def __init__(self, url: str, listen_url: str | None = None) -> None:
+        self.database = Database(DatabaseConfig(url=url, pool_min_size=1))
+        self.feed = PostgresLiveFeed(
+            DatabaseConfig(url=listen_url or url, connect_timeout=2), self.database
+        )
+
+    async def __aenter__(self) -> "Instance":
+        await self.database.open()
+        await self.feed.start()
+        await asyncio.wait_for(self.feed.connected.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.feed.close()
+        await self.database.close()
+
+
+async def received(
+    subscription: object, wake: Wake, count: int, within: float = 10
+) -> list[Candle]:
+    got: list[Candle] = []
+    async with asyncio.timeout(within):
+        while len(got) < count:
+            wake.clear()
+            taken = subscription.take(1000)  # type: ignore[attr-defined]
+            if not taken:
+                await wake.wait()
+            got += taken
+    return got
+
+
+@pytest.fixture
+async def writer(db_url: str) -> AsyncIterator[PostgresCandleWriter]:
+    database = Database(DatabaseConfig(url=db_url, pool_min_size=1))
+    await database.open()
+    yield PostgresCandleWriter(database)
+    await database.close()
+
+
+async def test_every_instance_receives_each_commit_and_corrections_carry_revisions(
+    db_url: str, writer: PostgresCandleWriter
+) -> None:
+    async with Instance(db_url) as one, Instance(db_url) as two:
+        wakes = [Wake(), Wake()]
+        subs = [
+            one.feed.subscribe([Stream("LV", 5)], 100, wakes[0]),
+            two.feed.subscribe([Stream("LV", 5)], 100, wakes[1]),
+        ]
+        other = one.feed.subscribe([Stream("ELSE", 5)], 100, Wake())
+        await writer.write([row("LV", i) for i in range(3)])
+        await writer.write([row("LV", 1, price=101)])  # a correction
+        await writer.write([row("LV", 2)])  # the same values: nothing is written
+        await writer.write([row("LV", 3)])
+        for sub, wake in zip(subs, wakes, strict=True):
+            got = await received(sub, wake, 5)
+            assert [(c.ts, c.close, c.revision) for c in got] == [
+                (START, 100, 0),
+                (START + timedelta(minutes=5), 100, 0),
+                (START + timedelta(minutes=10), 100, 0),
+                (START + timedelta(minutes=5), 101, 1),
+                (START + timedelta(minutes=15), 100, 0),
+            ]
+            await asyncio.sleep(0.2)
+            assert sub.take(100) == []  # nothing more: the unchanged rewrite sent nothing
+        assert other.take(100) == []
+        assert one.feed.subscribers == 2
+        other.close()
+        assert one.feed.subscribers == 1
+
+
+async def test_a_resampled_stream_gets_forming_bars(
+    db_url: str, writer: PostgresCandleWriter
+) -> None:
+    async with Instance(db_url) as instance:
+        wake = Wake()
+        sub = instance.feed.subscribe([Stream("FM", 15, Resample(5))], 100, wake)
+        await writer.write([row("FM", 0, 100)])
+        await writer.write([row("FM", 1, 103)])
+        await writer.write([row("FM", 2, 102)])
+        bars = await received(sub, wake, 3)
+        assert [(b.ts, b.tf_min, b.open, b.high, b.close, b.final) for b in bars] == [
+            (START, 15, 100, 101, 100, False),
+            (START, 15, 100, 104, 103, False),
+            (START, 15, 100, 104, 102, True),  # the bucket's last 5 minutes
+        ]
+
+
+async def test_a_listener_cut_off_catches_up_without_a_gap(
+    db_url: str, writer: PostgresCandleWriter, proxy: TcpProxy
+) -> None:
+    async with Instance(db_url, listen_url=through(proxy, db_url)) as instance:
+        wake = Wake()
+        sub = instance.feed.subscribe([Stream("CUT", 5)], 10_000, wake)
+        written = 0
+
+        async def write(n: int) -> None:
+            nonlocal written
+            for _ in range(n):
+                await writer.write([row("CUT", written)])
+                written += 1
+                await asyncio.sleep(0.005)
+
+        await write(20)
+        proxy.cut()  # the listener's connection goes; the writer's does not
+        await write(30)
+        await asyncio.sleep(0.5)
+        proxy.restore()
+        await write(20)
+        got = await received(sub, wake, 70, within=20)
+        await asyncio.sleep(0.3)
+        got += sub.take(1000)
+        assert [c.ts for c in got] == [START + timedelta(minutes=5 * i) for i in range(70)]
+        assert instance.feed.connected.is_set()
+
+
+async def test_a_slow_subscriber_is_cut_and_the_others_go_on(
+    db_url: str, writer: PostgresCandleWriter
+) -> None:
+    async with Instance(db_url) as instance:
+        slow_wake, fast_wake = Wake(), Wake()
+        slow = instance.feed.subscribe([Stream("SL", 5)], 5, slow_wake)
+        fast = instance.feed.subscribe([Stream("SL", 5)], 1000, fast_wake)
+        await writer.write([row("SL", i) for i in range(20)])
+        got = await received(fast, fast_wake, 20)
+        assert len(got) == 20
+        with pytest.raises(TooSlow, match="LIVE_QUEUE_MAX"):
+            slow.take(100)
