@@ -1,17 +1,23 @@
-"""Ingest benchmark: `marketdata ingest` against `psql \\copy` of the same CSV file.
+"""Ingest benchmark: `marketdata ingest` of a Stooq file against `psql \\copy` of the same
+rows into the same indexed table, side by side.
 
 Usage (from the repository root, with the project installed in .venv and psql on PATH):
 
-    .venv/bin/python bench/ingest_bench.py [--rows 2000000] [--admin-url postgresql://...]
+    .venv/bin/python bench/ingest_bench.py [--rows 2000000] [--rounds 3] [--admin-url ...]
 
-Writes a CSV of N five-minute candles (20 tickers), then in one run: `psql \\copy` of it
-into a bare table (no index, no checks: the raw COPY rate), `marketdata ingest` of it into
-an empty, migrated `candles` table (parse, validate, COPY to staging, upsert), and the same
-ingest again (every row unchanged). Prints rows/s for each and the ratio. Measures only.
+Writes N five-minute candles (20 tickers) twice: as a Stooq file (`<TICKER>,<PER>,<DATE>,
+<TIME>,...`) and as a CSV in the table's own columns. Then, `rounds` times, each into an
+emptied, migrated `candles` (its primary key index in place; the catalog and rollups
+emptied too): `psql \\copy` of the CSV (no parsing, no checks, no upsert: the database's
+own rate), and `marketdata ingest` of the Stooq file (parse, check, COPY to staging,
+upsert, catalog, rollups as configured). Then once each: the same ingest again (every row
+unchanged), the table-layout CSV, and a Parquet file of the same rows. Prints rows/s,
+medians over the rounds and the ratio. Measures only; the database is dropped at the end.
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,23 +34,25 @@ from http_bench import ADMIN_URL
 DB = "marketdata_bench_ingest"
 
 
-def write_csv(path: Path, rows: int) -> None:
+def write_files(folder: Path, rows: int) -> tuple[Path, Path]:
+    """The same candles as a Stooq file and as a CSV in the table's columns."""
     start = datetime(2020, 1, 1, tzinfo=UTC)
     tickers = 20
     per = rows // tickers
-    with path.open("w") as out:
-        out.write("ticker,tf_min,ts,open,high,low,close,volume\n")
+    stooq, table = folder / "candles.txt", folder / "candles.csv"
+    with stooq.open("w") as out, table.open("w") as flat:
+        out.write("<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>\n")
         for t in range(tickers):
             price = 100.0 + t
             for i in range(per):
-                ts = (start + timedelta(minutes=5 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                at = start + timedelta(minutes=5 * i)
                 o = round(price, 2)
                 c = round(price + ((i * 7919) % 13 - 6) * 0.01, 2)
-                out.write(
-                    f"B{t:02d},5,{ts},{o},{max(o, c) + 0.05:.2f},{min(o, c) - 0.05:.2f},"
-                    f"{c},{1000 + i % 500}\n"
-                )
+                h, low, v = f"{max(o, c) + 0.05:.2f}", f"{min(o, c) - 0.05:.2f}", 1000 + i % 500
+                out.write(f"B{t:02d},5,{at:%Y%m%d},{at:%H%M%S},{o},{h},{low},{c},{v},0\n")
+                flat.write(f"B{t:02d},5,{at:%Y-%m-%dT%H:%M:%SZ},{o},{h},{low},{c},{v},0\n")
                 price = c
+    return stooq, table
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -53,9 +61,16 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def emptied(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE candles, candle_series, candle_rollups, candle_changes")
+        conn.execute("VACUUM ANALYZE candles")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
@@ -66,28 +81,51 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "marketdata.entrypoints.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE bare (ticker text, tf_min int, ts timestamptz, open float8,"
-            " high float8, low float8, close float8, volume float8)"
-        )
+    copies, ingests = [], []
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "candles.csv"
-        write_csv(path, args.rows)
-        rows = sum(1 for _ in path.open()) - 1
-        copy = timed(
-            ["psql", url, "-q", "-c", f"\\copy bare FROM '{path}' WITH (FORMAT csv, HEADER true)"],
-            env,
+        stooq, table = write_files(Path(folder), args.rows)
+        rows = sum(1 for _ in table.open())
+        copy_command = (
+            "\\copy candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+            f" FROM '{table}' WITH (FORMAT csv)"
         )
-        first = timed([*cli, "ingest", str(path)], env)
-        again = timed([*cli, "ingest", str(path)], env)
+        for _ in range(args.rounds):
+            emptied(url)
+            copies.append(timed(["psql", url, "-q", "-c", copy_command], env))
+            emptied(url)
+            ingests.append(timed([*cli, "ingest", str(stooq)], env))
+        again = timed([*cli, "ingest", str(stooq)], env)
+        parquet = Path(folder) / "candles.parquet"
+        subprocess.run(
+            [sys.executable, "-c", PARQUET_OF_CSV, str(table), str(parquet)], check=True, env=env
+        )
+        emptied(url)
+        columnar = timed([*cli, "ingest", str(parquet)], env)
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    print(f"rows: {rows:,}")
-    print(f"psql \\copy into a bare table:       {rows / copy:>10,.0f} rows/s ({copy:.1f} s)")
-    print(f"marketdata ingest, empty table:     {rows / first:>10,.0f} rows/s ({first:.1f} s)")
-    print(f"marketdata ingest, again (no-op):   {rows / again:>10,.0f} rows/s ({again:.1f} s)")
-    print(f"ingest / raw COPY: {copy / first:.0%} (first), {copy / again:.0%} (re-import)")
+    copy, first = statistics.median(copies), statistics.median(ingests)
+
+    def each(times: list[float]) -> str:
+        return " ".join(f"{x:.1f}" for x in times)
+
+    pairs = " ".join(f"{c / i:.0%}" for c, i in zip(copies, ingests, strict=True))
+    print(f"rows: {rows:,}; rounds: {args.rounds}")
+    print(f"psql \\copy into candles:           {rows / copy:>10,.0f} rows/s", end="")
+    print(f" (median {copy:.1f} s; {each(copies)})")
+    print(f"marketdata ingest, Stooq, empty:   {rows / first:>10,.0f} rows/s", end="")
+    print(f" (median {first:.1f} s; {each(ingests)})")
+    print(f"ingest / \\copy: {copy / first:.0%} (medians); pair by pair: {pairs}")
+    print(f"marketdata ingest, Stooq, again:   {rows / again:>10,.0f} rows/s ({again:.1f} s)")
+    print(f"marketdata ingest, Parquet, empty: {rows / columnar:>10,.0f} rows/s ({columnar:.1f} s)")
+
+
+PARQUET_OF_CSV = """
+import sys, pyarrow as pa, pyarrow.csv as c, pyarrow.parquet as pq
+names = ["ticker", "tf_min", "ts", "open", "high", "low", "close", "volume", "openint"]
+t = c.read_csv(sys.argv[1], c.ReadOptions(column_names=names),
+               convert_options=c.ConvertOptions(column_types={"ts": pa.timestamp("us", "UTC")}))
+pq.write_table(t, sys.argv[2])
+"""
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import psycopg
 from litestar.testing import TestClient
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from marketdata.adapters.csv_files import TextCandleFile
+from marketdata.adapters.csv_files import open_candle_file
 from marketdata.adapters.postgres.catalog import REFRESH_STATEMENTS
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
@@ -158,7 +158,7 @@ async def ingest_async(
     await database.open()
     try:
         imports = CandleImport(PostgresCandleWriter(database, bounded=False))
-        return await ingest_files(paths, options, imports, TextCandleFile, dry_run=dry_run)
+        return await ingest_files(paths, options, imports, open_candle_file, dry_run=dry_run)
     finally:
         await database.close()
 

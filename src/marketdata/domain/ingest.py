@@ -17,8 +17,9 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -49,11 +50,29 @@ ALIASES = {
 
 
 class BadRow(DomainError):
-    """A row that cannot be read; the message names file, line and field."""
+    """A row that cannot be read; the message names file, line (of a text file; `row` of a
+    columnar one, from 1) and field."""
 
-    def __init__(self, file: str, line: int, field: str, reason: str) -> None:
-        super().__init__(f"{file}:{line}: {field}: {reason}")
+    def __init__(self, file: str, line: int, field: str, reason: str, *, row: bool = False) -> None:
+        where = f"{file}: row {line}" if row else f"{file}:{line}"
+        super().__init__(f"{where}: {field}: {reason}")
         self.file, self.line, self.field, self.reason = file, line, field, reason
+
+
+class Batch(Protocol):
+    """Rows read and checked in columns by an adapter (an Arrow record batch, in the
+    table's column order): written as a whole, with no Python call per row."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+
+# What a write takes: rows one by one (bodies, text files read row by row) or in batches
+Rows = Iterable[Row] | Iterable[Batch]
+
+
+def count_of(item: Row | Batch) -> int:
+    return 1 if isinstance(item, tuple) else item.num_rows
 
 
 class BadFile(DomainError):
@@ -153,7 +172,8 @@ def parse_time(text: str, tz: tzinfo, name: str, file: str, line: int) -> dateti
         raise BadRow(file, line, name, f"{text!r} is out of range") from None
 
 
-def _period(text: str, file: str, line: int) -> int:
+def period_of(text: str, file: str, line: int) -> int:
+    """A Stooq/Finam <PER>: minutes, or D, W, M."""
     if text in PERIODS:
         return PERIODS[text]
     if text.isdigit() and int(text) > 0:
@@ -190,7 +210,7 @@ def stooq_parser(header: Sequence[str], options: IngestOptions, file: str) -> Ro
         if len(fields) != width:
             raise BadRow(file, line, "row", f"{len(fields)} fields, the header has {width}")
         ticker = options.ticker or fields[i_ticker]  # type: ignore[index]
-        tf_min = options.tf_min or _period(fields[i_per], file, line)  # type: ignore[index]
+        tf_min = options.tf_min or period_of(fields[i_per], file, line)  # type: ignore[index]
         d = fields[i_date]
         t = fields[i_time] if i_time is not None else "000000"
         try:
@@ -268,7 +288,8 @@ def csv_parser(header: Sequence[str], options: IngestOptions, file: str) -> RowP
     return parse
 
 
-def binance_parser(options: IngestOptions, file: str, basename: str) -> RowParser:
+def binance_options(options: IngestOptions, file: str, basename: str) -> IngestOptions:
+    """A headerless kline file's ticker and interval: the options', or its Binance name's."""
     named = _BINANCE_NAME.match(basename)
     ticker = options.ticker or (named[1] if named else None)
     tf_min = options.tf_min or (int(named[2]) * _BINANCE_INTERVAL[named[3]] if named else None)
@@ -277,6 +298,12 @@ def binance_parser(options: IngestOptions, file: str, basename: str) -> RowParse
             f"{file}: a headerless kline file needs --ticker and --tf-min"
             " (or a Binance name such as BTCUSDT-1m-2022-08.csv)"
         )
+    return IngestOptions(tz=options.tz, ticker=ticker, tf_min=tf_min)
+
+
+def binance_parser(options: IngestOptions, file: str, basename: str) -> RowParser:
+    named = binance_options(options, file, basename)
+    ticker, tf_min = named.ticker or "", named.tf_min or 0
 
     def parse(fields: Sequence[str], line: int) -> Row:
         if len(fields) < 6:

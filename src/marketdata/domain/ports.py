@@ -1,14 +1,22 @@
 """What the domain needs from the outside world, as Protocols the adapters implement."""
 
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+import enum
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import msgspec
 
 from marketdata.domain.candles import Candle, Order, TimeRange
-from marketdata.domain.ingest import Row, WriteResult
+from marketdata.domain.ingest import Batch, IngestOptions, Row, Rows, WriteResult
 from marketdata.domain.timeframes import PLAIN, BarOptions, Holdings, Resample
+
+
+class Columnar(enum.StrEnum):
+    """The columnar formats candles are exported in."""
+
+    PARQUET = "parquet"
+    ARROW = "arrow"  # an Arrow IPC stream
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -81,6 +89,22 @@ class CandleRepository(Protocol):
         """Like candles/candle_range, without a cap, in constant memory (for exports)."""
         ...
 
+    def export_columns(
+        self,
+        output: Columnar,
+        ticker: str,
+        tf_min: int,
+        time_range: TimeRange | None,
+        order: Order,
+        limit: int | None,
+        resample: Resample | None = None,
+        options: BarOptions = PLAIN,
+        after: datetime | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        """The same candles as `export`, encoded in a columnar format, in record batches
+        (labelled as asked): nothing at all when there are none."""
+        ...
+
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
         """Consecutive candles further apart than `min_gap`, oldest first."""
         ...
@@ -103,11 +127,18 @@ class CandleFile(Protocol):
         """Bytes read so far (for a progress bar)."""
         ...
 
-    def rows(self) -> Iterator[Row]: ...
+    def rows(self) -> Iterator[Row] | Iterator[Batch]: ...
+
+
+class ColumnarReader(Protocol):
+    def batches(self, data: bytes, options: IngestOptions, name: str) -> Iterator[Batch]:
+        """Candles in an Arrow IPC stream, read and checked in batches (a bad one raises
+        BadRow naming its row, from 1, and column)."""
+        ...
 
 
 class CandleWriter(Protocol):
-    async def write(self, rows: Iterable[Row]) -> WriteResult:
+    async def write(self, rows: Rows) -> WriteResult:
         """Upsert every row, all or nothing: an error from `rows` (a BadRow) or from the
         store leaves the table as it was. Rows equal to what is stored change nothing."""
         ...

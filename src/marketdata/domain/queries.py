@@ -15,7 +15,7 @@ from marketdata.domain.candles import (
     timeframe_of,
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
-from marketdata.domain.ports import CandleRepository, Coverage, Gap
+from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Gap
 from marketdata.domain.timeframes import (
     PLAIN,
     BarOptions,
@@ -43,6 +43,15 @@ async def _chain(
         yield labelled(first, options.label)
         async for candle in rest:
             yield labelled(candle, options.label)
+    finally:
+        await rest.aclose()
+
+
+async def _prefixed(head: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    try:
+        yield head
+        async for chunk in rest:
+            yield chunk
     finally:
         await rest.aclose()
 
@@ -152,6 +161,50 @@ class CandleQueries:
         """Every candle asked for, without the MAX_LIMIT cap, streamed. Checks everything
         and reads the first candle before returning, so that NotFound or StoreUnavailable
         come before a response has started."""
+        what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
+        candles = self._repository.export(*what)
+        first = await anext(candles, None)
+        if first is None:
+            await candles.aclose()
+            raise NotFound(f"No candles found for ticker {what[0]!r} with tf_min={what[1]}")
+        return _chain(first, candles, options)
+
+    async def export_columns(
+        self,
+        output: Columnar,
+        ticker: str,
+        tf_min: int | None = None,
+        order: Order = Order.ASC,
+        limit: int | None = None,
+        options: BarOptions = PLAIN,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        after: datetime | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        """`export` in a columnar format: the same candles, checked the same way, as the
+        bytes of that format, its first record batch read before returning."""
+        what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
+        chunks = self._repository.export_columns(output, *what)
+        head = await anext(chunks, None)
+        if head is None:
+            await chunks.aclose()
+            raise NotFound(f"No candles found for ticker {what[0]!r} with tf_min={what[1]}")
+        return _prefixed(head, chunks)
+
+    async def _exported(
+        self,
+        ticker: str,
+        tf_min: int | None,
+        order: Order,
+        limit: int | None,
+        options: BarOptions,
+        start: datetime | None,
+        end: datetime | None,
+        after: datetime | None,
+    ) -> tuple[
+        str, int, TimeRange | None, Order, int | None, Resample | None, BarOptions, datetime | None
+    ]:
+        """An export's arguments checked, and where its candles come from."""
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
         if limit is not None and not 1 <= limit < 2**63:
@@ -164,14 +217,7 @@ class CandleQueries:
         plan = await self._plan(ticker, tf_min, options)
         if not plan.available:
             raise plan.not_found(ticker)
-        candles = self._repository.export(
-            ticker, tf_min, time_range, order, limit, plan.resample, options, after
-        )
-        first = await anext(candles, None)
-        if first is None:
-            await candles.aclose()
-            raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
-        return _chain(first, candles, options)
+        return ticker, tf_min, time_range, order, limit, plan.resample, options, after
 
     async def coverage(self, ticker: str) -> list[Coverage]:
         held = await self._repository.holdings([ticker_of(ticker)])

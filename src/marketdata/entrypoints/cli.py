@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -16,7 +16,7 @@ import uvicorn
 from dishka import make_async_container
 from litestar import Litestar
 
-from marketdata.adapters.csv_files import TextCandleFile
+from marketdata.adapters.csv_files import open_candle_file
 from marketdata.adapters.embedded_postgres import EmbeddedError, default_home, embedded_database
 from marketdata.adapters.postgres import catalog, rollups
 from marketdata.adapters.postgres.migrations import migrate, pending_migrations
@@ -24,7 +24,7 @@ from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.candles import TimeRange
 from marketdata.domain.errors import InvalidParameter, StoreUnavailable
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ingest import IngestOptions, Row, WriteResult, ingest_options
+from marketdata.domain.ingest import IngestOptions, Rows, WriteResult, ingest_options
 from marketdata.domain.timeframes import Rollup
 from marketdata.entrypoints.files import ingest_files, progress_bar
 from marketdata.entrypoints.logging import configure_logging
@@ -265,7 +265,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 class _NoStore:
     """The writer of a dry run: nothing may be written."""
 
-    async def write(self, rows: Iterable[Row]) -> WriteResult:
+    async def write(self, rows: Rows) -> WriteResult:
         raise RuntimeError("a dry run writes nothing")
 
     async def delete(self, ticker: str, tf_min: int, time_range: TimeRange) -> int:
@@ -277,7 +277,7 @@ async def _ingest_files(
 ) -> int:
     if dry_run:
         return await ingest_files(
-            paths, options, CandleImport(_NoStore()), TextCandleFile, dry_run=True
+            paths, options, CandleImport(_NoStore()), open_candle_file, dry_run=True
         )
     # The writer comes from the providers, as for the app (without the statement timeout).
     container = make_async_container(
@@ -290,7 +290,7 @@ async def _ingest_files(
     try:
         async with container() as request:
             imports = await request.get(CandleImport)
-            return await ingest_files(paths, options, imports, TextCandleFile)
+            return await ingest_files(paths, options, imports, open_candle_file)
     finally:
         await container.close()
 

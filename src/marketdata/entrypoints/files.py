@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 from rich.progress import (
     BarColumn,
@@ -20,7 +21,7 @@ from rich.progress import (
 
 from marketdata.domain.errors import DomainError
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ingest import IngestOptions, Row
+from marketdata.domain.ingest import Batch, IngestOptions, Row, Rows, count_of
 from marketdata.domain.ports import CandleFile
 
 OpenFile = Callable[[Path, IngestOptions], CandleFile]
@@ -29,14 +30,20 @@ _PROGRESS_EVERY = 8192
 
 
 def _tracked(
-    rows: Iterator[Row], file: CandleFile, progress: Progress | None, task: TaskID | None
-) -> Iterator[Row]:
+    rows: Iterator[Row] | Iterator[Batch],
+    file: CandleFile,
+    progress: Progress | None,
+    task: TaskID | None,
+) -> Iterator[Row | Batch]:
     started = time.monotonic()
-    for count, row in enumerate(rows, 1):
-        if progress is not None and task is not None and count % _PROGRESS_EVERY == 0:
+    count = shown = 0
+    for item in rows:
+        count += count_of(item)
+        if progress is not None and task is not None and count - shown >= _PROGRESS_EVERY:
+            shown = count
             rate = count / max(time.monotonic() - started, 1e-9)
             progress.update(task, completed=file.consumed, rate=f"{rate:,.0f} rows/s")
-        yield row
+        yield item
 
 
 @contextmanager
@@ -84,7 +91,7 @@ async def ingest_files(
             )
             try:
                 result = await imports.load(
-                    _tracked(file.rows(), file, progress, task), dry_run=dry_run
+                    cast(Rows, _tracked(file.rows(), file, progress, task)), dry_run=dry_run
                 )
             except DomainError as error:
                 print(

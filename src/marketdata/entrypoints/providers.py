@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from dishka import Provider, Scope, from_context, provide
 
 from marketdata.adapters.clock import SystemClock
+from marketdata.adapters.columnar import ArrowBodies
 from marketdata.adapters.postgres.live import PostgresLiveFeed
 from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
@@ -12,7 +13,7 @@ from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ports import CandleRepository, CandleWriter, StoreHealth
+from marketdata.domain.ports import CandleRepository, CandleWriter, ColumnarReader, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
 from marketdata.entrypoints.metrics import Metrics
@@ -90,6 +91,7 @@ class UseCaseProvider(Provider):
     scope = Scope.REQUEST
     queries = provide(CandleQueries)
     imports = provide(CandleImport)
+    bodies = provide(ArrowBodies, provides=ColumnarReader, scope=Scope.APP)
 
 
 class BulkWriteProvider(Provider):

@@ -12,6 +12,7 @@ from litestar.response import Stream
 
 from marketdata.domain.candles import Order, parse_timestamp
 from marketdata.domain.imports import CandleImport
+from marketdata.domain.ports import ColumnarReader
 from marketdata.domain.queries import CandleQueries
 from marketdata.domain.timeframes import bar_options
 from marketdata.entrypoints.http import writes
@@ -34,7 +35,12 @@ from marketdata.entrypoints.http.docs import (
     Ticker,
     Tz,
 )
-from marketdata.entrypoints.http.exports import output_format, streamed
+from marketdata.entrypoints.http.exports import (
+    columnar,
+    output_format,
+    streamed,
+    streamed_columns,
+)
 from marketdata.entrypoints.schemas import CandlesBody, DeletedBody, WrittenBody
 from marketdata.entrypoints.settings import Settings
 
@@ -87,6 +93,9 @@ class CandlesController(Controller):
     ) -> Response[CandlesBody] | Stream:
         output = output_format(format, accept)
         options = bar_options(tz, day_start, session, fill, label)
+        if (wanted := columnar(output)) is not None:
+            chunks = await queries.export_columns(wanted, ticker, tf_min, order, limit, options)
+            return streamed_columns(chunks, wanted)
         if output != "json":
             exported = await queries.export(ticker, tf_min, order, limit, options)
             return streamed(exported, output, options)
@@ -145,6 +154,11 @@ class CandlesController(Controller):
         after = decode_cursor(cursor) if cursor is not None else None
         output = output_format(format, accept)
         options = bar_options(tz, day_start, session, fill, label)
+        if (wanted := columnar(output)) is not None:
+            chunks = await queries.export_columns(
+                wanted, ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
+            )
+            return streamed_columns(chunks, wanted)
         if output != "json":
             exported = await queries.export(
                 ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
@@ -166,8 +180,10 @@ class CandlesController(Controller):
         summary="Write candles (upsert)",
         description="Insert or update candles, all or nothing: one bad row and nothing is "
         "written; candles equal to the stored ones change nothing. Bodies: `application/json` "
-        "(a list of candles), `application/x-ndjson` (one candle per line) or `text/csv` (a "
-        "header with ticker, tf_min, ts, open, high, low, close[, volume, openint]). Naive "
+        "(a list of candles), `application/x-ndjson` (one candle per line), `text/csv` (a "
+        "header with ticker, tf_min, ts, open, high, low, close[, volume, openint]) or "
+        "`application/vnd.apache.arrow.stream` (an Arrow IPC stream with those columns; a "
+        "bad row is named by its number from 1). Naive "
         "times are UTC. Needs `Authorization: Bearer <API key>`.",
         tags=["candles"],
         status_code=200,
@@ -180,8 +196,9 @@ class CandlesController(Controller):
         request: Request[Any, Any, Any],
         settings: FromDishka[Settings],
         imports: FromDishka[CandleImport],
+        bodies: FromDishka[ColumnarReader],
     ) -> WrittenBody:
-        return await writes.write(request, settings, imports)
+        return await writes.write(request, settings, imports, bodies)
 
     @delete(
         "/",

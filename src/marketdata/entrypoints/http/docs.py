@@ -94,10 +94,13 @@ Tz = Annotated[
     ),
 ]
 Format = Annotated[
-    Literal["json", "csv", "ndjson"] | None,
+    Literal["json", "csv", "ndjson", "parquet", "arrow"] | None,
     QueryParameter(
-        description="`json` (default), or `csv` / `ndjson` streamed row by row without the "
-        "MAX_LIMIT cap; also chosen by `Accept: text/csv` or `application/x-ndjson`.",
+        description="`json` (default), or streamed without the MAX_LIMIT cap: `csv` / "
+        "`ndjson` row by row, `parquet` or `arrow` (an Arrow IPC stream) in record batches "
+        "with the JSON body's columns and types; also chosen by `Accept: text/csv`, "
+        "`application/x-ndjson`, `application/vnd.apache.parquet` or "
+        "`application/vnd.apache.arrow.stream`.",
     ),
 ]
 Accept = Annotated[
@@ -158,7 +161,8 @@ STREAMED = {
     200: ResponseSpec(
         data_container=CandlesBody,
         description="JSON body; with format=csv or ndjson a text/csv or application/x-ndjson "
-        "stream of the same candles, one per line",
+        "stream of the same candles, one per line; with format=parquet or arrow an "
+        "application/vnd.apache.parquet file or application/vnd.apache.arrow.stream",
     )
 }
 

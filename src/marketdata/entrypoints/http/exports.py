@@ -1,5 +1,6 @@
 """Exports: the candles of a query streamed as CSV or NDJSON, row by row from the
-repository's server-side cursor, in batches, in constant memory."""
+repository's server-side cursor, in batches, in constant memory; or as Parquet or an Arrow
+IPC stream, whose bytes the repository makes (`streamed_columns`)."""
 
 import csv
 import io
@@ -11,6 +12,7 @@ import msgspec
 from litestar.response import Stream
 
 from marketdata.domain.candles import Candle
+from marketdata.domain.ports import Columnar
 from marketdata.domain.timeframes import PLAIN, BarOptions, Fill
 
 _encode = msgspec.json.Encoder().encode
@@ -23,6 +25,10 @@ def output_format(requested: str | None, accept: str | None) -> str:
     if requested is not None:
         return requested
     accepted = (accept or "").lower()
+    if "application/vnd.apache.parquet" in accepted:
+        return "parquet"
+    if "application/vnd.apache.arrow.stream" in accepted:
+        return "arrow"
     if "text/csv" in accepted:
         return "csv"
     if "ndjson" in accepted or "jsonl" in accepted:
@@ -78,6 +84,25 @@ async def _ndjson_lines(candles: AsyncIterator[Candle]) -> AsyncIterator[bytes]:
             batch.clear()
     if batch:
         yield b"\n".join(batch) + b"\n"
+
+
+MEDIA_TYPES = {
+    Columnar.PARQUET: "application/vnd.apache.parquet",
+    Columnar.ARROW: "application/vnd.apache.arrow.stream",
+}
+
+
+def columnar(output: str) -> Columnar | None:
+    return Columnar(output) if output in MEDIA_TYPES else None
+
+
+def streamed_columns(chunks: AsyncIterator[bytes], output: Columnar) -> Stream:
+    extension = "parquet" if output is Columnar.PARQUET else "arrows"
+    return Stream(
+        chunks,
+        media_type=MEDIA_TYPES[output],
+        headers={"Content-Disposition": f'attachment; filename="candles.{extension}"'},
+    )
 
 
 def streamed(candles: AsyncIterator[Candle], output: str, options: BarOptions = PLAIN) -> Stream:

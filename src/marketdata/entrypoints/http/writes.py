@@ -11,7 +11,16 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 
 from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row, row_of, rows_from_csv
+from marketdata.domain.ingest import (
+    BadFile,
+    BadRow,
+    IngestOptions,
+    Row,
+    Rows,
+    row_of,
+    rows_from_csv,
+)
+from marketdata.domain.ports import ColumnarReader
 from marketdata.entrypoints.http.docs import INTERNAL, UNAVAILABLE, spec
 from marketdata.entrypoints.schemas import (
     CandleIn,
@@ -82,7 +91,12 @@ def rows_from_ndjson(body: bytes) -> list[Row]:
     return rows
 
 
-def rows_of(body: bytes, media_type: str) -> list[Row]:
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def rows_of(body: bytes, media_type: str, bodies: ColumnarReader) -> Rows:
+    if media_type == ARROW_STREAM:
+        return bodies.batches(body, IngestOptions(), BODY)
     if media_type in (
         "application/x-ndjson",
         "application/ndjson",
@@ -107,7 +121,7 @@ class UnsupportedMediaType(HTTPException):
     def __init__(self, media_type: str) -> None:
         super().__init__(
             f"Content-Type {media_type!r} is not supported: use application/json (a list of "
-            "candles), application/x-ndjson or text/csv"
+            f"candles), application/x-ndjson, text/csv or {ARROW_STREAM}"
         )
 
 
@@ -140,12 +154,15 @@ WRITE_RESPONSES = {
 
 
 async def write(
-    request: Request[Any, Any, Any], settings: Settings, imports: CandleImport
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    imports: CandleImport,
+    bodies: ColumnarReader,
 ) -> WrittenBody:
     """Authorize, decode the body, write it all or nothing."""
     authorize(request.headers.get("authorization"), settings.api_key_list)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    result = await imports.load(rows_of(await request.body(), media_type))
+    result = await imports.load(rows_of(await request.body(), media_type, bodies))
     request.app.state.metrics.rows_ingested.inc(result.inserted + result.updated)
     return WrittenBody(result.rows, result.inserted, result.updated, result.unchanged)
 
