@@ -112,6 +112,13 @@ class InMemoryCandleRepository:
         self._check()
         return holdings_of(self.stored, tickers)
 
+    def known(self, ticker: str) -> Holdings | None:
+        return None  # nothing known without asking: every read asks
+
+    async def catalog_version(self) -> str:
+        self._check()
+        return str(len(self.stored))
+
     async def export(
         self,
         ticker: str,

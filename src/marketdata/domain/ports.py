@@ -72,7 +72,16 @@ class CandleRepository(Protocol):
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
         """The catalog's series of these tickers and the rollup timeframes kept (one read,
-        never a count of candles)."""
+        never a count of candles; none when this process knows them already)."""
+        ...
+
+    async def catalog_version(self) -> str:
+        """A version of the whole catalog: it changes whenever a series is written, added
+        or removed."""
+        ...
+
+    def known(self, ticker: str) -> Holdings | None:
+        """A ticker's holdings when this process knows them up to date, without I/O."""
         ...
 
     def export(

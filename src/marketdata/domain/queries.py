@@ -253,6 +253,13 @@ class CandleQueries:
         """Candles of `tf_min` as `serving` decides. The stored read goes first: when the
         timeframe is stored (the common case) it is the only query; when nothing comes back,
         the stored timeframes say whether to resample, and from which."""
+        known = self._repository.known(ticker)
+        if known is not None:
+            # the stored timeframes known without a round trip: one query, the right one
+            # (what is not known to be there is asked for below: it may have just come)
+            plan = serving(tf_min, known.series, options, known.rollups)
+            if plan.available:
+                return await read(plan.resample)
         found = await read(None)
         if found:
             return found
@@ -260,6 +267,30 @@ class CandleQueries:
         if not plan.available:
             raise plan.not_found(ticker)
         return await read(plan.resample) if plan.resample is not None else []
+
+    async def version(
+        self, ticker: str, tf_min: int | None = None, options: BarOptions = PLAIN
+    ) -> int | None:
+        """The version of the series an answer for this ticker and timeframe is made of
+        (the stored one, or the one resampled): it changes whenever such an answer could.
+        None when there is nothing to answer with (the query itself says why)."""
+        ticker = ticker_of(ticker)
+        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
+        held = await self._repository.holdings([ticker])
+        plan = serving(tf_min, held.series, options, held.rollups)
+        if not plan.available:
+            return None
+        source = plan.resample.source_tf if plan.resample is not None else tf_min
+        return next((s.version for s in held.series if s.tf_min == source), None)
+
+    async def symbols_version(self) -> str:
+        """A version of everything `symbols` answers."""
+        return await self._repository.catalog_version()
+
+    async def coverage_version(self, ticker: str) -> int | None:
+        """A version of everything `coverage` answers for this ticker."""
+        held = await self._repository.holdings([ticker_of(ticker)])
+        return max((s.version for s in held.series), default=None)
 
     async def _plan(self, ticker: str, tf_min: int, options: BarOptions) -> Serving:
         held = await self._repository.holdings([ticker])

@@ -8,6 +8,7 @@ import structlog
 from dishka import AsyncContainer, Provider, make_async_container
 from dishka.integrations.litestar import setup_dishka
 from litestar import Litestar
+from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
@@ -143,6 +144,15 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         ),
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
+        # brotli when the client accepts it, else gzip; levels chosen for speed
+        # (bench/README.md: ratio and CPU per request)
+        compression_config=CompressionConfig(
+            backend="brotli",
+            minimum_size=settings.compression_min_bytes,
+            brotli_quality=4,
+            gzip_compress_level=5,
+            brotli_gzip_fallback=True,
+        ),
     )
     app.state.metrics = metrics
     _document_validation_as_422(app)

@@ -6,6 +6,7 @@ from dishka import Provider, Scope, from_context, provide
 
 from marketdata.adapters.clock import SystemClock
 from marketdata.adapters.columnar import ArrowBodies
+from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.live import PostgresLiveFeed
 from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
@@ -16,6 +17,7 @@ from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import CandleRepository, CandleWriter, ColumnarReader, StoreHealth
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
+from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.websocket import ReplayRegistry
@@ -40,13 +42,22 @@ class SettingsProvider(Provider):
     metrics = from_context(provides=Metrics)
 
     @provide
+    def answers(self, settings: Settings) -> Answers:
+        return Answers(settings.response_cache_mb * 2**20)
+
+    @provide
     def limits(self, settings: Settings) -> QueryLimits:
         return QueryLimits(default_tf_min=settings.default_tf_min, max_limit=settings.max_limit)
 
 
 class PostgresProvider(Provider):
     scope = Scope.APP
-    repository = provide(PostgresCandleRepository, provides=CandleRepository)
+
+    @provide
+    def repository(self, database: Database, known: KnownSeries) -> CandleRepository:
+        return PostgresCandleRepository(database, known)
+
+    known = provide(KnownSeries)  # the catalog as this process knows it (live listener)
     health = provide(PostgresHealth, provides=StoreHealth)
     replay_source = provide(PostgresReplaySource, provides=ReplaySource)
 
@@ -55,8 +66,8 @@ class PostgresProvider(Provider):
         return database_config(settings)
 
     @provide
-    def writer(self, database: Database) -> CandleWriter:
-        return PostgresCandleWriter(database)
+    def writer(self, database: Database, known: KnownSeries) -> CandleWriter:
+        return PostgresCandleWriter(database, known)
 
     @provide
     async def database(self, config: DatabaseConfig, metrics: Metrics) -> AsyncIterator[Database]:
@@ -68,9 +79,9 @@ class PostgresProvider(Provider):
 
     @provide
     async def live(
-        self, config: DatabaseConfig, database: Database, metrics: Metrics
+        self, config: DatabaseConfig, database: Database, metrics: Metrics, known: KnownSeries
     ) -> AsyncIterator[LiveFeed]:
-        feed = PostgresLiveFeed(config, database)
+        feed = PostgresLiveFeed(config, database, known)
         await feed.start()
         metrics.watch_live(lambda: feed.subscribers, lambda: feed.delivered)
         yield feed
@@ -102,4 +113,4 @@ class BulkWriteProvider(Provider):
 
     @provide
     def writer(self, database: Database) -> CandleWriter:
-        return PostgresCandleWriter(database, bounded=False)
+        return PostgresCandleWriter(database, None, bounded=False)

@@ -14,6 +14,7 @@ Positive = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["auto", "json", "console"]
 
@@ -61,6 +62,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: str = ""
     # Largest request body accepted (POST /candles), in bytes; larger ones get 413.
     max_body_bytes: Positive = 10_000_000
+    # HTTP caching: how long a shared cache may keep a GET's answer (0: `no-cache`, it asks
+    # again, and the ETag answers 304 while nothing changed); answers kept in this process
+    cache_max_age: NonNegative = 0
+    response_cache_mb: NonNegative = 64
+    # bodies of at least this many bytes are compressed when the client accepts it
+    compression_min_bytes: Positive = 1000
     # Apply pending migrations in the background at start-up, as soon as the database
     # answers (`serve --no-migrate` turns it off); the service serves meanwhile.
     migrate_on_start: bool = True

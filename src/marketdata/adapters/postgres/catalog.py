@@ -165,7 +165,13 @@ SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM mended)
 """
 # Writers wait while the catalog is rebuilt (reads go on): a write committed between the
 # count and the catalog update would otherwise be overwritten by the older count.
-REFRESH_STATEMENTS = ("LOCK TABLE candles IN SHARE MODE", _REFRESH)
+# ... and every process forgets what it knew of the catalog when this commits (the
+# channel and payload of `changes.FLUSH`)
+REFRESH_STATEMENTS = (
+    "LOCK TABLE candles IN SHARE MODE",
+    "SELECT pg_notify('marketdata_candles', 'flush')",
+    _REFRESH,
+)
 
 
 class Drift(msgspec.Struct, frozen=True):

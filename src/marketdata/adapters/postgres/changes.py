@@ -33,6 +33,16 @@ RETURNING xid::text
 """
 
 
+FLUSH = "flush"  # what every process knows of the catalog is to be read again
+assert f"pg_notify('{CHANNEL}', '{FLUSH}')" in catalog.REFRESH_STATEMENTS[1]
+
+
+async def flush(cursor: Any) -> None:
+    """In a transaction that changed the catalog or the rollups in bulk: every process
+    forgets what it knew of them when it commits."""
+    await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, FLUSH))
+
+
 async def announce(cursor: Any, changes: catalog.Changes, version: int) -> None:
     """In a write's transaction: log the series it changed and notify the listeners
     (delivered when, and if, the transaction commits)."""

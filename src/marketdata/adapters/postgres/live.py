@@ -13,6 +13,7 @@ per process, and handed to the subscribers of those series, each with a bounded 
 
 import asyncio
 import contextlib
+import select
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import structlog
 from marketdata.adapters.postgres import changes
 from marketdata.adapters.postgres.buckets import CANDLE_ROWS, UTC_LABEL, bucketed
 from marketdata.adapters.postgres.changes import CHANNEL, Change, Snapshot
+from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig, connect
 from marketdata.adapters.postgres.rollups import EPOCH
 from marketdata.domain.candles import Candle
@@ -36,6 +38,14 @@ log = structlog.get_logger(logger_name="marketdata.live")
 _ADVANCE_EVERY = 5.0  # seconds between moves of the listener's snapshot
 _PRUNE_EVERY = 600.0
 _CATCH_UP_CHUNK = 500  # changes read back at a time after an outage
+
+
+def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the listener's socket holds something not read yet (a notification)."""
+    try:
+        return bool(select.select([conn.pgconn.socket], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
 
 
 class Subscription:
@@ -80,7 +90,10 @@ class Subscription:
 class PostgresLiveFeed:
     """LiveFeed over LISTEN/NOTIFY; one per process."""
 
-    def __init__(self, config: DatabaseConfig, database: Database) -> None:
+    def __init__(
+        self, config: DatabaseConfig, database: Database, known: KnownSeries | None = None
+    ) -> None:
+        self.known = known or KnownSeries()
         self._config = config
         self._db = database
         self._subscribers: dict[tuple[str, int], set[Subscription]] = {}
@@ -90,14 +103,34 @@ class PostgresLiveFeed:
         self._seen: set[int] = set()  # transactions delivered that the snapshot does not see
         self.connected = asyncio.Event()
         self.delivered = 0  # changes delivered (for metrics and tests)
+        # what was heard, in order, for the delivery task: the listener goes straight back
+        # to listening, so that every notification waiting is heard (and the tickers it
+        # names forgotten) before a request trusts what this process knows
+        self._heard: asyncio.Queue[Sequence[Change]] = asyncio.Queue()
+        self._delivering: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever(), name="marketdata-live")
+        self._delivering = asyncio.create_task(self._deliver_forever(), name="marketdata-live-out")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        for task in (self._task, self._delivering):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            changed = await self._heard.get()
+            for pause in (0.2, 0.4, 0.8, 1.6, 3.2, None):  # the pool may be coming back
+                try:
+                    await self._deliver(changed)
+                    break
+                except (psycopg.Error, StoreUnavailable, OSError) as error:
+                    if pause is None:
+                        log.error("live candles not sent: reading them failed", error=str(error))
+                    else:
+                        await asyncio.sleep(pause)
 
     # subscriptions
 
@@ -135,6 +168,8 @@ class PostgresLiveFeed:
                 if self.connected.is_set():  # it was up: a new outage starts with short pauses
                     pause = 0.2
                 self.connected.clear()
+                self.known.reset(enabled=False)  # changes may go unheard meanwhile
+                self.known.pending = None
                 log.warning("live listener lost its connection; reconnecting", error=str(error))
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -149,6 +184,8 @@ class PostgresLiveFeed:
             if self._snapshot is not None:
                 await self._catch_up(conn, now)
             self._snapshot, self._seen = now, set()
+            self.known.reset(enabled=True)
+            self.known.pending = lambda: _readable(conn)
             self.connected.set()
             log.info("live listener listening")
             marker: str | None = None
@@ -161,6 +198,9 @@ class PostgresLiveFeed:
                             {x for x in self._seen if not self._pending.sees(x)},
                         )
                         marker = None
+                    continue
+                if note.payload == changes.FLUSH:
+                    self.known.reset(enabled=True)
                     continue
                 await self._notified(note.payload)
                 if marker is None and time.monotonic() - advanced > _ADVANCE_EVERY:
@@ -187,15 +227,17 @@ class PostgresLiveFeed:
         ]
         if missed:
             log.info("live listener caught up", changes=len(missed))
+        self.known.forget({c.ticker for c in missed})
         for at in range(0, len(missed), _CATCH_UP_CHUNK):
-            await self._deliver(missed[at : at + _CATCH_UP_CHUNK])
+            self._heard.put_nowait(missed[at : at + _CATCH_UP_CHUNK])
 
     async def _notified(self, payload: str) -> None:
         xid, changed = changes.parse(payload)
+        self.known.forget({change.ticker for change in changed})
         if (self._snapshot is not None and self._snapshot.sees(xid)) or xid in self._seen:
             return  # delivered already (by the catch-up)
         self._seen.add(xid)
-        await self._deliver(changed)
+        self._heard.put_nowait(changed)
 
     # delivery
 

@@ -11,6 +11,7 @@ import psycopg
 
 from marketdata.adapters.columnar_export import ColumnarEncoder
 from marketdata.adapters.postgres.bars import bar_of, bars_params, bars_sql, shape_of
+from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, translated_errors
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ports import Columnar, Gap
@@ -105,8 +106,9 @@ async def bars(
 class PostgresCandleRepository:
     """CandleRepository over the pool."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, known: KnownSeries | None = None) -> None:
         self._db = database
+        self._known = known or KnownSeries()
 
     async def symbols(self, prefix: str, limit: int) -> list[str]:
         rows = await self._db.fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
@@ -146,7 +148,23 @@ class PostgresCandleRepository:
         return [Candle(*row) for row in rows]
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
-        return await holdings_of(self._db, list(tickers))
+        if len(tickers) != 1:
+            return await holdings_of(self._db, list(tickers))
+        if (known := self._known.get(tickers[0])) is not None:
+            return known
+        epoch = self._known.epoch
+        held = await holdings_of(self._db, list(tickers))
+        self._known.keep(tickers[0], held, epoch)
+        return held
+
+    def known(self, ticker: str) -> Holdings | None:
+        return self._known.get(ticker)
+
+    async def catalog_version(self) -> str:
+        rows = await self._db.fetch(
+            "SELECT coalesce(max(version), 0), count(*) FROM candle_series", ()
+        )
+        return f"{rows[0][0]}-{rows[0][1]}"
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
         rows = await self._db.fetch(

@@ -17,7 +17,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres import catalog, changes
 from marketdata.adapters.postgres.buckets import (
     CANDLE_ROWS,
     LOCAL_LABEL,
@@ -275,6 +275,7 @@ async def sync(
                 (tfs, tzs),
             )
             current = await kept(cursor)
+            await changes.flush(cursor)  # the rollups readers may use are these now
         building = [r for r in current.rollups if r not in current.ready]
         if repair is None and not building:
             return []
@@ -296,6 +297,7 @@ async def sync(
             " (SELECT * FROM unnest(%s::int4[], %s::text[]))",
             _columns(building),
         )
+        await changes.flush(cursor)
         if building:
             log.info("rollups built", rollups=[str(r) for r in building], tickers=len(tickers))
         return building

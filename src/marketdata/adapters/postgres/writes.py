@@ -10,6 +10,7 @@ from psycopg import errors as pg_errors
 from marketdata.adapters.columnar import COPY_HEADER, COPY_TRAILER, copy_binary
 from marketdata.adapters.postgres import catalog, rollups
 from marketdata.adapters.postgres.changes import announce
+from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, translated_errors
 from marketdata.domain.candles import TimeRange
 from marketdata.domain.ingest import BadFile, Batch, Row, Rows, WriteResult, count_of
@@ -209,11 +210,16 @@ async def _merged(
 
 
 async def write_rows(
-    conn: psycopg.AsyncConnection[Any], rows: Rows, *, bounded: bool = True
+    conn: psycopg.AsyncConnection[Any],
+    rows: Rows,
+    *,
+    bounded: bool = True,
+    known: KnownSeries | None = None,
 ) -> WriteResult:
     """COPY the rows into a staging table, then merge them into candles and update the
     catalog, in one transaction: a bad row (raised by `rows`) or any failure leaves both
-    untouched. `bounded` false lifts the connection's statement timeout for the write."""
+    untouched. `bounded` false lifts the connection's statement timeout for the write.
+    `known`: this process's copy of the catalog, told at once when it commits."""
     async with conn.transaction(), conn.cursor() as cursor:
         if not bounded:
             # a file may take minutes, and its sorts and hashes want memory
@@ -240,6 +246,8 @@ async def write_rows(
         written = [key for key, c in changes.items() if c.added or c.updated]
         await rollups.keep(cursor, written, {ticker for ticker, _ in new_series}, kept)
         await announce(cursor, changes, version["version"])
+    if known is not None:
+        known.forget({ticker for ticker, _ in changes})
     return WriteResult(
         rows=count,
         inserted=sum(c.added for c in changes.values()),
@@ -257,10 +265,16 @@ SELECT count(*) FROM gone
 
 
 async def delete_rows(
-    conn: psycopg.AsyncConnection[Any], ticker: str, tf_min: int, time_range: TimeRange
+    conn: psycopg.AsyncConnection[Any],
+    ticker: str,
+    tf_min: int,
+    time_range: TimeRange,
+    *,
+    known: KnownSeries | None = None,
 ) -> int:
     """Delete a series' candles in the range, with the catalog and the rollups, in one
-    transaction; how many were deleted."""
+    transaction; how many were deleted. Announced (nothing is streamed: the candles are
+    gone) so that every process's copy of the catalog forgets the ticker."""
     async with conn.transaction(), conn.cursor() as cursor:
         await catalog.lock(cursor, [ticker])
         kept = await rollups.kept(cursor)
@@ -275,6 +289,10 @@ async def delete_rows(
         if deleted:
             gone = await catalog.forget(cursor, ticker, tf_min, deleted)
             await rollups.keep(cursor, [(ticker, tf_min)], {ticker} if gone else set(), kept)
+            span = catalog.SeriesChange(lo=time_range.start, hi=time_range.end)
+            await announce(cursor, {(ticker, tf_min): span}, 0)
+    if deleted and known is not None:
+        known.forget([ticker])
     return deleted
 
 
@@ -283,8 +301,11 @@ class PostgresCandleWriter:
     DB_COMMAND_TIMEOUT (requests); unbounded for `marketdata ingest`, whose files may take
     minutes."""
 
-    def __init__(self, database: Database, *, bounded: bool = True) -> None:
+    def __init__(
+        self, database: Database, known: KnownSeries | None = None, *, bounded: bool = True
+    ) -> None:
         self._db = database
+        self._known = known
         self._bounded = bounded
 
     async def write(self, rows: Rows) -> WriteResult:
@@ -292,11 +313,11 @@ class PostgresCandleWriter:
             translated_errors(self._db.location, self._db.config),
             self._db.connection() as conn,
         ):
-            return await write_rows(conn, rows, bounded=self._bounded)
+            return await write_rows(conn, rows, bounded=self._bounded, known=self._known)
 
     async def delete(self, ticker: str, tf_min: int, time_range: TimeRange) -> int:
         async with (
             translated_errors(self._db.location, self._db.config),
             self._db.connection() as conn,
         ):
-            return await delete_rows(conn, ticker, tf_min, time_range)
+            return await delete_rows(conn, ticker, tf_min, time_range, known=self._known)

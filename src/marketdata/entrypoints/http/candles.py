@@ -4,6 +4,7 @@ as JSON or streamed (exports)."""
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import msgspec
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi.spec import Example
@@ -14,8 +15,9 @@ from marketdata.domain.candles import Order, parse_timestamp
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import ColumnarReader
 from marketdata.domain.queries import CandleQueries
-from marketdata.domain.timeframes import bar_options
-from marketdata.entrypoints.http import writes
+from marketdata.domain.timeframes import BarOptions, bar_options
+from marketdata.entrypoints.http import caching, writes
+from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.http.cursor import decode_cursor, encode_cursor
 from marketdata.entrypoints.http.docs import (
     BAD_REQUEST,
@@ -69,7 +71,10 @@ class CandlesController(Controller):
     @inject
     async def candles(
         self,
+        request: Request[Any, Any, Any],
         queries: FromDishka[CandleQueries],
+        settings: FromDishka[Settings],
+        answers: FromDishka[Answers],
         ticker: Ticker,
         tf_min: TfMin = None,
         limit: Annotated[
@@ -93,14 +98,19 @@ class CandlesController(Controller):
     ) -> Response[CandlesBody] | Stream:
         output = output_format(format, accept)
         options = bar_options(tz, day_start, session, fill, label)
+        tag, kept = await _conditional(
+            request, queries, settings, answers, output, ticker, tf_min, options
+        )
+        if isinstance(kept, Response):
+            return kept
         if (wanted := columnar(output)) is not None:
             chunks = await queries.export_columns(wanted, ticker, tf_min, order, limit, options)
-            return streamed_columns(chunks, wanted)
+            return _tagged(streamed_columns(chunks, wanted), settings, tag)
         if output != "json":
             exported = await queries.export(ticker, tf_min, order, limit, options)
-            return streamed(exported, output, options)
+            return _tagged(streamed(exported, output, options), settings, tag)
         found = await queries.candles(ticker, tf_min, limit, order, options)
-        return Response(CandlesBody(data=found, count=len(found)))
+        return _answered(request, settings, answers, tag, CandlesBody(data=found, count=len(found)))
 
     @get(
         "/range",
@@ -125,6 +135,8 @@ class CandlesController(Controller):
         self,
         request: Request[Any, Any, Any],
         queries: FromDishka[CandleQueries],
+        settings: FromDishka[Settings],
+        answers: FromDishka[Answers],
         ticker: Ticker,
         start: Datetime,
         end: Datetime,
@@ -154,26 +166,30 @@ class CandlesController(Controller):
         after = decode_cursor(cursor) if cursor is not None else None
         output = output_format(format, accept)
         options = bar_options(tz, day_start, session, fill, label)
+        tag, kept = await _conditional(
+            request, queries, settings, answers, output, ticker, tf_min, options
+        )
+        if isinstance(kept, Response):
+            return kept
         if (wanted := columnar(output)) is not None:
             chunks = await queries.export_columns(
                 wanted, ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
             )
-            return streamed_columns(chunks, wanted)
+            return _tagged(streamed_columns(chunks, wanted), settings, tag)
         if output != "json":
             exported = await queries.export(
                 ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
             )
-            return streamed(exported, output, options)
+            return _tagged(streamed(exported, output, options), settings, tag)
         page = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit, options, after)
         if not page.more or page.last is None:
-            return Response(CandlesBody(data=page.candles, count=len(page.candles)))
+            body = CandlesBody(data=page.candles, count=len(page.candles))
+            return _answered(request, settings, answers, tag, body)
         next_cursor = encode_cursor(page.last)
         query = {k: v for k, v in request.query_params.items() if k != "cursor"}
         link = f"{request.url.path}?{urlencode({**query, 'cursor': next_cursor})}"
-        return Response(
-            CandlesBody(data=page.candles, count=len(page.candles), next=next_cursor),
-            headers={"Link": f'<{link}>; rel="next"'},
-        )
+        body = CandlesBody(data=page.candles, count=len(page.candles), next=next_cursor)
+        return _answered(request, settings, answers, tag, body, {"Link": f'<{link}>; rel="next"'})
 
     @post(
         "/",
@@ -226,3 +242,54 @@ class CandlesController(Controller):
         end: Datetime,
     ) -> DeletedBody:
         return await writes.delete(request, settings, imports, ticker, tf_min, start, end)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def _conditional(
+    request: Request[Any, Any, Any],
+    queries: CandleQueries,
+    settings: Settings,
+    answers: Answers,
+    output: str,
+    ticker: str,
+    tf_min: int | None,
+    options: BarOptions,
+) -> tuple[str | None, Response[Any] | None]:
+    """The answer's ETag (None when there is nothing to answer: the query says why), and a
+    response already: 304 when the client has it, or the answer kept for this URL."""
+    version = await queries.version(ticker, tf_min, options)
+    if version is None:
+        return None, None
+    tag = caching.etag(settings, version)
+    if caching.matches(request.headers.get("if-none-match"), tag):
+        return tag, caching.not_modified(settings, tag)
+    if output == "json" and (kept := answers.get(_url(request), tag)) is not None:
+        return tag, caching.answer(settings, tag, *kept)
+    return tag, None
+
+
+def _url(request: Request[Any, Any, Any]) -> str:
+    return f"{request.url.path}?{request.scope['query_string'].decode('latin-1')}"
+
+
+def _answered(
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    answers: Answers,
+    tag: str | None,
+    body: CandlesBody,
+    extra: dict[str, str] | None = None,
+) -> Response[Any]:
+    encoded = _encode(body)
+    if tag is None:
+        return Response(encoded, media_type="application/json", headers=extra)
+    answers.keep(_url(request), tag, encoded, extra or {})
+    return caching.answer(settings, tag, encoded, extra)
+
+
+def _tagged(response: Stream, settings: Settings, tag: str | None) -> Stream:
+    if tag is not None:
+        response.headers.update(caching.headers(settings, tag))
+    return response

@@ -1,14 +1,15 @@
 """What is stored: `/symbols`, `/symbols/{ticker}` (coverage) and its gaps."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from dishka.integrations.litestar import FromDishka, inject
-from litestar import Controller, get
+from litestar import Controller, Request, Response, get
 from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
 from marketdata.domain.candles import NO_CONTROL_CHARACTERS
 from marketdata.domain.queries import CandleQueries, GapReport
+from marketdata.entrypoints.http import caching
 from marketdata.entrypoints.http.docs import (
     INTERNAL,
     INVALID,
@@ -18,6 +19,7 @@ from marketdata.entrypoints.http.docs import (
     TickerPath,
 )
 from marketdata.entrypoints.schemas import CoverageBody, SymbolsBody
+from marketdata.entrypoints.settings import Settings
 
 
 class SymbolsController(Controller):
@@ -34,7 +36,9 @@ class SymbolsController(Controller):
     @inject
     async def symbols(
         self,
+        request: Request[Any, Any, Any],
         queries: FromDishka[CandleQueries],
+        settings: FromDishka[Settings],
         prefix: Annotated[
             str,
             QueryParameter(
@@ -50,9 +54,13 @@ class SymbolsController(Controller):
                 description="1..MAX_LIMIT, default 100.", ge=1, examples=[Example(value=100)]
             ),
         ] = None,
-    ) -> SymbolsBody:
+    ) -> Response[SymbolsBody]:
+        tag = caching.etag(settings, await queries.symbols_version())
+        if caching.matches(request.headers.get("if-none-match"), tag):
+            return caching.not_modified(settings, tag)
         found = await queries.symbols(prefix, limit)
-        return SymbolsBody(symbols=found, count=len(found))
+        body = SymbolsBody(symbols=found, count=len(found))
+        return Response(body, headers=caching.headers(settings, tag))
 
     @get(
         "/{ticker:str}",
@@ -63,9 +71,18 @@ class SymbolsController(Controller):
     )
     @inject
     async def coverage(
-        self, queries: FromDishka[CandleQueries], ticker: TickerPath
-    ) -> CoverageBody:
-        return CoverageBody(ticker=ticker, timeframes=await queries.coverage(ticker))
+        self,
+        request: Request[Any, Any, Any],
+        queries: FromDishka[CandleQueries],
+        settings: FromDishka[Settings],
+        ticker: TickerPath,
+    ) -> Response[CoverageBody]:
+        version = await queries.coverage_version(ticker)
+        tag = caching.etag(settings, version) if version is not None else None
+        if tag is not None and caching.matches(request.headers.get("if-none-match"), tag):
+            return caching.not_modified(settings, tag)
+        body = CoverageBody(ticker=ticker, timeframes=await queries.coverage(ticker))
+        return Response(body, headers=caching.headers(settings, tag) if tag else None)
 
     @get(
         "/{ticker:str}/gaps",

@@ -1,0 +1,182 @@
+"""Conditional requests, answers kept in the process, compression: through the app against
+real PostgreSQL, with the repository's reads counted."""
+
+import gzip
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import brotli
+import pytest
+from dishka import Provider, Scope, provide
+
+from marketdata.adapters.postgres.known import KnownSeries
+from marketdata.adapters.postgres.pool import Database
+from marketdata.adapters.postgres.reads import PostgresCandleRepository
+from marketdata.domain.ports import CandleRepository
+from tests.factories import series
+from tests.support import AppFactory, Client, insert
+
+KEY = "k-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+class Counting(PostgresCandleRepository):
+    """The repository, counting the reads that reach the database."""
+
+    reads: ClassVar[Counter[str]] = Counter()
+
+    async def candles(self, *args: Any, **kwargs: Any) -> Any:
+        Counting.reads["candles"] += 1
+        return await super().candles(*args, **kwargs)
+
+    async def candle_range(self, *args: Any, **kwargs: Any) -> Any:
+        Counting.reads["candle_range"] += 1
+        return await super().candle_range(*args, **kwargs)
+
+    async def holdings(self, tickers: Any) -> Any:
+        if self.known(tickers[0]) is None:
+            Counting.reads["holdings"] += 1
+        return await super().holdings(tickers)
+
+
+class CountingProvider(Provider):
+    scope = Scope.APP
+
+    @provide(override=True)
+    def repository(self, database: Database, known: KnownSeries) -> CandleRepository:
+        return Counting(database, known)
+
+
+@pytest.fixture
+def client(app_factory: AppFactory, db_url: str) -> Iterator[Client]:
+    Counting.reads.clear()
+    # A and B: 5-minute candles (A's hours are resampled from them); A also stores days
+    insert(db_url, series("A", 300) + series("B", 300) + series("A", 20, tf_min=1440))
+    with app_factory(CountingProvider(), api_keys=KEY) as client:
+        for _ in range(100):  # until the live listener is up: A is known from then on
+            asked = Counting.reads["holdings"]
+            client.get("/candles?ticker=A")
+            if Counting.reads["holdings"] == asked:
+                break
+            time.sleep(0.05)
+        yield client
+
+
+def write(client: Client, ticker: str, minutes: int, close: float) -> None:
+    ts = datetime(2024, 1, 2, 14, 30, tzinfo=UTC) + timedelta(minutes=minutes)
+    candle = {
+        "ticker": ticker,
+        "tf_min": 5,
+        "ts": ts.isoformat(),
+        "open": close,
+        "high": close + 1,
+        "low": close - 1,
+        "close": close,
+        "volume": 1,
+        "openint": 0,
+    }
+    assert client.post("/candles", json=[candle], headers=AUTH).status_code == 200
+
+
+URLS = {
+    "A 5m": "/candles?ticker=A&tf_min=5&limit=50",
+    "A 1h (resampled from 5m)": "/candles?ticker=A&tf_min=60",
+    "A 5m range": "/candles/range?ticker=A&start=2024-01-02&end=2024-01-03&tf_min=5",
+    "A days (stored)": "/candles?ticker=A&tf_min=1440",
+    "B 5m": "/candles?ticker=B&tf_min=5",
+    "A coverage": "/symbols/A",
+    "B coverage": "/symbols/B",
+    "symbols": "/symbols",
+}
+
+
+def tags(client: Client) -> dict[str, str]:
+    found = {}
+    for name, url in URLS.items():
+        response = client.get(url)
+        assert response.status_code == 200, url
+        found[name] = response.headers["etag"]
+    return found
+
+
+def test_a_write_changes_the_etags_of_its_series_and_no_other(client: Client) -> None:
+    before = tags(client)
+    assert all(t.startswith('"') and t.endswith('"') for t in before.values())  # strong
+    write(client, "A", 10, 123.0)  # a candle of A's 5-minute series, changed
+    after = tags(client)
+    changed = {name for name in URLS if before[name] != after[name]}
+    assert changed == {"A 5m", "A 1h (resampled from 5m)", "A 5m range", "A coverage", "symbols"}
+
+
+@pytest.mark.parametrize("name", list(URLS))
+def test_if_none_match_gets_304_with_no_body(client: Client, name: str) -> None:
+    first = client.get(URLS[name])
+    again = client.get(URLS[name], headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == first.headers["etag"]
+    other = client.get(URLS[name], headers={"If-None-Match": '"0.nope", W/"1.nope"'})
+    assert other.status_code == 200
+    listed = client.get(URLS[name], headers={"If-None-Match": f'"x", W/{first.headers["etag"]}'})
+    assert listed.status_code == 304
+
+
+def test_a_304_and_a_repeated_question_read_no_candles(client: Client) -> None:
+    url = "/candles?ticker=A&tf_min=60&limit=100"
+    first = client.get(url)
+    reads = Counting.reads.copy()
+    assert client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    again = client.get(url)
+    assert again.json() == first.json()
+    assert Counting.reads == reads  # neither read candles, nor the catalog
+    write(client, "A", 15, 99.0)
+    fresh = client.get(url)
+    assert fresh.json() != first.json()  # the write is seen at once by this process
+    assert fresh.headers["etag"] != first.headers["etag"]
+
+
+def test_a_timeframe_not_stored_is_one_read(client: Client) -> None:
+    Counting.reads.clear()
+    response = client.get("/candles?ticker=A&tf_min=15&limit=10&order=desc")
+    assert response.status_code == 200
+    assert Counting.reads == Counter(candles=1)  # no stored read first, no catalog read
+
+
+def test_cache_control_follows_the_setting(app_factory: AppFactory, db_url: str) -> None:
+    insert(db_url, series("C", 10))
+    with app_factory() as client:
+        assert client.get("/candles?ticker=C").headers["cache-control"] == "no-cache"
+    with app_factory(cache_max_age=300) as client:
+        response = client.get("/candles?ticker=C")
+        assert response.headers["cache-control"] == "public, max-age=300"
+        assert client.get("/symbols").headers["cache-control"] == "public, max-age=300"
+
+
+def test_nothing_found_has_no_etag(client: Client) -> None:
+    response = client.get("/candles?ticker=NOPE")
+    assert response.status_code == 404
+    assert "etag" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("encoding", "decode"),
+    [("gzip", gzip.decompress), ("br", brotli.decompress)],
+)
+def test_bodies_are_compressed_when_asked_for(client: Client, encoding: str, decode: Any) -> None:
+    url = "/candles?ticker=A&limit=300"
+    plain = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    response = client.get(url, headers={"Accept-Encoding": encoding})
+    assert response.headers["content-encoding"] == encoding
+    raw = response.extensions.get("raw", None)
+    assert response.json() == plain.json()
+    assert raw is None or json.loads(decode(raw)) == plain.json()
+    small = client.get("/symbols?limit=1", headers={"Accept-Encoding": encoding})
+    assert "content-encoding" not in small.headers  # under the threshold
+    export = client.get(f"{url}&format=csv", headers={"Accept-Encoding": encoding})
+    assert export.headers["content-encoding"] == encoding  # streamed exports too
+    assert export.text.count("\n") == 301
