@@ -185,7 +185,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--only", help="a substring of the requests to run")
+    parser.add_argument("--setting", action="append", default=[], help="KEY=VALUE for serve")
     args = parser.parse_args()
+    settings = dict(s.split("=", 1) for s in args.setting)
     dsn = ensure_data(args.admin_url)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -194,7 +196,7 @@ def main() -> None:
     for name, (path, sql) in cases.items():
         # the database alone, at its best client count, then the service, side by side
         best = max((pgbench(dsn, sql, c, args.duration), c) for c in (2, 4, 8, args.connections))
-        server = start_server(dsn, port, WORKERS=str(args.workers))
+        server = start_server(dsn, port, WORKERS=str(args.workers), **settings)
         try:
             wrk(base + path, args.connections, 2)  # warm-up
             result = wrk(base + path, args.connections, args.duration)
@@ -203,7 +205,10 @@ def main() -> None:
             server.wait(timeout=20)
         rows.append((name, best, result))
         print(f"{name}: pgbench {best}, service {result}", file=sys.stderr)
-    print(f"WORKERS={args.workers}, {args.connections} connections, {args.duration} s per run")
+    print(
+        f"WORKERS={args.workers}, {args.connections} connections, {args.duration} s per run"
+        f" {settings or ''}"
+    )
     print("| request | pgbench tps (clients) | service req/s | ratio | p50 ms | p99 ms | non-2xx |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, (tps, clients), r in rows:

@@ -122,7 +122,10 @@ def through(proxy: TcpProxy, url: str, password: str | None = None) -> str:
 
 def suite_settings(url: str | None, **overrides: Any) -> Settings:
     """The settings the suite runs the app with: small pool, fast failures, replays at any
-    pace, no migrations at start (the test databases are migrated once, by the session)."""
+    pace, no migrations at start (the test databases are migrated once, by the session).
+    No answers kept (RESPONSE_CACHE_MB=0): most tests write rows around the service (plain
+    SQL), which a process hears of only when the notification arrives; the answers kept
+    are tested on their own (tests/api/test_caching.py)."""
     values: dict[str, Any] = {
         "database_url": url,
         "db_connect_timeout": 2,
@@ -130,6 +133,7 @@ def suite_settings(url: str | None, **overrides: Any) -> Settings:
         "db_pool_max_size": 4,
         "ws_min_step_seconds": 0,
         "migrate_on_start": False,
+        "response_cache_mb": 0,
         **overrides,
     }
     return Settings(**values)

@@ -56,7 +56,7 @@ def client(app_factory: AppFactory, db_url: str) -> Iterator[Client]:
     Counting.reads.clear()
     # A and B: 5-minute candles (A's hours are resampled from them); A also stores days
     insert(db_url, series("A", 300) + series("B", 300) + series("A", 20, tf_min=1440))
-    with app_factory(CountingProvider(), api_keys=KEY) as client:
+    with app_factory(CountingProvider(), api_keys=KEY, response_cache_mb=64) as client:
         for _ in range(100):  # until the live listener is up: A is known from then on
             asked = Counting.reads["holdings"]
             client.get("/candles?ticker=A")

@@ -27,13 +27,13 @@ import pyarrow.parquet as pq
 from marketdata.domain.candles import ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.ingest import (
-    ALIASES,
     PERIODS,
     BadFile,
     BadRow,
     IngestOptions,
     Row,
     check_candle,
+    columns_of,
 )
 
 TS = pa.timestamp("us", tz="UTC")
@@ -59,18 +59,6 @@ class NotFast(Exception):
 
 
 # -- reading ----------------------------------------------------------------------------
-
-
-def column_names(names: Sequence[str]) -> dict[str, int]:
-    """Which column holds what, by the aliases the text parser knows (first match wins)."""
-    lowered = [n.strip().lower() for n in names]
-    at: dict[str, int] = {}
-    for column, aliases in ALIASES.items():
-        for alias in aliases:
-            if alias in lowered and lowered.index(alias) not in at.values():
-                at[column] = lowered.index(alias)
-                break
-    return at
 
 
 def _zone(tz: tzinfo) -> str | None:
@@ -212,7 +200,7 @@ def _reject(
 
 def _named(batch: pa.RecordBatch, tz: tzinfo, file: str) -> dict[str, pa.Array]:
     """The columns of a columnar file's batch, by the aliases of the text parser."""
-    at = column_names(batch.schema.names)
+    at = columns_of(batch.schema.names)
     missing = [c for c in ("ts", "open", "high", "low", "close") if c not in at]
     if missing:
         raise BadFile(

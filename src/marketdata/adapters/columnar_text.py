@@ -16,9 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from marketdata.adapters.columnar import NotFast, checked, column_names, utc
+from marketdata.adapters.columnar import NotFast, checked, utc
 from marketdata.domain.errors import DomainError
-from marketdata.domain.ingest import BadRow, IngestOptions, binance_options, period_of
+from marketdata.domain.ingest import (
+    BadRow,
+    IngestOptions,
+    binance_options,
+    columns_of,
+    period_of,
+)
 
 _BLOCK = 1 << 22  # bytes of text per batch
 
@@ -119,7 +125,7 @@ def _stooq(text: ArrowText, options: IngestOptions) -> tuple[Any, Any, IngestOpt
 
 
 def _csv(text: ArrowText, options: IngestOptions) -> tuple[Any, Any, IngestOptions]:
-    at = {name: text.names[i] for name, i in column_names(text.names).items()}
+    at = {name: text.names[i] for name, i in columns_of(text.names).items()}
     strings = [at[n] for n in ("ticker", "ts", "time") if n in at]
     numbers = [
         at[n] for n in ("tf_min", "open", "high", "low", "close", "volume", "openint") if n in at

@@ -240,7 +240,9 @@ def stooq_parser(header: Sequence[str], options: IngestOptions, file: str) -> Ro
     return parse
 
 
-def csv_parser(header: Sequence[str], options: IngestOptions, file: str) -> RowParser:
+def columns_of(header: Sequence[str]) -> dict[str, int]:
+    """Which column holds what, by name or alias, in any case (the first match wins); for
+    text and columnar files alike."""
     names = [h.strip().lower() for h in header]
     at: dict[str, int] = {}
     for column, aliases in ALIASES.items():
@@ -248,6 +250,12 @@ def csv_parser(header: Sequence[str], options: IngestOptions, file: str) -> RowP
             if alias in names and names.index(alias) not in at.values():
                 at[column] = names.index(alias)
                 break
+    return at
+
+
+def csv_parser(header: Sequence[str], options: IngestOptions, file: str) -> RowParser:
+    names = [h.strip().lower() for h in header]
+    at = columns_of(header)
     missing = [c for c in ("ts", "open", "high", "low", "close") if c not in at]
     if missing:
         raise BadFile(

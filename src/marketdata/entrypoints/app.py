@@ -1,6 +1,7 @@
 """`create_app`: the one factory that builds the service."""
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -102,6 +103,10 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         await container.get(LiveFeed)  # its listener starts with the service
         registry = await container.get(ReplayRegistry)
         metrics.watch_replays(lambda: registry.active)
+        # what start-up built lives as long as the process: out of the collector's sight,
+        # so that its full collections do not walk it (30-70 ms pauses at p99 otherwise)
+        gc.collect()
+        gc.freeze()
         if settings.migrate_on_start and settings.database_url is not None:
             schema: Awaitable[None] | None = None
             try:
