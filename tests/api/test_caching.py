@@ -180,3 +180,16 @@ def test_bodies_are_compressed_when_asked_for(client: Client, encoding: str, dec
     export = client.get(f"{url}&format=csv", headers={"Accept-Encoding": encoding})
     assert export.headers["content-encoding"] == encoding  # streamed exports too
     assert export.text.count("\n") == 301
+
+
+def test_each_representation_has_its_own_tag(client: Client) -> None:
+    url = "/candles?ticker=A&limit=20"
+    json_tag = client.get(url).headers["etag"]
+    csv = client.get(url, headers={"Accept": "text/csv"})
+    assert csv.headers["etag"] != json_tag
+    assert (
+        client.get(url, headers={"Accept": "text/csv", "If-None-Match": json_tag}).status_code
+        == 200
+    )
+    parquet = client.get(f"{url}&format=parquet")
+    assert len({json_tag, csv.headers["etag"], parquet.headers["etag"]}) == 3

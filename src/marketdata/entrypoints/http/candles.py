@@ -262,7 +262,8 @@ async def _conditional(
     version = await queries.version(ticker, tf_min, options)
     if version is None:
         return None, None
-    tag = caching.etag(settings, version)
+    # each representation its own tag: the JSON body, CSV, NDJSON, Parquet, Arrow
+    tag = caching.etag(settings, version if output == "json" else f"{version}.{output}")
     if caching.matches(request.headers.get("if-none-match"), tag):
         return tag, caching.not_modified(settings, tag)
     if output == "json" and (kept := answers.get(_url(request), tag)) is not None:
