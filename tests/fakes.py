@@ -10,7 +10,7 @@ from dishka import AnyOf, Provider, Scope
 
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import CandleRepository, Gap, StoreHealth
+from marketdata.domain.ports import CandleRepository, Export, Gap, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplayStatus, Wake, key_of
 from marketdata.domain.timeframes import PLAIN, BarOptions, Holdings, Resample, Series
 
@@ -119,21 +119,14 @@ class InMemoryCandleRepository:
         self._check()
         return str(len(self.stored))
 
-    async def export(
-        self,
-        ticker: str,
-        tf_min: int,
-        time_range: TimeRange | None,
-        order: Order,
-        limit: int | None,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-        after: datetime | None = None,
-    ) -> AsyncGenerator[Candle, None]:
-        if time_range is None:
-            found = await self.candles(ticker, tf_min, limit or 10**9, order, resample)
+    async def export(self, what: Export) -> AsyncGenerator[Candle, None]:
+        limit = what.limit or 10**9
+        if what.time_range is None:
+            found = await self.candles(what.ticker, what.tf_min, limit, what.order, what.resample)
         else:
-            found = await self.candle_range(ticker, tf_min, time_range, limit or 10**9, resample)
+            found = await self.candle_range(
+                what.ticker, what.tf_min, what.time_range, limit, what.resample
+            )
         for candle in found:
             yield candle
 

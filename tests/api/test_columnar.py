@@ -16,7 +16,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from marketdata.adapters.postgres import reads
+from marketdata.adapters.postgres import exports
 from marketdata.domain.candles import Candle
 from tests.factories import series
 from tests.support import AppFactory, Client, insert
@@ -97,7 +97,7 @@ def test_an_export_is_the_json_body_in_columns(client: Client, query: str, outpu
 def test_every_reader_reads_the_exports(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reads, "COLUMN_CHUNK", 1000)  # several record batches
+    monkeypatch.setattr(exports, "COLUMN_CHUNK", 1000)  # several record batches
     json_body = client.get("/candles?ticker=AMZN.US&limit=5000").json()["data"]
     parquet = client.get("/candles?ticker=AMZN.US", headers={"Accept": PARQUET})
     assert parquet.headers["content-type"] == PARQUET

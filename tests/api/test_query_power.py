@@ -19,7 +19,8 @@ from litestar.testing import TestClient
 from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
-from marketdata.domain.candles import Candle, Order
+from marketdata.domain.candles import Candle
+from marketdata.domain.ports import Export
 from marketdata.domain.timeframes import Resample
 from marketdata.entrypoints.app import create_app
 from tests.factories import series
@@ -275,7 +276,7 @@ async def test_a_large_export_streams_in_bounded_memory(db_url: str) -> None:
     tracemalloc.start()
     try:
         count = 0
-        async for _ in repo.export("X", 1, None, Order.ASC, None):
+        async for _ in repo.export(Export("X", 1)):
             count += 1
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -293,7 +294,7 @@ async def test_a_resampled_export_streams_whole_buckets(db_url: str) -> None:
     await pool.open()
     try:
         repo = PostgresCandleRepository(pool)
-        exported = [c async for c in repo.export("R", 60, None, Order.ASC, None, Resample(5))]
+        exported = [c async for c in repo.export(Export("R", 60, resample=Resample(5)))]
     finally:
         await pool.close()
     assert exported == resample_reference(candles, 60)

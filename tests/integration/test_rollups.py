@@ -20,6 +20,7 @@ from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Row
+from marketdata.domain.ports import Export
 from marketdata.domain.replay import ReplaySelection, planned
 from marketdata.domain.timeframes import BarOptions, Resample, Rollup, serving
 from tests.support import AppFactory, insert, reset
@@ -87,7 +88,9 @@ class Store:
                 fast = await self.repo.candle_range("R", tf, window, limit, fast_r, options)
                 slow = await self.repo.candle_range("R", tf, window, limit, base, options)
                 assert same(fast, slow), (tf, tz, window, limit)
-                exported = self.repo.export("R", tf, window, Order.ASC, None, fast_r, options)
+                exported = self.repo.export(
+                    Export("R", tf, window, Order.ASC, None, fast_r, options)
+                )
                 streamed = [c async for c in exported]
                 whole = await self.repo.candle_range("R", tf, window, 100_000, base, options)
                 assert same(streamed, whole), (tf, tz, window)

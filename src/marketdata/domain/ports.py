@@ -19,6 +19,20 @@ class Columnar(enum.StrEnum):
     ARROW = "arrow"  # an Arrow IPC stream
 
 
+class Export(msgspec.Struct, frozen=True):
+    """What an export reads, checked: one series' candles, or its bars as `resample` and
+    `options` make them; `after`: the last bar of the page before (a cursor)."""
+
+    ticker: str
+    tf_min: int
+    time_range: TimeRange | None = None
+    order: Order = Order.ASC
+    limit: int | None = None
+    resample: Resample | None = None
+    options: BarOptions = PLAIN
+    after: datetime | None = None
+
+
 class Coverage(msgspec.Struct, frozen=True):
     tf_min: int
     first: datetime
@@ -84,32 +98,11 @@ class CandleRepository(Protocol):
         """A ticker's holdings when this process knows them up to date, without I/O."""
         ...
 
-    def export(
-        self,
-        ticker: str,
-        tf_min: int,
-        time_range: TimeRange | None,
-        order: Order,
-        limit: int | None,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-        after: datetime | None = None,
-    ) -> AsyncGenerator[Candle, None]:
+    def export(self, what: Export) -> AsyncGenerator[Candle, None]:
         """Like candles/candle_range, without a cap, in constant memory (for exports)."""
         ...
 
-    def export_columns(
-        self,
-        output: Columnar,
-        ticker: str,
-        tf_min: int,
-        time_range: TimeRange | None,
-        order: Order,
-        limit: int | None,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-        after: datetime | None = None,
-    ) -> AsyncGenerator[bytes, None]:
+    def export_columns(self, output: Columnar, what: Export) -> AsyncGenerator[bytes, None]:
         """The same candles as `export`, encoded in a columnar format, in record batches
         (labelled as asked): nothing at all when there are none."""
         ...

@@ -15,7 +15,7 @@ from marketdata.domain.candles import (
     timeframe_of,
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
-from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Gap
+from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Export, Gap
 from marketdata.domain.timeframes import (
     PLAIN,
     BarOptions,
@@ -45,6 +45,10 @@ async def _chain(
             yield labelled(candle, options.label)
     finally:
         await rest.aclose()
+
+
+def _nothing_in(what: Export) -> NotFound:
+    return NotFound(f"No candles found for ticker {what.ticker!r} with tf_min={what.tf_min}")
 
 
 async def _prefixed(head: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
@@ -162,11 +166,11 @@ class CandleQueries:
         and reads the first candle before returning, so that NotFound or StoreUnavailable
         come before a response has started."""
         what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
-        candles = self._repository.export(*what)
+        candles = self._repository.export(what)
         first = await anext(candles, None)
         if first is None:
             await candles.aclose()
-            raise NotFound(f"No candles found for ticker {what[0]!r} with tf_min={what[1]}")
+            raise _nothing_in(what)
         return _chain(first, candles, options)
 
     async def export_columns(
@@ -184,11 +188,11 @@ class CandleQueries:
         """`export` in a columnar format: the same candles, checked the same way, as the
         bytes of that format, its first record batch read before returning."""
         what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
-        chunks = self._repository.export_columns(output, *what)
+        chunks = self._repository.export_columns(output, what)
         head = await anext(chunks, None)
         if head is None:
             await chunks.aclose()
-            raise NotFound(f"No candles found for ticker {what[0]!r} with tf_min={what[1]}")
+            raise _nothing_in(what)
         return _prefixed(head, chunks)
 
     async def _exported(
@@ -201,9 +205,7 @@ class CandleQueries:
         start: datetime | None,
         end: datetime | None,
         after: datetime | None,
-    ) -> tuple[
-        str, int, TimeRange | None, Order, int | None, Resample | None, BarOptions, datetime | None
-    ]:
+    ) -> Export:
         """An export's arguments checked, and where its candles come from."""
         ticker = ticker_of(ticker)
         tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
@@ -217,7 +219,7 @@ class CandleQueries:
         plan = await self._plan(ticker, tf_min, options)
         if not plan.available:
             raise plan.not_found(ticker)
-        return ticker, tf_min, time_range, order, limit, plan.resample, options, after
+        return Export(ticker, tf_min, time_range, order, limit, plan.resample, options, after)
 
     async def coverage(self, ticker: str) -> list[Coverage]:
         held = await self._repository.holdings([ticker_of(ticker)])

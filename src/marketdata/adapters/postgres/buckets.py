@@ -12,7 +12,12 @@ its group, so one is a third of the sorting of three.
 UTC_LABEL = "date_bin(%(stride)s, ts, %(epoch)s)"
 LOCAL_LABEL = "date_bin(%(stride)s, ts AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s"
 
-# Rows of candles as buckets read them (the seed's columns may be numeric, openint NULL)
+# A candle as the Candle struct has it (the seed's columns may be numeric, openint NULL)
+COLUMNS = (
+    "ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
+    " volume::float8, coalesce(openint, 0)::int8"
+)
+# Rows of candles as buckets read them
 CANDLE_ROWS = (
     "ts, open::float8 AS o, high::float8 AS h, low::float8 AS l, close::float8 AS c,"
     " volume::float8 AS v, coalesce(openint, 0)::int8 AS oi, 1 AS n"

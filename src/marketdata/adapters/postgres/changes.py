@@ -18,8 +18,8 @@ import msgspec
 import psycopg
 
 from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database
-from marketdata.adapters.postgres.reads import COLUMNS
 from marketdata.domain.candles import Candle
 
 CHANNEL = "marketdata_candles"

@@ -17,8 +17,9 @@ from typing import Any
 from psycopg import sql
 
 from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql, shape_of
+from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database
-from marketdata.adapters.postgres.reads import COLUMNS, holdings_of
+from marketdata.adapters.postgres.reads import holdings_of
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.replay import ReplayKey, ReplaySelection, Stream, key_of
 from marketdata.domain.timeframes import Holdings, bar_close
