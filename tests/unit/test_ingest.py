@@ -6,14 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from marketdata.domain.errors import InvalidParameter
-from marketdata.domain.ingest import (
-    BadFile,
-    BadRow,
-    IngestOptions,
-    ingest_options,
-    parser_for,
-    rows_from_csv,
-)
+from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, ingest_options
+from marketdata.domain.layouts import parser_for, rows_from_csv
 from marketdata.entrypoints.http.writes import rows_from_json, rows_from_ndjson
 
 WARSAW = ZoneInfo("Europe/Warsaw")

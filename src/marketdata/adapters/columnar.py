@@ -26,15 +26,8 @@ import pyarrow.parquet as pq
 
 from marketdata.domain.candles import ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter
-from marketdata.domain.ingest import (
-    PERIODS,
-    BadFile,
-    BadRow,
-    IngestOptions,
-    Row,
-    check_candle,
-    columns_of,
-)
+from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row, check_candle
+from marketdata.domain.layouts import PERIODS, columns_of
 
 TS = pa.timestamp("us", tz="UTC")
 PRICES = ("open", "high", "low", "close", "volume")

@@ -18,13 +18,8 @@ import pyarrow.csv as pcsv
 
 from marketdata.adapters.columnar import NotFast, checked, utc
 from marketdata.domain.errors import DomainError
-from marketdata.domain.ingest import (
-    BadRow,
-    IngestOptions,
-    binance_options,
-    columns_of,
-    period_of,
-)
+from marketdata.domain.ingest import BadRow, IngestOptions
+from marketdata.domain.layouts import binance_options, columns_of, period_of
 
 _BLOCK = 1 << 22  # bytes of text per batch
 

@@ -14,7 +14,8 @@ import structlog
 
 from marketdata.adapters.columnar import SUFFIXES, ColumnarCandleFile, NotFast, batched_rows
 from marketdata.adapters.columnar_text import ArrowText, text_batches
-from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row, parser_for
+from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row
+from marketdata.domain.layouts import parser_for
 
 log = structlog.get_logger(logger_name="marketdata.ingest")
 

@@ -11,15 +11,8 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 
 from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ingest import (
-    BadFile,
-    BadRow,
-    IngestOptions,
-    Row,
-    Rows,
-    row_of,
-    rows_from_csv,
-)
+from marketdata.domain.ingest import BadFile, BadRow, IngestOptions, Row, Rows, row_of
+from marketdata.domain.layouts import rows_from_csv
 from marketdata.domain.ports import ColumnarReader
 from marketdata.entrypoints.http.docs import INTERNAL, UNAVAILABLE, spec
 from marketdata.entrypoints.schemas import (
