@@ -8,11 +8,12 @@ from zoneinfo import ZoneInfo
 
 from dishka import AnyOf, Provider, Scope
 
+from marketdata.domain.bar_options import PLAIN, BarOptions
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import CandleRepository, Export, Gap, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplayStatus, Wake, key_of
-from marketdata.domain.timeframes import PLAIN, BarOptions, Holdings, Resample, Series
+from marketdata.domain.timeframes import Holdings, Resample, Series
 
 
 def resample_reference(candles: list[Candle], tf_min: int, tz: str = "UTC") -> list[Candle]:

@@ -18,11 +18,12 @@ from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
+from marketdata.domain.bar_options import BarOptions
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Row
 from marketdata.domain.ports import Export
 from marketdata.domain.replay import ReplaySelection, planned
-from marketdata.domain.timeframes import BarOptions, Resample, Rollup, serving
+from marketdata.domain.timeframes import Resample, Rollup, serving
 from tests.support import AppFactory, insert, reset
 
 KEPT = [Rollup(15), Rollup(60), Rollup(1440, "America/New_York"), Rollup(1440)]

@@ -2,10 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from marketdata.domain.bar_options import bar_options
 from marketdata.domain.candles import Order
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.queries import CandleQueries, QueryLimits
-from marketdata.domain.timeframes import bar_options
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, resample_reference
 

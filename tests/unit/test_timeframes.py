@@ -4,23 +4,25 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from marketdata.domain.errors import InvalidParameter
-from marketdata.domain.timeframes import (
+from marketdata.domain.bar_options import (
     BarOptions,
     Fill,
     Label,
+    bar_close,
+    bar_options,
+    local_to_utc,
+    session_of,
+)
+from marketdata.domain.errors import InvalidParameter
+from marketdata.domain.timeframes import (
     Resample,
     Rollup,
     RollupLevel,
     Series,
     aligned,
-    bar_close,
-    bar_options,
-    local_to_utc,
     rollup_levels,
     rollup_of,
     serving,
-    session_of,
 )
 
 DEFAULT_ROLLUPS = (Rollup(15), Rollup(60), Rollup(1440))

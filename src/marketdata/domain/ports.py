@@ -7,9 +7,10 @@ from typing import Protocol
 
 import msgspec
 
+from marketdata.domain.bar_options import PLAIN, BarOptions
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Batch, IngestOptions, Row, Rows, WriteResult
-from marketdata.domain.timeframes import PLAIN, BarOptions, Holdings, Resample
+from marketdata.domain.timeframes import Holdings, Resample
 
 
 class Columnar(enum.StrEnum):

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from marketdata.domain.bar_options import PLAIN, BarOptions, labelled
 from marketdata.domain.candles import (
     Candle,
     Order,
@@ -16,14 +17,7 @@ from marketdata.domain.candles import (
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Export, Gap
-from marketdata.domain.timeframes import (
-    PLAIN,
-    BarOptions,
-    Resample,
-    Serving,
-    labelled,
-    serving,
-)
+from marketdata.domain.timeframes import Resample, Serving, serving
 
 DEFAULT_SYMBOLS_LIMIT = 100
 DEFAULT_CANDLES_LIMIT = 200

@@ -7,10 +7,10 @@ from typing import Literal
 
 import msgspec
 
+from marketdata.domain.bar_options import bar_options
 from marketdata.domain.candles import parse_timestamp
 from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.replay import Pacing, ReplaySelection, ReplayStatus
-from marketdata.domain.timeframes import bar_options
 from marketdata.entrypoints.schemas import ReplayQuery, StatusMessage
 from marketdata.entrypoints.settings import Settings
 

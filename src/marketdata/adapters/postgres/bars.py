@@ -15,8 +15,9 @@ from typing import Any
 import msgspec
 
 from marketdata.adapters.postgres.buckets import CANDLE_ROWS, LOCAL_LABEL, ROLLUP_ROWS, bucketed
+from marketdata.domain.bar_options import BarOptions, Fill, Session
 from marketdata.domain.candles import Candle, Order, TimeRange
-from marketdata.domain.timeframes import BarOptions, Fill, Resample, Session
+from marketdata.domain.timeframes import Resample
 
 # Where the rows of a resampling are read: the candles of the stored timeframe, or a rollup
 # kept from them (adapters/postgres/rollups.py).

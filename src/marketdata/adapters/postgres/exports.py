@@ -12,9 +12,9 @@ from marketdata.adapters.columnar_export import ColumnarEncoder
 from marketdata.adapters.postgres.bars import bar_of, bars_params, bars_sql, shape_of
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database, translated_errors
+from marketdata.domain.bar_options import BarOptions, Fill, Label, bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ports import Columnar, Export
-from marketdata.domain.timeframes import BarOptions, Fill, Label, bar_close
 
 
 async def candles(database: Database, what: Export) -> AsyncGenerator[Candle, None]:

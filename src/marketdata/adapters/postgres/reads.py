@@ -9,17 +9,10 @@ from marketdata.adapters.postgres.bars import bar_of, bars_params, bars_sql, sha
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database
+from marketdata.domain.bar_options import PLAIN, BarOptions, bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ports import Columnar, Export, Gap
-from marketdata.domain.timeframes import (
-    PLAIN,
-    BarOptions,
-    Holdings,
-    Resample,
-    Rollup,
-    Series,
-    bar_close,
-)
+from marketdata.domain.timeframes import Holdings, Resample, Rollup, Series
 
 # The catalog holds one row per series: what is stored is read there, never counted.
 # The prefix is compared literally (no LIKE patterns) and case-insensitively.

@@ -20,9 +20,10 @@ from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.reads import holdings_of
+from marketdata.domain.bar_options import bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.replay import ReplayKey, ReplaySelection, Stream, key_of
-from marketdata.domain.timeframes import Holdings, bar_close
+from marketdata.domain.timeframes import Holdings
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 

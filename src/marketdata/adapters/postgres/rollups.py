@@ -31,7 +31,8 @@ from marketdata.adapters.postgres.pool import (
     location_of,
     translated_errors,
 )
-from marketdata.domain.timeframes import Rollup, RollupLevel, Series, origin_of, rollup_levels
+from marketdata.domain.bar_options import origin_of
+from marketdata.domain.timeframes import Rollup, RollupLevel, Series, rollup_levels
 
 log = structlog.get_logger(logger_name="marketdata.rollups")
 

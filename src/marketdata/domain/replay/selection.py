@@ -5,9 +5,10 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from marketdata.domain.bar_options import BarOptions, Fill
 from marketdata.domain.candles import Candle, ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
-from marketdata.domain.timeframes import BarOptions, Fill, Holdings, Resample, serving
+from marketdata.domain.timeframes import Holdings, Resample, serving
 
 MAX_TICKERS = 20
 MAX_TIMEFRAMES = 8

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import msgspec
 
+from marketdata.domain.bar_options import bar_close, labelled
 from marketdata.domain.candles import Candle, parse_timestamp
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.replay.commands import Command, Controls
@@ -27,7 +28,6 @@ from marketdata.domain.replay.ports import (
 )
 from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, key_of, planned
 from marketdata.domain.replay.tail import LiveTail
-from marketdata.domain.timeframes import bar_close, labelled
 
 MAX_BATCH = 1000
 

@@ -11,11 +11,11 @@ from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
+from marketdata.domain.bar_options import BarOptions, bar_options
 from marketdata.domain.candles import Order, parse_timestamp
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import ColumnarReader
 from marketdata.domain.queries import CandleQueries
-from marketdata.domain.timeframes import BarOptions, bar_options
 from marketdata.entrypoints.http import caching, writes
 from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.http.cursor import decode_cursor, encode_cursor

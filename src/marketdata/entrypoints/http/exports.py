@@ -11,9 +11,9 @@ from datetime import datetime
 import msgspec
 from litestar.response import Stream
 
+from marketdata.domain.bar_options import PLAIN, BarOptions, Fill
 from marketdata.domain.candles import Candle
 from marketdata.domain.ports import Columnar
-from marketdata.domain.timeframes import PLAIN, BarOptions, Fill
 
 _encode = msgspec.json.Encoder().encode
 _CSV_HEADER = b"ticker,tf_min,ts,open,high,low,close,volume,openint"
