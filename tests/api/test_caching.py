@@ -1,15 +1,12 @@
 """Conditional requests, answers kept in the process, compression: through the app against
 real PostgreSQL, with the repository's reads counted."""
 
-import gzip
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import brotli
 import pytest
 from dishka import Provider, Scope, provide
 
@@ -162,19 +159,15 @@ def test_nothing_found_has_no_etag(client: Client) -> None:
     assert "etag" not in response.headers
 
 
-@pytest.mark.parametrize(
-    ("encoding", "decode"),
-    [("gzip", gzip.decompress), ("br", brotli.decompress)],
-)
-def test_bodies_are_compressed_when_asked_for(client: Client, encoding: str, decode: Any) -> None:
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_bodies_are_compressed_when_asked_for(client: Client, encoding: str) -> None:
     url = "/candles?ticker=A&limit=300"
     plain = client.get(url, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
     response = client.get(url, headers={"Accept-Encoding": encoding})
     assert response.headers["content-encoding"] == encoding
-    raw = response.extensions.get("raw", None)
-    assert response.json() == plain.json()
-    assert raw is None or json.loads(decode(raw)) == plain.json()
+    assert int(response.headers["content-length"]) < len(plain.content) / 5  # as sent
+    assert response.json() == plain.json()  # as the client decodes it
     small = client.get("/symbols?limit=1", headers={"Accept-Encoding": encoding})
     assert "content-encoding" not in small.headers  # under the threshold
     export = client.get(f"{url}&format=csv", headers={"Accept-Encoding": encoding})

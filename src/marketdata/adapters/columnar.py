@@ -8,7 +8,6 @@ Every check is a vectorized filter here; the words of an error are the domain's
 them, so a message names the same thing either way.
 """
 
-import io
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +19,6 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -339,10 +337,3 @@ def _tuples(batch: Any, tickers: Any, width: int) -> bytes:
         out[f"{name}_n"] = 8
         out[name] = batch.column(name).to_numpy()
     return out.tobytes()
-
-
-def copy_csv(batch: Any) -> bytes:
-    """A batch in the table's columns as CSV for COPY (floats written to round-trip)."""
-    sink = io.BytesIO()
-    pcsv.write_csv(batch, sink, pcsv.WriteOptions(include_header=False))
-    return sink.getvalue()

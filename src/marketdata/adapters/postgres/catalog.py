@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.pool import (
     DatabaseConfig,
     connect,
@@ -166,10 +167,10 @@ SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM mended)
 # Writers wait while the catalog is rebuilt (reads go on): a write committed between the
 # count and the catalog update would otherwise be overwritten by the older count.
 # ... and every process forgets what it knew of the catalog when this commits (the
-# channel and payload of `changes.FLUSH`)
+# flush of `channel`)
 REFRESH_STATEMENTS = (
     "LOCK TABLE candles IN SHARE MODE",
-    "SELECT pg_notify('marketdata_candles', 'flush')",
+    f"SELECT pg_notify('{CHANNEL}', '{FLUSH}')",
     _REFRESH,
 )
 

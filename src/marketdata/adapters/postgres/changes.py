@@ -19,10 +19,10 @@ import psycopg
 
 from marketdata.adapters.postgres import catalog
 from marketdata.adapters.postgres.buckets import COLUMNS
+from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.pool import Database
 from marketdata.domain.candles import Candle
 
-CHANNEL = "marketdata_candles"
 _PAYLOAD_BYTES = 7000  # PostgreSQL refuses payloads of 8,000 bytes or more
 
 _CHANGED = """
@@ -31,10 +31,6 @@ SELECT * FROM unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::timestamptz[
                      %s::int8[])
 RETURNING xid::text
 """
-
-
-FLUSH = "flush"  # what every process knows of the catalog is to be read again
-assert f"pg_notify('{CHANNEL}', '{FLUSH}')" in catalog.REFRESH_STATEMENTS[1]
 
 
 async def flush(cursor: Any) -> None:

@@ -69,17 +69,22 @@ async def encoded(
             yield encoder.finish()
 
 
-# Stored candles in chunks of columns, each chunk one query after the last (the key's index,
-# in order): each column's values in PostgreSQL's binary form end to end, 8 bytes each.
-# The aggregates take the rows in the subquery's order (the encoder checks it).
-_BINARY_COLUMNS = ", ".join(
-    f"string_agg({c}, ''::bytea)"
-    for c in (
-        "timestamptz_send(ts)",
-        *(f"float8send({p})" for p in ("open", "high", "low", "close", "volume")),
+def _binary_columns(ts: str = "ts") -> list[str]:
+    """A candle's columns in PostgreSQL's binary form, 8 bytes each (a filled bar's missing
+    price as NaN, which the encoder makes a null)."""
+    prices = (f"float8send(coalesce({p}, 'NaN'))" for p in ("open", "high", "low", "close"))
+    return [
+        f"timestamptz_send({ts})",
+        *prices,
+        "float8send(coalesce(volume, 'NaN'))",
         "int8send(coalesce(openint, 0))",
-    )
-)
+    ]
+
+
+# Stored candles in chunks of columns, each chunk one query after the last (the key's index,
+# in order): each column's values end to end. The aggregates take the rows in the
+# subquery's order (the encoder checks it).
+_BINARY_COLUMNS = ", ".join(f"string_agg({c}, ''::bytea)" for c in _binary_columns())
 _KEYSET_CHUNK = {
     direction: f"""
 SELECT count(*), {edge}(ts), {_BINARY_COLUMNS} FROM (
@@ -153,37 +158,31 @@ async def _grouped_chunks(
 
 def _statement(what: Export) -> tuple[bool, bytes, dict[str, Any]]:
     """An export's statement: whether it is shaped (bars_sql's columns), it, its params."""
-    ticker, tf_min, time_range, order, limit = (
-        what.ticker,
-        what.tf_min,
-        what.time_range,
-        what.order,
-        what.limit,
-    )
-    resample, options, after = what.resample, what.options, what.after
-    if resample is None and not options.shaped:
+    time_range, options = what.time_range, what.options
+    if what.resample is None and not options.shaped:
         bounds = " AND ts >= %(start)s AND ts <= %(end)s" if time_range else ""
-        direction = "ASC" if order is Order.ASC else "DESC"
+        direction = "ASC" if what.order is Order.ASC else "DESC"
         query = (
             f"SELECT {COLUMNS} FROM candles WHERE ticker = %(ticker)s"
             f" AND tf_min = %(tf)s{bounds} ORDER BY ts {direction} LIMIT %(limit)s"
         ).encode()
-        params: dict[str, Any] = {"ticker": ticker, "tf": tf_min, "limit": limit}
+        params: dict[str, Any] = {"ticker": what.ticker, "tf": what.tf_min, "limit": what.limit}
         if time_range is not None:
             params |= {"start": time_range.start, "end": time_range.end}
         return False, query, params
-    query = bars_sql(shape_of(tf_min, resample, options, order, time_range is not None))
-    after_close = bar_close(after, tf_min, options.tz, resample is not None) if after else None
+    resampled = what.resample is not None
+    shape = shape_of(what.tf_min, what.resample, options, what.order, time_range is not None)
+    after = what.after
     params = bars_params(
-        ticker,
-        tf_min,
-        resample,
+        what.ticker,
+        what.tf_min,
+        what.resample,
         options,
-        limit=limit,
+        limit=what.limit,
         time_range=time_range,
-        after_close=after_close,
+        after_close=bar_close(after, what.tf_min, options.tz, resampled) if after else None,
     )
-    return True, query, params
+    return True, bars_sql(shape), params
 
 
 COLUMN_CHUNK = 16_384
@@ -197,10 +196,7 @@ def columns_sql(query: bytes, label_close: bool, closes: bool, fills: bool, chun
     the bar's close (the domain's `labelled`, here in SQL). The chunks are assembled by the
     database before the first is sent (an aggregate); the service holds one at a time."""
     names = "ts, open, high, low, close, volume, openint, closes, filled"
-    ts = "coalesce(closes, ts)" if label_close else "ts"
-    columns = [f"timestamptz_send({ts})"]
-    columns += [f"float8send(coalesce({p}, 'NaN'))" for p in ("open", "high", "low", "close")]
-    columns += ["float8send(coalesce(volume, 'NaN'))", "int8send(coalesce(openint, 0))"]
+    columns = _binary_columns("coalesce(closes, ts)" if label_close else "ts")
     if closes:
         columns.append("timestamptz_send(closes)")
     if fills:

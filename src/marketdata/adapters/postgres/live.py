@@ -25,7 +25,8 @@ import structlog
 
 from marketdata.adapters.postgres import changes
 from marketdata.adapters.postgres.buckets import CANDLE_ROWS, UTC_LABEL, bucketed
-from marketdata.adapters.postgres.changes import CHANNEL, Change, Snapshot
+from marketdata.adapters.postgres.changes import Change, Snapshot
+from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig, connect
 from marketdata.adapters.postgres.rollups import EPOCH
@@ -199,7 +200,7 @@ class PostgresLiveFeed:
                         )
                         marker = None
                     continue
-                if note.payload == changes.FLUSH:
+                if note.payload == FLUSH:
                     self.known.reset(enabled=True)
                     continue
                 await self._notified(note.payload)

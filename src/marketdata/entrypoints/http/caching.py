@@ -12,6 +12,7 @@ JSON answers of candles are also kept here, under their URL and ETag, in at most
 RESPONSE_CACHE_MB: the same question asked again while its series has not changed is
 answered from memory."""
 
+import functools
 import hashlib
 from collections import OrderedDict
 from typing import Any
@@ -24,8 +25,12 @@ from marketdata.entrypoints.settings import Settings
 
 def token(settings: Settings) -> str:
     """What else an answer depends on: the build and the settings that shape answers."""
-    basis = f"{marketdata.__version__}/{settings.default_tf_min}/{settings.max_limit}"
-    return hashlib.blake2b(basis.encode(), digest_size=4).hexdigest()
+    return _token(marketdata.__version__, settings.default_tf_min, settings.max_limit)
+
+
+@functools.lru_cache(maxsize=8)
+def _token(*basis: object) -> str:  # once per process, not per request
+    return hashlib.blake2b("/".join(map(str, basis)).encode(), digest_size=4).hexdigest()
 
 
 def etag(settings: Settings, version: int | str) -> str:
