@@ -97,7 +97,7 @@ def _constant(value: Any, rows: int, kind: pa.DataType) -> pa.Array:
     return pa.repeat(pa.scalar(value, kind), rows)
 
 
-def _checked_names(values: pa.Array, name: str, file: str, first: int, line_of: Any) -> None:
+def _checked_names(values: pa.Array, name: str, file: str, first: int) -> None:
     """Every distinct ticker or timeframe through the domain's rule (few distinct values)."""
     rule: Callable[[Any], Any] = ticker_of if name == "ticker" else timeframe_of
     for value in pc.unique(values).to_pylist():
@@ -108,7 +108,7 @@ def _checked_names(values: pa.Array, name: str, file: str, first: int, line_of: 
         except InvalidParameter as error:
             at = pc.index(values, value).as_py() if value is not None else _first_null(values)
             reason = f"{value!r}: {error.reason}"
-            raise BadRow(file, line_of(first + at), name, reason, row=True) from None
+            raise BadRow(file, first + at, name, reason, row=True) from None
 
 
 def _first_null(values: pa.Array) -> int:
@@ -120,7 +120,6 @@ def checked(
     options: IngestOptions,
     file: str,
     first: int = 1,
-    line_of: Callable[[int], int] = lambda row: row,
 ) -> pa.RecordBatch:
     """A record batch in the table's columns from `columns` (ts already UTC; ticker or
     tf_min may be missing when the options give them), every row checked. A bad row raises
@@ -153,8 +152,8 @@ def checked(
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise NotFast(str(error)) from None
     out["ts"] = columns["ts"]
-    _checked_names(out["ticker"], "ticker", file, first, line_of)
-    _checked_names(out["tf_min"], "tf_min", file, first, line_of)
+    _checked_names(out["ticker"], "ticker", file, first)
+    _checked_names(out["tf_min"], "tf_min", file, first)
     o, h, low, c, v = (out[name] for name in PRICES)
     bad = pc.or_(pc.less(h, low), pc.or_(pc.less(o, low), pc.greater(o, h)))
     bad = pc.or_(bad, pc.or_(pc.less(c, low), pc.greater(c, h)))
@@ -165,16 +164,15 @@ def checked(
             valid = pc.and_(valid, pc.is_finite(out[name]))
         bad = pc.or_kleene(bad, pc.invert(valid))
     if pc.any(pc.fill_null(bad, True)).as_py():
-        _reject(out, int(pc.index(pc.fill_null(bad, True), True).as_py()), file, first, line_of)
+        _reject(out, int(pc.index(pc.fill_null(bad, True), True).as_py()), file, first)
     out["tf_min"] = pc.cast(out["tf_min"], pa.int32())
     return pa.RecordBatch.from_arrays([out[f.name] for f in SCHEMA], schema=SCHEMA)
 
 
-def _reject(
-    out: dict[str, pa.Array], at: int, file: str, first: int, line_of: Callable[[int], int]
-) -> None:
-    """Raise the error of row `at`, in the domain's words."""
-    line = line_of(first + at)
+def _reject(out: dict[str, pa.Array], at: int, file: str, first: int) -> None:
+    """Raise the error of row `at` of a batch whose first row is `first`, in the domain's
+    words."""
+    line = first + at
     values = {name: out[name][at].as_py() for name in SCHEMA.names}
     for name in ("ts", *PRICES, "openint"):
         if values[name] is None:

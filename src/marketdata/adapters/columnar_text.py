@@ -19,7 +19,7 @@ import pyarrow.csv as pcsv
 from marketdata.adapters.columnar import NotFast, checked, utc
 from marketdata.domain.errors import DomainError
 from marketdata.domain.ingest import BadRow, IngestOptions
-from marketdata.domain.layouts import binance_options, columns_of, period_of
+from marketdata.domain.layouts import Layout, binance_options, columns_of, layout_of, period_of
 
 _BLOCK = 1 << 22  # bytes of text per batch
 
@@ -59,14 +59,13 @@ def text_batches(
     text: ArrowText, options: IngestOptions, file: str, basename: str
 ) -> Iterator[pa.RecordBatch]:
     """The file's batches, checked; `NotFast` when the row-by-row parser must read it."""
-    first = text.first
-    if first and first[0].strip().startswith("<"):
-        read = _stooq(text, options)
-    elif not text.is_header:
-        read = _binance(text, options, basename)
+    layout = layout_of(text.first)
+    if layout is Layout.STOOQ:
+        reader, columns, options = _stooq(text, options)
+    elif layout is Layout.BINANCE:
+        reader, columns, options = _binance(text, options, basename)
     else:
-        read = _csv(text, options)
-    reader = read[0]
+        reader, columns, options = _csv(text, options)
     while True:
         try:
             batch = reader.read_next_batch()
@@ -76,7 +75,7 @@ def text_batches(
             raise NotFast(str(error)) from None
         if batch.num_rows:
             try:
-                yield checked(read[1](batch), read[2], file)
+                yield checked(columns(batch), options, file)
             except DomainError as error:  # BadRow, BadFile: the slow path names the line
                 raise NotFast(error.message) from None
 

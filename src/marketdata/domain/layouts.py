@@ -15,6 +15,7 @@ read raises BadRow naming file, line and field.
 """
 
 import csv
+import enum
 import io
 import math
 import re
@@ -246,13 +247,29 @@ def binance_parser(options: IngestOptions, file: str, basename: str) -> RowParse
     return parse
 
 
+class Layout(enum.Enum):
+    STOOQ = "stooq"  # <TICKER>,<PER>,...
+    BINANCE = "binance"  # no header: klines
+    CSV = "csv"  # a header of names
+
+
+def layout_of(first: Sequence[str]) -> Layout:
+    """The layout of a file whose first row is `first`."""
+    if first and first[0].strip().startswith("<"):
+        return Layout.STOOQ
+    if first and all(_looks_numeric(f) for f in first[:6]) and len(first) >= 6:
+        return Layout.BINANCE
+    return Layout.CSV
+
+
 def parser_for(
     first: Sequence[str], options: IngestOptions, file: str, basename: str
 ) -> tuple[RowParser, bool]:
     """The parser for a file whose first row is `first`; and whether that row is a header."""
-    if first and first[0].strip().startswith("<"):
+    layout = layout_of(first)
+    if layout is Layout.STOOQ:
         return stooq_parser(first, options, file), True
-    if first and all(_looks_numeric(f) for f in first[:6]) and len(first) >= 6:
+    if layout is Layout.BINANCE:
         return binance_parser(options, file, basename), False
     return csv_parser(first, options, file), True
 
