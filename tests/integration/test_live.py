@@ -157,3 +157,13 @@ async def test_a_slow_subscriber_is_cut_and_the_others_go_on(
         assert len(got) == 20
         with pytest.raises(TooSlow, match="LIVE_QUEUE_MAX"):
             slow.take(100)
+
+
+async def test_an_idle_listener_keeps_its_connection_and_what_it_knows(db_url: str) -> None:
+    """Nothing written for seconds is no reason to reconnect: each reconnection forgets
+    every series this process knew (their next requests go to the database again)."""
+    async with Instance(db_url) as one:
+        epoch = one.feed.known.epoch
+        await asyncio.sleep(2.5)
+        assert one.feed.connected.is_set()
+        assert one.feed.known.epoch == epoch, "the listener reconnected while idle"

@@ -191,19 +191,22 @@ class PostgresLiveFeed:
             log.info("live listener listening")
             marker: str | None = None
             advanced = pruned = time.monotonic()
-            async for note in conn.notifies(timeout=1.0, stop_after=None):
-                if note.payload.startswith("mark:"):
-                    if note.payload == marker:  # everything committed before it arrived
-                        self._snapshot, self._seen = (
-                            self._pending,
-                            {x for x in self._seen if not self._pending.sees(x)},
-                        )
-                        marker = None
-                    continue
-                if note.payload == FLUSH:
-                    self.known.reset(enabled=True)
-                    continue
-                await self._notified(note.payload)
+            while True:
+                # notifies() ends a second after it began (its timeout is a deadline): the
+                # listener then does its chores and listens again, on the same connection
+                async for note in conn.notifies(timeout=1.0, stop_after=None):
+                    if note.payload.startswith("mark:"):
+                        if note.payload == marker:  # everything committed before it arrived
+                            self._snapshot, self._seen = (
+                                self._pending,
+                                {x for x in self._seen if not self._pending.sees(x)},
+                            )
+                            marker = None
+                        continue
+                    if note.payload == FLUSH:
+                        self.known.reset(enabled=True)
+                        continue
+                    await self._notified(note.payload)
                 if marker is None and time.monotonic() - advanced > _ADVANCE_EVERY:
                     marker, advanced = await self._advance(conn), time.monotonic()
                 if time.monotonic() - pruned > _PRUNE_EVERY:
