@@ -14,6 +14,7 @@ from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 import marketdata
 from marketdata.adapters.postgres import rollups
@@ -162,7 +163,24 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
     app.state.metrics = metrics
     _document_validation_as_422(app)
     setup_dishka(container, app)
+    app.asgi_handler = _unlinked_when_done(app.asgi_handler)
     return app
+
+
+def _unlinked_when_done(handler: ASGIApp) -> ASGIApp:
+    """Around everything a connection goes through: once it is answered, its scope's state
+    (Litestar's connection state, dishka's request container, which holds the Request, which
+    holds the scope) is emptied. Left linked, each request's objects wait for the garbage
+    collector, and under load its young collections took 8-17 ms each: most of the p99
+    (bench/README.md)."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await handler(scope, receive, send)
+        finally:
+            scope.get("state", {}).clear()
+
+    return handle
 
 
 def _document_validation_as_422(app: Litestar) -> None:
