@@ -191,6 +191,7 @@ class PostgresLiveFeed:
             log.info("live listener listening")
             marker: str | None = None
             advanced = pruned = time.monotonic()
+            heard = False  # a change since the snapshot last moved
             while True:
                 # notifies() ends a second after it began (its timeout is a deadline): the
                 # listener then does its chores and listens again, on the same connection
@@ -207,8 +208,9 @@ class PostgresLiveFeed:
                         self.known.reset(enabled=True)
                         continue
                     await self._notified(note.payload)
-                if marker is None and time.monotonic() - advanced > _ADVANCE_EVERY:
-                    marker, advanced = await self._advance(conn), time.monotonic()
+                    heard = True
+                if heard and marker is None and time.monotonic() - advanced > _ADVANCE_EVERY:
+                    marker, advanced, heard = await self._advance(conn), time.monotonic(), False
                 if time.monotonic() - pruned > _PRUNE_EVERY:
                     await changes.prune(conn)
                     pruned = time.monotonic()
