@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 
@@ -18,6 +19,8 @@ from marketdata.domain.candles import (
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Export, Gap
 from marketdata.domain.timeframes import Resample, Serving, serving
+
+T = TypeVar("T")
 
 DEFAULT_SYMBOLS_LIMIT = 100
 DEFAULT_CANDLES_LIMIT = 200
@@ -41,8 +44,13 @@ async def _chain(
         await rest.aclose()
 
 
-def _nothing_in(what: Export) -> NotFound:
-    return NotFound(f"No candles found for ticker {what.ticker!r} with tf_min={what.tf_min}")
+async def _first_of(what: Export, items: AsyncGenerator[T, None]) -> T:
+    """An export's first item, read before any response starts: NotFound when there is none."""
+    first = await anext(items, None)
+    if first is None:
+        await items.aclose()
+        raise NotFound(f"No candles found for ticker {what.ticker!r} with tf_min={what.tf_min}")
+    return first
 
 
 async def _prefixed(head: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
@@ -161,11 +169,7 @@ class CandleQueries:
         come before a response has started."""
         what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
         candles = self._repository.export(what)
-        first = await anext(candles, None)
-        if first is None:
-            await candles.aclose()
-            raise _nothing_in(what)
-        return _chain(first, candles, options)
+        return _chain(await _first_of(what, candles), candles, options)
 
     async def export_columns(
         self,
@@ -183,11 +187,7 @@ class CandleQueries:
         bytes of that format, its first record batch read before returning."""
         what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
         chunks = self._repository.export_columns(output, what)
-        head = await anext(chunks, None)
-        if head is None:
-            await chunks.aclose()
-            raise _nothing_in(what)
-        return _prefixed(head, chunks)
+        return _prefixed(await _first_of(what, chunks), chunks)
 
     async def _exported(
         self,
