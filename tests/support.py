@@ -40,6 +40,18 @@ AppFactory = Callable[..., Client]  # the app_factory fixture (conftest.py)
 
 # Excerpts of the real candle files (tests/data/SOURCES.md): every test runs on a fresh clone.
 DATA = Path(__file__).parent / "data"
+# one candle as a client writes it (POST /candles)
+CANDLE = {
+    "ticker": "W.US",
+    "tf_min": 5,
+    "ts": "2024-01-02T14:30:00Z",
+    "open": 10.0,
+    "high": 11.0,
+    "low": 9.5,
+    "close": 10.5,
+    "volume": 100.0,
+    "openint": 0,
+}
 WARSAW = IngestOptions(tz=ZoneInfo("Europe/Warsaw"))
 
 

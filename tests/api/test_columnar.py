@@ -19,7 +19,7 @@ import pytest
 from marketdata.adapters.postgres import exports
 from marketdata.domain.candles import Candle
 from tests.factories import series
-from tests.support import AppFactory, Client, insert
+from tests.support import CANDLE, AppFactory, Client, insert
 
 KEY = "k-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -142,18 +142,7 @@ def arrow_body(rows: list[dict[str, Any]], **types: pa.DataType) -> bytes:
 
 
 def candle_row(minute: int, **changes: Any) -> dict[str, Any]:
-    row = {
-        "ticker": "W.US",
-        "tf_min": 5,
-        "ts": datetime(2024, 1, 2, 14, minute, tzinfo=UTC),
-        "open": 10.0,
-        "high": 11.0,
-        "low": 9.5,
-        "close": 10.5,
-        "volume": 100.0,
-        "openint": 0,
-    }
-    return {**row, **changes}
+    return {**CANDLE, "ts": datetime(2024, 1, 2, 14, minute, tzinfo=UTC), **changes}
 
 
 def test_an_arrow_stream_body_is_written(client: Client) -> None:

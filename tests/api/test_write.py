@@ -6,21 +6,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support import AppFactory, Client
+from tests.support import CANDLE, AppFactory, Client
 
 KEY = "k-0123456789abcdef"
-
-CANDLE = {
-    "ticker": "W.US",
-    "tf_min": 5,
-    "ts": "2024-01-02T14:30:00Z",
-    "open": 10.0,
-    "high": 11.0,
-    "low": 9.5,
-    "close": 10.5,
-    "volume": 100.0,
-    "openint": 0,
-}
 
 
 def candle(minute: int, **changes: object) -> dict[str, object]:
