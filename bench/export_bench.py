@@ -16,9 +16,7 @@ Measures only; the database is dropped at the end.
 
 import argparse
 import io
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,24 +27,16 @@ import psutil
 import psycopg
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, free_port, refresh_catalog, start_server
+from http_bench import ADMIN_URL, free_port, fresh_database, refresh_catalog, start_server
 
 DB = "marketdata_bench_export"
 FORMATS = ("ndjson", "csv", "parquet", "arrow")
 
 
 def prepare(admin_url: str, rows: int) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-    p = conninfo_to_dict(make_conninfo(admin_url, dbname=DB))
-    url = f"postgresql://{p.get('user', 'postgres')}@{p.get('host')}:{p.get('port', 5432)}/{DB}"
-    env = {**os.environ, "DATABASE_URL": url}
-    cli = [sys.executable, "-m", "marketdata.entrypoints.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    url = fresh_database(admin_url, DB)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             """

@@ -32,22 +32,42 @@ PER_TICKER = 40_000  # 50 x 40,000 = 2,000,000 candles
 DB = "marketdata_bench"
 
 
+def url_of(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `admin_url`."""
+    params = psycopg.conninfo.conninfo_to_dict(make_conninfo(admin_url, dbname=name))
+    return (
+        f"postgresql://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
+        f"{params.get('port', 5432)}/{name}"
+    )
+
+
+def migrate(url: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """Database `name` made anew and migrated; its URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = url_of(admin_url, name)
+    migrate(url)
+    return url
+
+
 def ensure_data(admin_url: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
         if not exists:
             conn.execute(f"CREATE DATABASE {DB}")
-    url = make_conninfo(admin_url, dbname=DB)
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    dsn = (
-        f"postgresql://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
-        f"{params.get('port', 5432)}/{DB}"
-    )
-    subprocess.run(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
-        env={**os.environ, "DATABASE_URL": dsn},
-        check=True,
-    )
+    dsn = url_of(admin_url, DB)
+    migrate(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM candles WHERE ticker LIKE 'T%'").fetchone()
         if row is None or row[0] != TICKERS * PER_TICKER:

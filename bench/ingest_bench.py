@@ -26,10 +26,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL
+from http_bench import ADMIN_URL, fresh_database
 
 DB = "marketdata_bench_ingest"
 
@@ -73,14 +72,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
-    with psycopg.connect(args.admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-    p = conninfo_to_dict(make_conninfo(args.admin_url, dbname=DB))
-    url = f"postgresql://{p.get('user', 'postgres')}@{p.get('host')}:{p.get('port', 5432)}/{DB}"
+    url = fresh_database(args.admin_url, DB)
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "marketdata.entrypoints.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     copies, ingests = [], []
     with tempfile.TemporaryDirectory() as folder:
         stooq, table = write_files(Path(folder), args.rows)

@@ -21,8 +21,6 @@ Measures only; the database is dropped at the end.
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -34,10 +32,9 @@ from typing import Any
 import msgspec
 import psycopg
 import uvloop
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, free_port, start_server
+from http_bench import ADMIN_URL, free_port, fresh_database, start_server
 from replay_bench import cpu_seconds, pct, postgres_cpu_seconds, rss_kib, settle
 from wsclient import Client
 
@@ -66,19 +63,7 @@ decode = msgspec.json.Decoder(Message).decode
 
 
 def prepare(admin_url: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-    p = conninfo_to_dict(make_conninfo(admin_url, dbname=DB))
-    url = f"postgresql://{p.get('user', 'postgres')}@{p.get('host')}:{p.get('port', 5432)}/{DB}"
-    subprocess.run(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return url
+    return fresh_database(admin_url, DB)
 
 
 class Writer:
