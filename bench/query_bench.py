@@ -23,29 +23,16 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, free_port, refresh_catalog, start_server
+from http_bench import ADMIN_URL, free_port, fresh_database, refresh_catalog, start_server
 from replay_bench import rss_kib
 
 DB = "marketdata_bench_query"
 
 
 def prepare(admin_url: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-    p = conninfo_to_dict(make_conninfo(admin_url, dbname=DB))
-    url = f"postgresql://{p.get('user', 'postgres')}@{p.get('host')}:{p.get('port', 5432)}/{DB}"
-    env = {**os.environ, "DATABASE_URL": url}
-    subprocess.run(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "migrate"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    url = fresh_database(admin_url, DB)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
@@ -60,6 +47,14 @@ def prepare(admin_url: str) -> str:
         )
         conn.execute("VACUUM ANALYZE candles")
     refresh_catalog(url)
+    # rollups are kept by the service's writes; rows written by SQL leave them to be rebuilt
+    # (without this, a ready but empty 60-minute rollup answered the resampled range 404)
+    subprocess.run(
+        [sys.executable, "-m", "marketdata.entrypoints.cli", "rollups", "--rebuild"],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return url
 
 
@@ -69,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     url = prepare(args.admin_url)
     port = free_port()
-    server = start_server(url, port, LOG_LEVEL="WARNING")
+    # every request read (answers kept would answer the 29 repeats from memory)
+    server = start_server(url, port, LOG_LEVEL="WARNING", RESPONSE_CACHE_MB="0")
     base = f"http://127.0.0.1:{port}"
     try:
         resample = (
