@@ -129,11 +129,15 @@ operations = st.lists(
     # shrinking through the database takes minutes: the failing example is printed as found
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
-@given(st.sampled_from([1, 5]), operations, st.randoms(use_true_random=False))
+# the candles' values come from a seeded generator, not from Hypothesis' own randoms: a
+# run draws tens of thousands of values, past what Hypothesis lets one example consume
+# (its health check then failed the test, about one run in six without saved examples)
+@given(st.sampled_from([1, 5]), operations, st.integers(0, 2**32 - 1))
 def test_rollups_answer_as_the_stored_candles_after_any_writes(
-    db_url: str, tf: int, steps: list[Operation], rng: random.Random
+    db_url: str, tf: int, steps: list[Operation], seed: int
 ) -> None:
     reset(db_url)
+    rng = random.Random(seed)
 
     async def run() -> int:
         store = Store(db_url)
