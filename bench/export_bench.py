@@ -29,7 +29,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, free_port, fresh_database, refresh_catalog, start_server
+from http_bench import ADMIN_URL, free_port, fresh_database, start_server
 
 DB = "marketdata_bench_export"
 FORMATS = ("ndjson", "csv", "parquet", "arrow")
@@ -49,7 +49,6 @@ def prepare(admin_url: str, rows: int) -> str:
             (rows,),
         )
         conn.execute("VACUUM ANALYZE candles")
-    refresh_catalog(url)
     return url
 
 

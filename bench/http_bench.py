@@ -84,18 +84,7 @@ def ensure_data(admin_url: str) -> str:
                 (TICKERS, PER_TICKER),
             )
             conn.execute("VACUUM ANALYZE candles")
-            refresh_catalog(dsn)
     return dsn
-
-
-def refresh_catalog(dsn: str) -> None:
-    """Rows loaded with plain SQL, as another tool would: the series catalog is mended."""
-    subprocess.run(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "catalog", "--refresh"],
-        env={**os.environ, "DATABASE_URL": dsn},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def free_port() -> int:

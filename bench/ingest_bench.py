@@ -1,5 +1,6 @@
-"""Ingest benchmark: `marketdata ingest` of a Stooq file against `psql \\copy` of the same
-rows into the same indexed table, side by side.
+"""Ingest benchmark: `marketdata ingest` of a Stooq file, and another program's `psql \\copy`
+into `candles` (with what the database's triggers do on it), against `psql \\copy` of the
+same rows into a bare table of the same shape and index, side by side.
 
 Usage (from the repository root, with the project installed in .venv and psql on PATH):
 
@@ -8,10 +9,11 @@ Usage (from the repository root, with the project installed in .venv and psql on
 Writes N five-minute candles (20 tickers) twice: as a Stooq file (`<TICKER>,<PER>,<DATE>,
 <TIME>,...`) and as a CSV in the table's own columns. Then, `rounds` times, each into an
 emptied, migrated `candles` (its primary key index in place; the catalog and rollups
-emptied too): `psql \\copy` of the CSV (no parsing, no checks, no upsert: the database's
-own rate), and `marketdata ingest` of the Stooq file (parse, check, COPY to staging,
-upsert, catalog, rollups as configured). Then once each: the same ingest again (every row
-unchanged), the table-layout CSV, and a Parquet file of the same rows. Prints rows/s,
+emptied too): `psql \\copy` of the CSV into `candles_bare` (the same columns and primary
+key, no trigger: the database's own rate), the same `\\copy` into `candles` (the triggers
+keep the catalog, rollups and change feed), and `marketdata ingest` of the Stooq file
+(parse, check, COPY to staging, merge; the triggers the same). Then once each: the same
+ingest again (every row unchanged), and a Parquet file of the same rows. Prints rows/s,
 medians over the rounds and the ratio. Measures only; the database is dropped at the end.
 """
 
@@ -63,7 +65,12 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 def emptied(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE candles, candle_series, candle_rollups, candle_changes")
-        conn.execute("VACUUM ANALYZE candles")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS candles_bare"
+            " (LIKE candles INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+        )
+        conn.execute("TRUNCATE candles_bare")
+        conn.execute("VACUUM ANALYZE candles, candles_bare")
 
 
 def main() -> None:
@@ -75,17 +82,18 @@ def main() -> None:
     url = fresh_database(args.admin_url, DB)
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "marketdata.entrypoints.cli"]
-    copies, ingests = [], []
+    bare, copies, ingests = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         stooq, table = write_files(Path(folder), args.rows)
         rows = sum(1 for _ in table.open())
         copy_command = (
-            "\\copy candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+            "\\copy {} (ticker, tf_min, ts, open, high, low, close, volume, openint)"
             f" FROM '{table}' WITH (FORMAT csv)"
         )
         for _ in range(args.rounds):
             emptied(url)
-            copies.append(timed(["psql", url, "-q", "-c", copy_command], env))
+            bare.append(timed(["psql", url, "-q", "-c", copy_command.format("candles_bare")], env))
+            copies.append(timed(["psql", url, "-q", "-c", copy_command.format("candles")], env))
             emptied(url)
             ingests.append(timed([*cli, "ingest", str(stooq)], env))
         again = timed([*cli, "ingest", str(stooq)], env)
@@ -97,18 +105,24 @@ def main() -> None:
         columnar = timed([*cli, "ingest", str(parquet)], env)
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    floor = statistics.median(bare)
     copy, first = statistics.median(copies), statistics.median(ingests)
 
     def each(times: list[float]) -> str:
         return " ".join(f"{x:.1f}" for x in times)
 
-    pairs = " ".join(f"{c / i:.0%}" for c, i in zip(copies, ingests, strict=True))
+    def pairs(times: list[float]) -> str:
+        return " ".join(f"{b / t:.0%}" for b, t in zip(bare, times, strict=True))
+
     print(f"rows: {rows:,}; rounds: {args.rounds}")
+    print(f"psql \\copy into a bare table:      {rows / floor:>10,.0f} rows/s", end="")
+    print(f" (median {floor:.1f} s; {each(bare)})")
     print(f"psql \\copy into candles:           {rows / copy:>10,.0f} rows/s", end="")
     print(f" (median {copy:.1f} s; {each(copies)})")
     print(f"marketdata ingest, Stooq, empty:   {rows / first:>10,.0f} rows/s", end="")
     print(f" (median {first:.1f} s; {each(ingests)})")
-    print(f"ingest / \\copy: {copy / first:.0%} (medians); pair by pair: {pairs}")
+    print(f"\\copy into candles / bare: {floor / copy:.0%} (medians); pairs: {pairs(copies)}")
+    print(f"ingest / bare \\copy: {floor / first:.0%} (medians); pair by pair: {pairs(ingests)}")
     print(f"marketdata ingest, Stooq, again:   {rows / again:>10,.0f} rows/s ({again:.1f} s)")
     print(f"marketdata ingest, Parquet, empty: {rows / columnar:>10,.0f} rows/s ({columnar:.1f} s)")
 

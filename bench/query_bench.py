@@ -12,10 +12,8 @@ first page) over 30 sequential requests: p50 and p90; (2) one NDJSON export of t
 """
 
 import argparse
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, free_port, fresh_database, refresh_catalog, start_server
+from http_bench import ADMIN_URL, free_port, fresh_database, start_server
 from replay_bench import rss_kib
 
 DB = "marketdata_bench_query"
@@ -45,16 +43,7 @@ def prepare(admin_url: str) -> str:
             " SELECT 'MILLION', 1, timestamptz '2020-01-01 00:00+00' + i * interval '1 minute',"
             " 100, 101, 99, 100.5, i FROM generate_series(0, 999999) i"
         )
-        conn.execute("VACUUM ANALYZE candles")
-    refresh_catalog(url)
-    # rollups are kept by the service's writes; rows written by SQL leave them to be rebuilt
-    # (without this, a ready but empty 60-minute rollup answered the resampled range 404)
-    subprocess.run(
-        [sys.executable, "-m", "marketdata.entrypoints.cli", "rollups", "--rebuild"],
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+        conn.execute("VACUUM ANALYZE candles")  # (the triggers kept the catalog and rollups)
     return url
 
 

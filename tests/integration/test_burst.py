@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support import metric, refresh_catalog, served
+from tests.support import metric, served
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -31,7 +31,6 @@ def _fill(url: str) -> None:
             " 1, 2, 0.5, 1.5, i FROM unnest(%s::text[]) t, generate_series(0, %s - 1) i",
             (list(TICKERS), PER_TICKER),
         )
-    refresh_catalog(url)
 
 
 def _random_replay_url(base: str, rng: random.Random) -> str:

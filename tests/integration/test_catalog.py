@@ -1,5 +1,6 @@
-"""The series catalog: kept exact by the write path, filled for existing databases, checked
-and mended against the table."""
+"""The series catalog: kept exact by the database's triggers whoever writes, filled for
+existing databases, checked against the table and mended after writes that skipped the
+triggers."""
 
 import asyncio
 from pathlib import Path
@@ -105,27 +106,73 @@ def test_concurrent_writers_of_overlapping_tickers_never_deadlock(db_url: str) -
     assert drift(db_url) == []
 
 
-def test_check_finds_rows_another_tool_wrote_and_refresh_mends_them(
-    tmp_path: Path, db_url: str
-) -> None:
+def test_plain_sql_of_any_kind_keeps_the_catalog_exact(db_url: str) -> None:
+    """Another program's INSERT, multi-row UPDATE (values and keys), DELETE, COPY and a
+    transaction of several statements: the triggers keep every catalog row as the table is."""
     write(db_url, rows_of("D", 5) + rows_of("E", 2))
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
             " VALUES ('D', 5, '2030-01-01', 1, 1, 1, 1, 1), ('F', 1, '2030-01-01', 1, 1, 1, 1, 1)"
         )
+        conn.execute("UPDATE candles SET close = close + 1 WHERE ticker = 'D'")
+        conn.execute("UPDATE candles SET ts = ts + interval '1 year' WHERE ticker = 'F'")
         conn.execute("DELETE FROM candles WHERE ticker = 'E'")
+        with conn.cursor().copy(
+            "COPY candles (ticker, tf_min, ts, open, high, low, close, volume) FROM STDIN"
+        ) as copy:
+            for c in series("G", 30, 15):
+                copy.write_row((c.ticker, c.tf_min, c.ts, 1, 2, 0.5, 1.5, 10))
+        with conn.transaction():
+            conn.execute(
+                "DELETE FROM candles WHERE ticker = 'G' AND ts > %s", (series("G", 30, 15)[20].ts,)
+            )
+            conn.execute(
+                "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+                " VALUES ('G', 15, '2031-01-01', 1, 1, 1, 1, 1)"
+            )
+    assert drift(db_url) == []
+    held = entries(db_url)
+    assert set(held) == {("D", 5), ("F", 1), ("G", 15)}
+    assert held["D", 5][2] == 6
+    assert held["G", 15][2] == 22
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE candles")
+    assert entries(db_url) == {}
+
+
+def test_check_finds_writes_that_skipped_the_triggers_and_mend_mends_them(
+    tmp_path: Path, db_url: str
+) -> None:
+    write(db_url, rows_of("D", 5) + rows_of("E", 2) + rows_of("H", 3))
+    versions = {key: entry[3] for key, entry in entries(db_url).items()}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # as pg_restore does
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " VALUES ('D', 5, '2030-01-01', 1, 1, 1, 1, 1), ('F', 1, '2030-01-01', 1, 1, 1, 1, 1)"
+        )
+        conn.execute("DELETE FROM candles WHERE ticker = 'E'")
+        conn.execute("RESET session_replication_role")
+        conn.execute("ALTER TABLE candles DISABLE TRIGGER candles_updated")
+        conn.execute("UPDATE candles SET close = close + 1 WHERE ticker = 'H'")  # same count
+        conn.execute("ALTER TABLE candles ENABLE TRIGGER candles_updated")
     env = {"DATABASE_URL": db_url}
     checked = run(["check"], env, tmp_path)
     assert checked.returncode == 1
-    assert "D tf_min=5: catalog 5, table 6" in checked.stderr
-    assert "E tf_min=5: catalog 2, table no rows" in checked.stderr
-    assert "F tf_min=1: catalog no row, table 1" in checked.stderr
-    assert "catalog --refresh" in checked.stderr
-    mended = run(["catalog", "--refresh"], env, tmp_path)
+    assert "D tf_min=5: counts differ (catalog 5, table 6)" in checked.stderr
+    assert "E tf_min=5: no candles in the table (catalog 2, table no rows)" in checked.stderr
+    assert "F tf_min=1: not in the catalog (catalog no row, table 1)" in checked.stderr
+    assert "H tf_min=5: candles changed (catalog 3, table 3)" in checked.stderr
+    assert "`marketdata mend D E F H` mends them" in checked.stderr
+    mended = run(["mend", "D", "E", "F", "H"], env, tmp_path)
     assert mended.returncode == 0, mended.stderr
-    assert "3 series mended" in mended.stdout
+    assert "mended 4 tickers" in mended.stdout
     assert drift(db_url) == []
+    after = entries(db_url)
+    assert after["H", 5][3] != versions["H", 5]  # every answer of a mended series changes
+    assert after["D", 5][2] == 6
     again = run(["check"], env, tmp_path)
-    assert again.returncode == 0
-    assert "series catalog agrees with the table" in again.stdout
+    assert again.returncode == 0, again.stderr
+    assert "series catalog and rollups agree with the candles" in again.stdout
+    assert "nothing to mend" in run(["mend"], env, tmp_path).stdout

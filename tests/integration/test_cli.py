@@ -46,34 +46,33 @@ def test_migrate_then_check(tmp_path: Path, database_factory: Callable[[], str])
     assert "schema up to date" in after.stdout
 
 
-def test_migrate_builds_rollups_check_finds_drift_and_rebuild_mends_it(
+def test_migrate_builds_rollups_plain_sql_keeps_them_and_mend_mends_skipped_writes(
     tmp_path: Path, database_factory: Callable[[], str]
 ) -> None:
     url = database_factory()
     env = {"DATABASE_URL": url, "ROLLUP_TF_MINS": "15,60,1440@Asia/Kolkata"}
     assert run(["migrate"], env, tmp_path).returncode == 0  # empty: built at once
-    insert(url, series("A", 40) + series("B", 40))  # rows another tool wrote
+    insert(url, series("A", 40) + series("B", 40))  # rows another program wrote
     built = run(["rollups"], env, tmp_path)
     assert "rollups up to date" in built.stdout  # already complete: nothing to build
-    assert run(["check"], env, tmp_path).returncode == 1  # another tool's rows: no rollups
-    mended = run(["rollups", "--rebuild"], env, tmp_path)
-    assert mended.returncode == 0, mended.stderr
-    assert "every ticker" in mended.stdout
-    assert run(["check"], env, tmp_path).returncode == 0
+    checked = run(["check"], env, tmp_path)  # the triggers kept them
+    assert checked.returncode == 0, checked.stderr
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # the triggers skipped
         conn.execute(
             "UPDATE candles SET high = high + 100 WHERE ticker = 'B' AND ts = %s",
             (series("B", 40)[7].ts,),
         )
     found = run(["check"], env, tmp_path)
     assert found.returncode == 1
+    assert "B tf_min=5: candles changed" in found.stderr
     assert "B 15: 1 buckets" in found.stderr
     assert "B 1440@Asia/Kolkata: 1 buckets" in found.stderr
-    assert "rollups --rebuild B" in found.stderr
-    assert run(["rollups", "--rebuild", "B"], env, tmp_path).returncode == 0
+    assert "`marketdata mend B`" in found.stderr
+    assert run(["mend", "B"], env, tmp_path).returncode == 0
     again = run(["check"], env, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "rollups agree" in again.stdout
+    assert "series catalog and rollups agree" in again.stdout
     off = run(["rollups"], {**env, "ROLLUP_TF_MINS": ""}, tmp_path)
     assert "kept: none" in off.stdout
     with psycopg.connect(url) as conn:

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from tests.factories import series
 from tests.proxy import TcpProxy
-from tests.support import insert, refresh_catalog, served, through
+from tests.support import insert, served, through
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 UNAVAILABLE = {"error", "message", "type"}
@@ -129,7 +129,6 @@ def test_a_websocket_client_that_stops_reading_does_not_grow_the_server(
             " SELECT 'S', 1, timestamptz '2020-01-01 00:00+00' + i * interval '1 minute',"
             " 1, 2, 0.5, 1.5, i FROM generate_series(0, 199999) i"
         )
-    refresh_catalog(db_url)
     with served(tmp_path, db_url, unused_port, WS_MIN_STEP_SECONDS="0") as server:
 
         async def stall() -> tuple[int, int, int]:

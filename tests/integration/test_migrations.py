@@ -1,14 +1,21 @@
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 
-from marketdata.adapters.postgres.migrations import migrate, migration_files
+from marketdata.adapters.postgres import catalog
+from marketdata.adapters.postgres.migrations import (
+    Migrated,
+    migrate,
+    migration_files,
+    timescale_message,
+)
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order
 from tests.factories import series
-from tests.support import insert
+from tests.support import insert, run
 
 
 def _columns(url: str) -> dict[str, str]:
@@ -33,7 +40,7 @@ def _index_led_by_ticker_tf_ts(url: str) -> list[str]:
 
 def test_migrations_create_the_seed_schema(database_factory: Callable[[], str]) -> None:
     url = database_factory()
-    applied = asyncio.run(migrate(DatabaseConfig(url=url)))
+    applied = asyncio.run(migrate(DatabaseConfig(url=url))).applied
     assert applied == [version for version, _ in migration_files()]
     assert _columns(url) == {
         "ticker": "text",
@@ -45,9 +52,9 @@ def test_migrations_create_the_seed_schema(database_factory: Callable[[], str]) 
         "close": "double precision",
         "volume": "double precision",
         "openint": "bigint",
-        # live: how often a candle was rewritten, and the write that last changed it
+        # live: how often a candle was rewritten, and the transaction that last wrote it
         "revision": "integer",
-        "version": "bigint",
+        "xact": "xid8",
     }
     assert len(_index_led_by_ticker_tf_ts(url)) == 1
     with psycopg.connect(url) as conn:
@@ -60,7 +67,7 @@ def test_migrations_are_idempotent(database_factory: Callable[[], str]) -> None:
     config = DatabaseConfig(url=url)
     asyncio.run(migrate(config))
     insert(url, series("KEEP", 3))
-    assert asyncio.run(migrate(config)) == []
+    assert asyncio.run(migrate(config)).applied == []
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM candles").fetchone() == (3,)
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
@@ -74,11 +81,11 @@ def test_replicas_migrating_together_apply_each_migration_once(
     url = database_factory()
     config = DatabaseConfig(url=url)
 
-    async def both() -> list[list[str]]:
+    async def both() -> list[Migrated]:
         return list(await asyncio.gather(*(migrate(config) for _ in range(4))))
 
     results = asyncio.run(both())
-    applied = sorted(v for result in results for v in result)
+    applied = sorted(v for result in results for v in result.applied)
     assert applied == sorted(version for version, _ in migration_files())
 
 
@@ -121,11 +128,76 @@ def test_a_seed_database_keeps_its_table_and_is_read_as_floats(
         (11.0, 12.0, 10.75, 11.5, 99.0, 7, float),
     ]
     assert asyncio.run(read()) == expected  # before our migrations ran
-    applied = asyncio.run(migrate(DatabaseConfig(url=url)))
+    applied = asyncio.run(migrate(DatabaseConfig(url=url))).applied
     assert applied  # recorded in a new schema_migrations table
     assert _columns(url)["open"] == "numeric"  # the seed's table is kept as it is
     assert len(_index_led_by_ticker_tf_ts(url)) == 1  # the primary key; no duplicate index
     assert asyncio.run(read()) == expected
     with psycopg.connect(url) as conn:  # the catalog was filled from the existing rows
-        catalog = conn.execute("SELECT ticker, tf_min, count FROM candle_series").fetchall()
-    assert catalog == [("SEED", 5, 2)]
+        filled = conn.execute("SELECT ticker, tf_min, count FROM candle_series").fetchall()
+    assert filled == [("SEED", 5, 2)]
+    # the seed's numeric columns under the triggers: another program's rows keep the catalog
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO candles VALUES ('SEED', 5, '2024-01-02 14:40+00', 1, 2, 0.5, 1.5, 3, 0)"
+        )
+        conn.execute("UPDATE candles SET close = 11.75 WHERE ts = '2024-01-02 14:35+00'")
+        catalog_rows = conn.execute("SELECT ticker, tf_min, count FROM candle_series").fetchall()
+    assert catalog_rows == [("SEED", 5, 3)]
+    assert asyncio.run(catalog.drift(DatabaseConfig(url=url))) == []
+
+
+def test_a_database_of_the_last_version_gets_the_triggers_and_is_mended_on_the_way(
+    database_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    """Migrations up to 0005 (the previous version: the catalog kept by the service alone),
+    rows written around it since, then `marketdata migrate`: the triggers are in, the
+    series that disagreed are mended and named, and plain SQL is seen from then on."""
+    url = database_factory()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, text in migration_files():
+            if version < "0006":
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " VALUES ('OLD', 5, '2024-01-02 14:30+00', 1, 2, 0.5, 1.5, 3)"
+        )
+        conn.execute(
+            "INSERT INTO candle_series (ticker, tf_min, first_ts, last_ts, count)"
+            " VALUES ('OLD', 5, '2024-01-02 14:30+00', '2024-01-02 14:30+00', 1)"
+        )
+        conn.execute(  # around the service: the catalog never heard of these
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume) VALUES"
+            " ('OLD', 5, '2024-01-02 14:35+00', 1, 2, 0.5, 1.5, 3),"
+            " ('NEW', 5, '2024-01-02 14:30+00', 1, 2, 0.5, 1.5, 3)"
+        )
+    migrated = run(["migrate"], {"DATABASE_URL": url}, tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrations applied: 0006_any_writer" in migrated.stdout
+    assert "mended NEW tf_min=5: the catalog had no row, the table has 1" in migrated.stdout
+    assert "mended OLD tf_min=5: the catalog had 1, the table has 2" in migrated.stdout
+    assert asyncio.run(catalog.drift(DatabaseConfig(url=url))) == []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " VALUES ('NEW', 5, '2024-01-02 14:35+00', 1, 2, 0.5, 1.5, 3)"
+        )
+        rows = conn.execute("SELECT ticker, count FROM candle_series ORDER BY 1").fetchall()
+    assert rows == [("NEW", 2), ("OLD", 2)]
+    assert "schema up to date" in run(["migrate"], {"DATABASE_URL": url}, tmp_path).stdout
+
+
+def test_an_older_timescaledb_is_named_not_drifted_past() -> None:
+    """TimescaleDB is not installable here: the rule that start-up and `check` apply."""
+    refused = timescale_message("2.17.2", hypertable=True)
+    assert refused is not None
+    assert "TimescaleDB 2.17.2" in refused
+    assert "2.18" in refused
+    assert timescale_message("2.18.0-dev", hypertable=True) is None
+    assert timescale_message("2.21.1", hypertable=True) is None
+    assert timescale_message("2.14.0", hypertable=False) is None  # candles a plain table

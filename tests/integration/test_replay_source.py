@@ -24,7 +24,7 @@ from marketdata.domain.replay import (
 )
 from tests.factories import series
 from tests.fakes import InMemoryReplaySource
-from tests.support import insert, refresh_catalog
+from tests.support import insert
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -71,7 +71,6 @@ async def test_a_long_replay_streams_every_candle_in_order_in_bounded_memory(
             " 1, 2, 0.5, 1.5, i FROM generate_series(0, 99999) i,"
             " (VALUES ('AAA'), ('BBB')) v(t)"
         )
-    refresh_catalog(db_url)
     sink = CountingSink()
     session = ReplaySession(
         source,

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from marketdata.adapters.postgres import rollups
+from marketdata.adapters.postgres import catalog, rollups
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
@@ -108,17 +109,45 @@ async def store(db_url: str) -> AsyncIterator[Store]:
     await kept.database.close()
 
 
-Operation = tuple[str, int, int]  # what, first slot, how many slots
+Operation = tuple[str, int, int, bool]  # what, first slot, how many slots, plain SQL
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["insert", "insert", "update", "delete", "delete", "finer"]),
+        st.sampled_from(["insert", "insert", "update", "delete", "delete", "finer", "truncate"]),
         st.integers(0, SLOTS - 1),
         st.integers(1, 3000),
+        st.booleans(),  # through the service, or as another program does, in plain SQL
     ),
     min_size=2,
     max_size=6,
 )
+
+_UPSERT = (
+    "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+    " SELECT * FROM unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::float8[],"
+    " %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int8[])"
+    " ON CONFLICT (ticker, tf_min, ts) DO UPDATE SET open = excluded.open,"
+    " high = excluded.high, low = excluded.low, close = excluded.close,"
+    " volume = excluded.volume, openint = excluded.openint"
+)
+
+
+class PlainSql:
+    """Writes as another program makes them, one statement each: the triggers do the rest."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def write(self, rows: list[Row]) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(_UPSERT, [list(column) for column in zip(*rows, strict=True)])
+
+    def delete(self, ticker: str, tf_min: int, window: TimeRange) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(
+                "DELETE FROM candles WHERE ticker = %s AND tf_min = %s AND ts BETWEEN %s AND %s",
+                (ticker, tf_min, window.start, window.end),
+            )
 
 
 @pytest.mark.slow
@@ -138,6 +167,7 @@ def test_rollups_answer_as_the_stored_candles_after_any_writes(
 ) -> None:
     reset(db_url)
     rng = random.Random(seed)
+    plain = PlainSql(db_url)
 
     async def run() -> int:
         store = Store(db_url)
@@ -146,7 +176,7 @@ def test_rollups_answer_as_the_stored_candles_after_any_writes(
             await rollups.sync(store.config, KEPT)
             used = 0
             stored = {tf}
-            for what, first, count in steps:
+            for what, first, count, by_sql in steps:
                 # updates and deletes go to any stored timeframe, the finer one included
                 step = tf if what == "insert" else rng.choice(sorted(stored))
                 slots = range(first // step, min(first // step + count // step + 1, SLOTS // step))
@@ -155,24 +185,33 @@ def test_rollups_answer_as_the_stored_candles_after_any_writes(
                 if what == "insert":  # in a shuffled order, some slots left out
                     chosen = [s for s in slots if rng.random() < 0.8]
                     rng.shuffle(chosen)
-                    await store.writer.write(
-                        [row(step, s, rng, t) for s in chosen for t in ("R", "Q")]
-                    )
+                    rows = [row(step, s, rng, t) for s in chosen for t in ("R", "Q")]
                 elif what == "update":  # new values for whatever is stored there
                     picked = [s for s in slots if rng.random() < 0.5]
-                    await store.writer.write(
-                        [row(step, s, rng, t) for s in picked for t in ("Q", "R")]
-                    )
+                    rows = [row(step, s, rng, t) for s in picked for t in ("Q", "R")]
+                elif what == "finer":  # a finer stored timeframe arrives: another source
+                    rows = [row(1, s, rng) for s in range(first, first + 90)]
+                    stored.add(1)
+                if what in ("insert", "update", "finer") and rows:
+                    if by_sql:
+                        plain.write(rows)
+                    else:
+                        await store.writer.write(rows)
                 elif what == "delete":
                     window = TimeRange(
                         START + timedelta(minutes=step * slots.start),
                         START + timedelta(minutes=step * slots.stop),
                     )
-                    await store.writer.delete("R", step, window)
-                else:  # a finer stored timeframe arrives: the rollups change their source
-                    await store.writer.write([row(1, s, rng) for s in range(first, first + 90)])
-                    stored.add(1)
+                    if by_sql:
+                        plain.delete("R", step, window)
+                    else:
+                        await store.writer.delete("R", step, window)
+                elif what == "truncate":
+                    with psycopg.connect(db_url, autocommit=True) as conn:
+                        conn.execute("TRUNCATE candles")
+                    stored = {tf}
                 used += await store.served_by_rollups(rng)
+                assert await catalog.drift(store.config) == []
             return used
         finally:
             await store.database.close()
@@ -199,7 +238,7 @@ async def test_a_day_of_minutes_is_served_from_rollups_and_matches(store: Store)
 
 async def test_existing_data_is_built_in_and_drift_is_found(db_url: str) -> None:
     rng = random.Random(11)
-    # rows written before rollups were kept (a seed database, another tool)
+    # rows written before rollups were kept (a seed database, another program)
     insert(
         db_url,
         [Candle(*row(5, s, rng, ticker)) for ticker in ("A", "B") for s in range(600)],
@@ -217,8 +256,9 @@ async def test_existing_data_is_built_in_and_drift_is_found(db_url: str) -> None
         assert shown == [("A", 1, 2), ("B", 2, 2)]
         assert (await store.repo.holdings(["A"])).rollups == tuple(KEPT)
         assert await rollups.drift(store.config) == []
-        # another tool changes a candle behind the service's back
-        with __import__("psycopg").connect(db_url, autocommit=True) as conn:
+        # another tool changes a candle with the triggers skipped (as pg_restore does)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
             conn.execute(
                 "UPDATE candles SET high = high + 100 WHERE ticker = 'B' AND ts = %s",
                 (START + timedelta(minutes=5 * 30),),
@@ -230,7 +270,7 @@ async def test_existing_data_is_built_in_and_drift_is_found(db_url: str) -> None
             ("B", "1440", 1),
             ("B", "1440@America/New_York", 1),
         }
-        await rollups.sync(store.config, KEPT, repair=["B"])
+        assert (await catalog.mend(store.config, None))[0] == ["B"]
         assert await rollups.drift(store.config) == []
         # the set changes: 15 and New York's days dropped, 30 added
         smaller = [Rollup(30), Rollup(60), Rollup(1440)]
@@ -303,3 +343,66 @@ def test_rest_reads_rollups_and_deletes_keep_them(app_factory: AppFactory, db_ur
 
 async def _sync(url: str) -> None:
     await rollups.sync(DatabaseConfig(url=url), KEPT)
+
+
+LEVELS = [(15, "UTC", True), (60, "UTC", True), (1440, "UTC", True)]
+
+
+@pytest.mark.parametrize(
+    ("stored", "kept", "levels"),
+    [
+        # each from the coarsest finer level of the same base (ready), else the candles
+        ([1], LEVELS, [(15, "UTC", 1, None), (60, "UTC", 1, 15), (1440, "UTC", 1, 60)]),
+        # a level not yet complete is no parent: the next is made from the candles
+        (
+            [1],
+            [(15, "UTC", True), (60, "UTC", False), (1440, "UTC", True)],
+            [(15, "UTC", 1, None), (60, "UTC", 1, 15), (1440, "UTC", 1, 15)],
+        ),
+        # a stored timeframe has no rollup; each is made of the finest stored divisor
+        ([5, 60], LEVELS, [(15, "UTC", 5, None), (1440, "UTC", 5, 15)]),
+        (
+            [2, 3],
+            [(15, "UTC", True), (60, "UTC", True)],
+            [(15, "UTC", 3, None), (60, "UTC", 2, None)],
+        ),
+        ([1440], LEVELS, []),
+        ([7], LEVELS, []),
+        # a zone's days from its own finer days only (else the candles); weeks from days
+        (
+            [1],
+            [
+                (60, "UTC", True),
+                (1440, "America/New_York", True),
+                (10080, "America/New_York", True),
+            ],
+            [
+                (60, "UTC", 1, None),
+                (1440, "America/New_York", 1, None),
+                (10080, "America/New_York", 1, 1440),
+            ],
+        ),
+    ],
+)
+def test_the_database_s_rule_for_the_levels_a_ticker_keeps(
+    db_url: str,
+    stored: list[int],
+    kept: list[tuple[int, str, bool]],
+    levels: list[tuple[int, str, int, int | None]],
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rollup_timeframes"
+            " SELECT * FROM unnest(%s::int4[], %s::text[], %s::bool[])",
+            ([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]),
+        )
+        for tf in stored:
+            conn.execute(
+                "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+                " VALUES ('X', %s, '2024-01-01', 1, 1, 1, 1, 1)",
+                (tf,),
+            )
+        found = conn.execute(
+            "SELECT tf_min, tz, base_tf, parent_tf FROM candle_rollup_levels(ARRAY['X'], true)"
+        ).fetchall()
+    assert found == levels

@@ -17,10 +17,8 @@ from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.timeframes import (
     Resample,
     Rollup,
-    RollupLevel,
     Series,
     aligned,
-    rollup_levels,
     rollup_of,
     serving,
 )
@@ -62,12 +60,6 @@ def test_a_zone_s_own_days_serve_its_days_and_weeks() -> None:
     # not another zone's days, nor UTC's
     assert serving(1440, held(1), BarOptions("Europe/London"), kept).resample == Resample(1, 60)
     assert serving(1440, held(1), BarOptions(), kept).resample == Resample(1, 1440)
-    assert rollup_levels(held(1), kept) == [
-        RollupLevel(15, 1),
-        RollupLevel(60, 1, Rollup(15)),
-        RollupLevel(1440, 1, Rollup(60), ny),  # New York's days from UTC hours
-        RollupLevel(1440, 1, Rollup(60)),
-    ]
 
 
 def test_rollups_are_read_from_the_setting_s_words() -> None:
@@ -88,8 +80,7 @@ def test_stored_timeframes_are_served_as_stored_and_never_from_rollups() -> None
 
 def test_a_rollup_must_be_made_of_the_same_stored_timeframe() -> None:
     # 60 is made of 2 (the finest divisor of 60), 15 of 3: 15 cannot serve 60
-    fifteen, sixty = Rollup(15), Rollup(60)
-    assert rollup_levels(held(2, 3), [fifteen, sixty]) == [RollupLevel(15, 3), RollupLevel(60, 2)]
+    fifteen = Rollup(15)
     assert serving(60, held(2, 3), BarOptions(), [fifteen]).resample == Resample(2)
     assert serving(30, held(2, 3), BarOptions(), [fifteen]).resample == Resample(2)
     assert serving(45, held(3, 5), BarOptions(), [fifteen]).resample == Resample(3, 15)
@@ -98,26 +89,6 @@ def test_a_rollup_must_be_made_of_the_same_stored_timeframe() -> None:
 def test_no_rollups_kept_means_today_s_rule() -> None:
     assert serving(1440, held(1, 5)).resample == Resample(1)
     assert not serving(7, held(5), BarOptions(), DEFAULT_ROLLUPS).available
-
-
-def test_levels_are_made_from_the_finest_trusted_level_of_the_same_base() -> None:
-    assert rollup_levels(held(1), DEFAULT_ROLLUPS) == [
-        RollupLevel(15, 1),
-        RollupLevel(60, 1, Rollup(15)),
-        RollupLevel(1440, 1, Rollup(60)),
-    ]
-    # a level not yet complete is no parent: the next is made from the candles
-    assert rollup_levels(held(1), DEFAULT_ROLLUPS, trusted=[Rollup(60)]) == [
-        RollupLevel(15, 1),
-        RollupLevel(60, 1),
-        RollupLevel(1440, 1, Rollup(60)),
-    ]
-    assert rollup_levels(held(5, 60), DEFAULT_ROLLUPS) == [
-        RollupLevel(15, 5),
-        RollupLevel(1440, 5, Rollup(15)),
-    ]
-    assert rollup_levels(held(1440), DEFAULT_ROLLUPS) == []
-    assert rollup_levels(held(7), DEFAULT_ROLLUPS) == []
 
 
 def test_alignment_follows_the_zone_over_the_series_span_only() -> None:

@@ -1,12 +1,13 @@
 """How a timeframe is served: as stored, or resampled from a finer source, buckets aligned
-how. One rule for REST, exports and replay (`serving`), and one for the rollups kept at write
-time (`rollup_levels`), so that a rollup always holds what resampling its base would give.
+how. One rule for REST, exports and replay (`serving`).
 
 Buckets are aligned with `date_bin` on an epoch origin (1970-01-01 00:00; for whole weeks
 1970-01-05, a Monday) in local time of a zone: `America/New_York` keeps a US session in one
 day. Rollups are kept in UTC buckets from the epoch, or, for whole days and weeks, in the
 local days of a zone (`1440@America/New_York`); a rollup serves a resampled timeframe only
-where each of its buckets falls whole into one bucket of that timeframe.
+where each of its buckets falls whole into one bucket of that timeframe. Which rollups a
+ticker keeps, and how, is the database's rule (`candle_rollup_levels`, kept by the triggers
+of `candles` for every writer).
 """
 
 import functools
@@ -168,51 +169,6 @@ def _fits(
         return aligned(rollup.tf_min, options.tz, first, last)
     # local days of the same zone, counted from the same local midnight
     return rollup.tz == options.tz
-
-
-class RollupLevel(msgspec.Struct, frozen=True):
-    """A rollup kept for one ticker: buckets of `tf_min` (in UTC or the local days of
-    `tz`) made of its stored `base_tf` candles, computed from the rollup `parent` (made of
-    the same base) when there is one, else from the candles themselves."""
-
-    tf_min: int
-    base_tf: int
-    parent: Rollup | None = None
-    tz: str = "UTC"
-
-    @property
-    def rollup(self) -> Rollup:
-        return Rollup(self.tf_min, self.tz)
-
-
-def rollup_levels(
-    series: Iterable[Series], rollups: Iterable[Rollup], trusted: Iterable[Rollup] | None = None
-) -> list[RollupLevel]:
-    """The rollups kept for a ticker whose stored series are `series`, finest first: each
-    configured one whose timeframe is not stored and has a stored divisor, made of the
-    finest such divisor (what `serving` would resample from). A level is computed from a
-    finer level of the same base whose buckets fall whole into its own, when that one is
-    `trusted` (complete; None: all are), else from the stored candles."""
-    held = {s.tf_min: s for s in series}
-    complete = None if trusted is None else set(trusted)
-    levels: list[RollupLevel] = []
-    for rollup in sorted(set(rollups), key=lambda r: (r.tf_min, r.tz)):
-        divisors = sorted(tf for tf in held if tf < rollup.tf_min and rollup.tf_min % tf == 0)
-        if rollup.tf_min in held or not divisors:
-            continue
-        base = held[divisors[0]]
-        zoned = BarOptions(rollup.tz)  # a level's buckets: from local midnight of its zone
-        parents = [
-            lv.rollup
-            for lv in levels
-            if lv.base_tf == base.tf_min
-            and lv.tf_min < rollup.tf_min
-            and (complete is None or lv.rollup in complete)
-            and _fits(lv.rollup, rollup.tf_min, zoned, base.tf_min, base.first, base.last)
-        ]
-        parent = max(parents) if parents else None
-        levels.append(RollupLevel(rollup.tf_min, base.tf_min, parent, rollup.tz))
-    return levels
 
 
 def aligned(rollup: int, tz: str, first: datetime, last: datetime) -> bool:

@@ -18,7 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 import marketdata
 from marketdata.adapters.postgres import rollups
-from marketdata.adapters.postgres.migrations import migrate, migrate_when_reachable
+from marketdata.adapters.postgres.migrations import Migrated, migrate, migrate_when_reachable
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.demo import demo_rows
 from marketdata.domain.errors import DomainError, StoreUnavailable
@@ -53,13 +53,14 @@ log = structlog.get_logger(logger_name="marketdata")
 async def _prepare_schema(
     settings: Settings,
     container: AsyncContainer,
-    migrating: Callable[[DatabaseConfig], Awaitable[list[str]]],
+    migrating: Callable[[DatabaseConfig], Awaitable[Migrated]],
 ) -> None:
     """Migrations, then the demo data when asked for (through the import use case, when no
     candle is stored). At start-up this is tried once before serving; when the database
     does not answer, it goes on in the background (with `migrate_when_reachable`) and the
     service serves, not ready, meanwhile."""
-    applied = await migrating(database_config(settings))
+    migrated = await migrating(database_config(settings))
+    applied = migrated.applied
     log.info("migrations applied" if applied else "schema up to date", versions=applied)
     if not settings.demo_data:
         return

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,11 @@ from litestar import Litestar
 from marketdata.adapters.csv_files import open_candle_file
 from marketdata.adapters.embedded_postgres import EmbeddedError, default_home, embedded_database
 from marketdata.adapters.postgres import catalog, rollups
-from marketdata.adapters.postgres.migrations import migrate, pending_migrations
+from marketdata.adapters.postgres.migrations import (
+    migrate,
+    pending_migrations,
+    timescale_refusal,
+)
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.candles import TimeRange
 from marketdata.domain.errors import InvalidParameter, StoreUnavailable
@@ -65,16 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         help="apply pending database migrations, build the rollups of ROLLUP_TF_MINS that are "
         "missing, and exit",
     )
-    rollup = commands.add_parser(
+    commands.add_parser(
         "rollups",
-        help="build the rollups of ROLLUP_TF_MINS that are missing (and drop the others); "
-        "with --rebuild, rebuild them from the stored candles",
-    )
-    rollup.add_argument(
-        "--rebuild",
-        nargs="*",
-        metavar="TICKER",
-        help="rebuild every rollup of these tickers (none named: of every ticker)",
+        help="build the rollups of ROLLUP_TF_MINS that are missing (and drop the others)",
     )
     ingest = commands.add_parser(
         "ingest",
@@ -96,16 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check",
         help="validate settings, reach the database and compare the series catalog and the "
-        "rollups with the candles; exit 0 when all is well",
+        "rollups with the candles (writes that skipped the triggers); exit 0 when all is well",
     )
-    series = commands.add_parser(
-        "catalog", help="the series catalog (ticker, tf_min, first, last, count)"
+    mend = commands.add_parser(
+        "mend",
+        help="make the series catalog, versions and rollups of tickers again from their "
+        "candles (after writes that skipped the triggers); no ticker named: those `check` finds",
     )
-    series.add_argument(
-        "--refresh",
-        action="store_true",
-        help="rebuild it from the table (after rows were written by another tool)",
-    )
+    mend.add_argument("tickers", nargs="*", metavar="TICKER")
     return parser
 
 
@@ -164,14 +160,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "check":
             return asyncio.run(_check(config))
-        if args.command == "catalog":
-            return asyncio.run(_catalog(config, args.refresh))
+        if args.command == "mend":
+            return asyncio.run(_mend(config, args.tickers or None))
         if args.command == "migrate":
-            applied = asyncio.run(migrate(config))
-            log.info("migrations applied" if applied else "schema up to date", versions=applied)
-            return asyncio.run(_rollups(config, settings.rollups, None))
+            migrated = asyncio.run(migrate(config))
+            for text in migrated.mended:
+                print(text)
+            applied = migrated.applied
+            print(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date")
+            return asyncio.run(_rollups(config, settings.rollups))
         if args.command == "rollups":
-            return asyncio.run(_rollups(config, settings.rollups, args.rebuild))
+            return asyncio.run(_rollups(config, settings.rollups))
     except StoreUnavailable as error:
         print(f"marketdata: {error.message}", file=sys.stderr)
         return 1
@@ -179,32 +178,73 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _check(config: DatabaseConfig) -> int:
+    if refusal := await timescale_refusal(config):
+        print(f"marketdata: {refusal}", file=sys.stderr)
+        return 1
     pending = await pending_migrations(config)
     if pending:
         print(f"database reachable; pending migrations: {', '.join(pending)}")
         return 0
     print("settings valid; database reachable; schema up to date")
-    status = await _catalog(config, refresh=False)
-    drifted = await rollups.drift(config)
+    started = time.monotonic()
+    drifted = await catalog.drift(config)
+    print(f"series catalog compared with the table in {time.monotonic() - started:.1f} s")
     for d in drifted:
         print(
-            f"rollup disagrees with its candles: {d.ticker} {d.rollup}: {d.buckets:,} buckets",
+            f"series catalog disagrees: {d.ticker} tf_min={d.tf_min}: {d.what} (catalog "
+            f"{d.catalog_count if d.catalog_count is not None else 'no row'}, table "
+            f"{d.table_count if d.table_count is not None else 'no rows'})",
             file=sys.stderr,
         )
-    if drifted:
+    with progress_bar() as bar:
+        task = bar.add_task("rollups", total=None, rate="") if bar is not None else None
+
+        def advance(ticker: str, done: int, of: int) -> None:
+            if bar is not None and task is not None:
+                bar.update(task, completed=done, total=of, description=f"check: {ticker}")
+
+        started = time.monotonic()
+        rolled = await rollups.drift(config, advance)
+    print(f"rollups compared with the candles in {time.monotonic() - started:.1f} s")
+    for r in rolled:
         print(
-            f"marketdata: {len(drifted)} rollups disagree; `marketdata rollups --rebuild "
-            f"{' '.join(sorted({d.ticker for d in drifted}))}` mends them",
+            f"rollup disagrees with its candles: {r.ticker} {r.rollup}: {r.buckets:,} buckets",
+            file=sys.stderr,
+        )
+    tickers = sorted({d.ticker for d in drifted} | {r.ticker for r in rolled})
+    if tickers:
+        print(
+            f"marketdata: {len(tickers)} tickers disagree with their candles (written with the"
+            f" triggers skipped?); `marketdata mend {' '.join(tickers)}` mends them",
             file=sys.stderr,
         )
         return 1
-    print("rollups agree with the candles")
-    return status
+    print("series catalog and rollups agree with the candles")
+    return 0
 
 
-async def _rollups(
-    config: DatabaseConfig, wanted: Sequence[Rollup], repair: list[str] | None
-) -> int:
+async def _mend(config: DatabaseConfig, tickers: list[str] | None) -> int:
+    """The catalog, versions and rollups of the tickers (those that disagree, none named)
+    made again from their candles."""
+    started = time.monotonic()
+    mended, drifted = await catalog.mend(config, tickers)
+    for d in drifted:
+        print(
+            f"mended {d.ticker} tf_min={d.tf_min}: catalog "
+            f"{d.catalog_count if d.catalog_count is not None else 'no row'}, table "
+            f"{d.table_count if d.table_count is not None else 'no rows'}"
+        )
+    if not mended:
+        print("nothing to mend: the series catalog agrees with the table")
+    else:
+        print(
+            f"mended {len(mended)} tickers ({', '.join(mended)}): catalog, versions and rollups"
+            f" made again from their candles in {time.monotonic() - started:.1f} s"
+        )
+    return 0
+
+
+async def _rollups(config: DatabaseConfig, wanted: Sequence[Rollup]) -> int:
     """Bring the rollups to ROLLUP_TF_MINS, a ticker at a time, with a progress bar."""
     with progress_bar() as bar:
         task = bar.add_task("rollups", total=None, rate="") if bar is not None else None
@@ -213,39 +253,13 @@ async def _rollups(
             if bar is not None and task is not None:
                 bar.update(task, completed=done, total=of, description=f"rollups: {ticker}")
 
-        built = await rollups.sync(config, wanted, repair=repair, progress=advance)
+        built = await rollups.sync(config, wanted, progress=advance)
     kept = ", ".join(map(str, wanted)) or "none"
-    if repair is not None:
-        print(f"rollups rebuilt ({kept}) for {', '.join(repair) or 'every ticker'}")
-    elif built:
+    if built:
         print(f"rollups built: {', '.join(map(str, built))} (kept: {kept})")
     else:
         print(f"rollups up to date (kept: {kept})")
     return 0
-
-
-async def _catalog(config: DatabaseConfig, refresh: bool) -> int:
-    if refresh:
-        mended = await catalog.refresh(config)
-        print(f"series catalog rebuilt from the table: {mended:,} series mended")
-        return 0
-    drifted = await catalog.drift(config)
-    if not drifted:
-        print("series catalog agrees with the table")
-        return 0
-    for d in drifted:
-        print(
-            f"series catalog disagrees: {d.ticker} tf_min={d.tf_min}: catalog "
-            f"{d.catalog_count if d.catalog_count is not None else 'no row'}, table "
-            f"{d.table_count if d.table_count is not None else 'no rows'}",
-            file=sys.stderr,
-        )
-    print(
-        f"marketdata: {len(drifted)} series disagree (rows written by another tool?); "
-        "`marketdata catalog --refresh` mends them",
-        file=sys.stderr,
-    )
-    return 1
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

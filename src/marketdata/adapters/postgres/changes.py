@@ -1,36 +1,26 @@
-"""The change log: what each write changed, for the live listeners of every process.
+"""The change feed: what each committed statement changed, for the live listeners of every
+process, kept by the database's triggers whoever writes (migrations/0006_any_writer.sql).
 
-Every write announces, in its own transaction, the series it changed: a row of
-`candle_changes` each (ticker, timeframe, the span of the candles it changed, the write's
-version) and one NOTIFY with the same, in small payloads. Notifications arrive in commit
-order, after the commit, to every listening process: the service's instances, its worker
-processes, whoever wrote (`marketdata ingest` included). A listener that was away reads
-the changes it missed by snapshot (`missed`), and the candles of changes by series, span
-and version (`written`).
+Each statement that changes `candles` adds, in its own transaction, a row of `candle_changes`
+per series (`written`: the span it wrote, whose rows are read back by their transaction;
+`removed`: each run of candles it deleted; `mended`: rebuilt from the table) and sends one
+NOTIFY naming its transaction and its tickers. Notifications arrive after the commit, in
+commit order, to every listening process. A listener that was away reads the changes it
+missed by snapshot (`missed`), and the candles of changes by transaction (`read_back`).
 """
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 import psycopg
 
-from marketdata.adapters.postgres import catalog
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.pool import Database
 from marketdata.domain.candles import Candle
-
-_PAYLOAD_BYTES = 7000  # PostgreSQL refuses payloads of 8,000 bytes or more
-
-_CHANGED = """
-INSERT INTO candle_changes (ticker, tf_min, first_ts, last_ts, version)
-SELECT * FROM unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::timestamptz[],
-                     %s::int8[])
-RETURNING xid::text
-"""
 
 
 async def flush(cursor: Any) -> None:
@@ -39,51 +29,9 @@ async def flush(cursor: Any) -> None:
     await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, FLUSH))
 
 
-async def announce(cursor: Any, changes: catalog.Changes, version: int) -> None:
-    """In a write's transaction: log the series it changed and notify the listeners
-    (delivered when, and if, the transaction commits)."""
-    changed = sorted((k, c) for k, c in changes.items() if c.lo is not None and c.hi is not None)
-    if not changed:
-        return
-    await cursor.execute(
-        _CHANGED,
-        (
-            [k[0] for k, _ in changed],
-            [k[1] for k, _ in changed],
-            [c.lo for _, c in changed],
-            [c.hi for _, c in changed],
-            [version] * len(changed),
-        ),
-    )
-    row = await cursor.fetchone()
-    xid = int(row[0]) if row else 0
-    spans = [[k[0], k[1], _iso(c.lo), _iso(c.hi)] for k, c in changed]
-    for chunk in _chunks(spans):
-        payload = json.dumps({"x": xid, "v": version, "s": chunk}, separators=(",", ":"))
-        await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-
-
-def _iso(ts: datetime | None) -> str:
-    assert ts is not None
-    return ts.isoformat()
-
-
-def _chunks(items: list[list[Any]]) -> Iterable[list[list[Any]]]:
-    chunk: list[list[Any]] = []
-    size = 0
-    for item in items:
-        length = len(json.dumps(item)) + 1
-        if chunk and size + length > _PAYLOAD_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += length
-    if chunk:
-        yield chunk
-
-
 class Change(msgspec.Struct, frozen=True):
-    """One series changed by one committed transaction."""
+    """One series changed by one committed statement: `written` (rows first..last of the
+    transaction `xid`), `removed` (the run of candles first..last is gone) or `mended`."""
 
     xid: int
     ticker: str
@@ -91,6 +39,21 @@ class Change(msgspec.Struct, frozen=True):
     first: datetime
     last: datetime
     version: int
+    kind: str = "written"
+
+
+class Heard(msgspec.Struct, frozen=True):
+    """A notification: its transaction, and the tickers it changed (None: too many to name,
+    or all of them)."""
+
+    xid: int
+    tickers: frozenset[str] | None
+
+
+def parse(payload: str) -> Heard:
+    message = json.loads(payload)
+    tickers = message.get("t")
+    return Heard(int(message["x"]), frozenset(tickers) if tickers is not None else None)
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -112,20 +75,13 @@ class Snapshot(msgspec.Struct, frozen=True):
         return f"{self.xmin}:{self.xmax}:{','.join(map(str, sorted(self.running)))}"
 
 
-def parse(payload: str) -> tuple[int, list[Change]]:
-    """A notification's transaction and changes."""
-    message = json.loads(payload)
-    xid, version = int(message["x"]), int(message["v"])
-    return xid, [
-        Change(xid, ticker, tf_min, datetime.fromisoformat(a), datetime.fromisoformat(b), version)
-        for ticker, tf_min, a, b in message["s"]
-    ]
-
-
 async def current(conn: psycopg.AsyncConnection[Any]) -> Snapshot:
     row = await (await conn.execute("SELECT pg_current_snapshot()::text")).fetchone()
     assert row is not None
     return Snapshot.parse(row[0])
+
+
+_CHANGE = "xid::text, ticker, tf_min, first_ts, last_ts, version, kind"
 
 
 async def missed(
@@ -133,53 +89,68 @@ async def missed(
 ) -> list[Change]:
     """The changes of the transactions `now` sees and `before` did not, in version order."""
     cursor = await conn.execute(
-        "SELECT xid::text, ticker, tf_min, first_ts, last_ts, version FROM candle_changes"
+        f"SELECT {_CHANGE} FROM candle_changes"
         " WHERE pg_visible_in_snapshot(xid, %s::pg_snapshot)"
         " AND NOT pg_visible_in_snapshot(xid, %s::pg_snapshot) ORDER BY version",
         (now.text(), before.text()),
     )
-    return [Change(int(x), t, tf, a, b, v) for x, t, tf, a, b, v in await cursor.fetchall()]
+    return [_change(row) for row in await cursor.fetchall()]
+
+
+def _change(row: Sequence[Any]) -> Change:
+    xid, ticker, tf_min, first, last, version, kind = row
+    return Change(int(xid), ticker, tf_min, first, last, version, kind)
 
 
 async def prune(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("DELETE FROM candle_changes WHERE at < clock_timestamp() - interval '1 day'")
 
 
-# The candles of several changes, each read by its series, span and version (the index of
-# candles, series by series)
-_WRITTEN = f"""
-SELECT k.* FROM
-unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::timestamptz[], %s::int8[])
-    AS c(ticker, tf_min, first_ts, last_ts, version)
-CROSS JOIN LATERAL (
-    SELECT {COLUMNS}, revision, version FROM candles
-    WHERE ticker = c.ticker AND tf_min = c.tf_min AND ts >= c.first_ts AND ts <= c.last_ts
-      AND version = c.version
-    ORDER BY ts
-) k
+# The changes of some transactions, those of the series asked for with the candles each
+# wrote (read by series, span and transaction: the index of candles), one row per candle
+# (a change without candles: one row of NULLs); the changes of one transaction and series
+# are merged first, so that a candle two statements wrote comes once.
+_READ_BACK = f"""
+WITH ch AS (
+    SELECT xid, ticker, tf_min, kind, min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           max(version) AS version
+    FROM candle_changes
+    WHERE xid = ANY(%(xids)s::xid8[]) AND (ticker, tf_min) IN (
+        SELECT * FROM unnest(%(tickers)s::text[], %(tfs)s::int4[]))
+    GROUP BY xid, ticker, tf_min, kind, CASE WHEN kind = 'removed' THEN first_ts END
+)
+SELECT ch.xid::text, ch.ticker, ch.tf_min, ch.first_ts, ch.last_ts, ch.version, ch.kind, k.*
+FROM ch LEFT JOIN LATERAL (
+    SELECT {COLUMNS}, revision FROM candles c
+    WHERE ch.kind = 'written' AND c.ticker = ch.ticker AND c.tf_min = ch.tf_min
+      AND c.ts >= ch.first_ts AND c.ts <= ch.last_ts AND c.xact = ch.xid
+    ORDER BY c.ts
+) k ON true
+ORDER BY ch.version, ch.kind, ch.ticker, ch.tf_min, ch.first_ts
 """
 
 
-async def written(
-    database: Database, changes: Sequence[Change]
-) -> dict[tuple[str, int, int], list[Candle]]:
-    """The candles the changes wrote, with their revision, by (ticker, tf_min, version);
-    one query for them all."""
-    found: dict[tuple[str, int, int], list[Candle]] = {}
-    if not changes:
-        return found
+async def read_back(
+    database: Database, xids: Sequence[int], series: Sequence[tuple[str, int]]
+) -> list[tuple[Change, list[Candle]]]:
+    """The changes of these transactions to these series, in commit order, each with the
+    candles it wrote (their revision set); one query for them all."""
+    if not xids or not series:
+        return []
     rows = await database.fetch(
-        _WRITTEN,
-        (
-            [c.ticker for c in changes],
-            [c.tf_min for c in changes],
-            [c.first for c in changes],
-            [c.last for c in changes],
-            [c.version for c in changes],
-        ),
+        _READ_BACK,
+        {
+            "xids": [str(x) for x in xids],
+            "tickers": [t for t, _ in series],
+            "tfs": [tf for _, tf in series],
+        },
     )
-    for t, tf, ts, o, h, low, c, v, oi, revision, version in rows:
-        found.setdefault((t, tf, version), []).append(
-            Candle(t, tf, ts, o, h, low, c, v, oi, revision=revision)
-        )
-    return found
+    found: dict[tuple[int, str, int, str, datetime], tuple[Change, list[Candle]]] = {}
+    for row in rows:
+        change = _change(row[:7])
+        key = (change.xid, change.ticker, change.tf_min, change.kind, change.first)
+        _, candles = found.setdefault(key, (change, []))
+        if row[7] is not None:
+            ticker, tf_min, ts, o, h, low, c, v, oi, revision = row[7:]
+            candles.append(Candle(ticker, tf_min, ts, o, h, low, c, v, oi, revision=revision))
+    return list(found.values())

@@ -7,8 +7,9 @@ away from `candle_changes`, by snapshot: those its new snapshot sees and its las
 not (and it has not already delivered). Its snapshot moves on every few seconds, once a
 notification it sends itself proves that it has received everything committed before.
 
-The candles of a notification's changes are read back from the table in one query, once
-per process, and handed to the subscribers of those series, each with a bounded queue.
+The candles of the notifications heard are read back from the table in one query, once per
+process, and handed to the subscribers of those series, each with a bounded queue. A
+notification names its tickers: what this process knows of them is forgotten at once.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import select
 import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -25,17 +26,17 @@ import structlog
 
 from marketdata.adapters.postgres import changes
 from marketdata.adapters.postgres.buckets import CANDLE_ROWS, UTC_LABEL, bucketed
-from marketdata.adapters.postgres.changes import Change, Snapshot
+from marketdata.adapters.postgres.changes import Heard, Snapshot
 from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig, connect
-from marketdata.adapters.postgres.rollups import EPOCH
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import StoreUnavailable, TooSlow
 from marketdata.domain.replay import Stream, Wake
 
 log = structlog.get_logger(logger_name="marketdata.live")
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ADVANCE_EVERY = 5.0  # seconds between moves of the listener's snapshot
 _PRUNE_EVERY = 600.0
 _CATCH_UP_CHUNK = 500  # changes read back at a time after an outage
@@ -107,7 +108,7 @@ class PostgresLiveFeed:
         # what was heard, in order, for the delivery task: the listener goes straight back
         # to listening, so that every notification waiting is heard (and the tickers it
         # names forgotten) before a request trusts what this process knows
-        self._heard: asyncio.Queue[Sequence[Change]] = asyncio.Queue()
+        self._heard: asyncio.Queue[Heard] = asyncio.Queue()
         self._delivering: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -122,7 +123,9 @@ class PostgresLiveFeed:
 
     async def _deliver_forever(self) -> None:
         while True:
-            changed = await self._heard.get()
+            changed = [await self._heard.get()]
+            while not self._heard.empty():  # all that waits, in one read
+                changed.append(self._heard.get_nowait())
             for pause in (0.2, 0.4, 0.8, 1.6, 3.2, None):  # the pool may be coming back
                 try:
                     await self._deliver(changed)
@@ -233,27 +236,52 @@ class PostgresLiveFeed:
         ]
         if missed:
             log.info("live listener caught up", changes=len(missed))
+        by_xid: dict[int, set[str]] = {}
+        for change in missed:
+            by_xid.setdefault(change.xid, set()).add(change.ticker)
         self.known.forget({c.ticker for c in missed})
-        for at in range(0, len(missed), _CATCH_UP_CHUNK):
-            self._heard.put_nowait(missed[at : at + _CATCH_UP_CHUNK])
+        for xid, tickers in by_xid.items():
+            self._heard.put_nowait(Heard(xid, frozenset(tickers)))
 
     async def _notified(self, payload: str) -> None:
-        xid, changed = changes.parse(payload)
-        self.known.forget({change.ticker for change in changed})
-        if (self._snapshot is not None and self._snapshot.sees(xid)) or xid in self._seen:
+        heard = changes.parse(payload)
+        if heard.tickers is None:
+            self.known.reset(enabled=True)
+        else:
+            self.known.forget(heard.tickers)
+        if (self._snapshot is not None and self._snapshot.sees(heard.xid)) or (
+            heard.xid in self._seen
+        ):
             return  # delivered already (by the catch-up)
-        self._seen.add(xid)
-        self._heard.put_nowait(changed)
+        self._seen.add(heard.xid)
+        self._heard.put_nowait(heard)
 
     # delivery
 
-    async def _deliver(self, changed: Sequence[Change]) -> None:
-        """Hand the candles of the changes to their subscribers: stored series as written,
-        resampled ones as the bar each candle forms (computed once for all who watch it)."""
-        self.delivered += len(changed)
-        plans = []
-        for change in changed:
-            stored = self._subscribers.get((change.ticker, change.tf_min), set())
+    async def _deliver(self, heard: Sequence[Heard]) -> None:
+        """Hand the candles of the transactions heard to their subscribers: stored series as
+        written, resampled ones as the bar each candle forms (computed once for all who
+        watch it). Nothing is read when nobody watches what they changed."""
+        self.delivered += len(heard)
+        named = set().union(*(h.tickers for h in heard if h.tickers is not None))
+        every = any(h.tickers is None for h in heard)
+        watched = [t for t in self._by_ticker if every or t in named]
+        if not watched:
+            return
+        series: set[tuple[str, int]] = set()
+        for ticker in watched:
+            for subscription in self._by_ticker[ticker]:
+                for stream in subscription.streams:
+                    if stream.ticker == ticker:
+                        source = stream.resample.source_tf if stream.resample else stream.tf_min
+                        series.add((ticker, source))
+        read = await changes.read_back(self._db, [h.xid for h in heard], sorted(series))
+        for change, candles in read:
+            if change.kind != "written" or not candles:
+                continue
+            for subscription in self._subscribers.get((change.ticker, change.tf_min), ()):
+                for candle in candles:
+                    subscription.put(candle)
             formed: dict[Stream, list[Subscription]] = {}
             for subscription in self._by_ticker.get(change.ticker, ()):
                 for stream in subscription.streams:
@@ -264,16 +292,6 @@ class PostgresLiveFeed:
                     ):
                         key = Stream(stream.ticker, stream.tf_min, stream.resample)
                         formed.setdefault(key, []).append(subscription)
-            if stored or formed:
-                plans.append((change, stored, formed))
-        if not plans:
-            return
-        written = await changes.written(self._db, [change for change, _, _ in plans])
-        for change, stored, formed in plans:
-            candles = written.get((change.ticker, change.tf_min, change.version), [])
-            for subscription in stored:
-                for candle in candles:
-                    subscription.put(candle)
             for stream, subscriptions in formed.items():
                 for candle in candles:
                     bar = await self._forming(stream, candle)
