@@ -1,4 +1,4 @@
-// The chart page's script: a classic browser script, no modules, no build step.
+// The chart page's script: ES modules loaded by the browser as they are, no build step.
 import js from "@eslint/js";
 import globals from "globals";
 
@@ -6,6 +6,6 @@ export default [
   js.configs.recommended,
   {
     files: ["src/marketdata/entrypoints/web/static/**/*.js"],
-    languageOptions: { ecmaVersion: 2023, sourceType: "script", globals: globals.browser },
+    languageOptions: { ecmaVersion: 2023, sourceType: "module", globals: globals.browser },
   },
 ];

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with the project installed in .venv and Debian's chromium):
 
-    .venv/bin/python bench/chart_bench.py [--frames 60] [--admin-url postgresql://...]
+    .venv/bin/python bench/chart_bench.py [--frames 60] [--tz ZONE] [--admin-url postgresql://...]
 
 It creates a database `marketdata_chart_bench` on the local server, loads the 50,000 real
 five-minute SBER candles of shared/data/TQBR.SBER_M5.csv with `marketdata ingest`, starts
@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--chromium", default=CHROMIUM)
+    parser.add_argument("--tz", default="UTC", help="the chart's time zone (labels and ticks)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -112,7 +113,7 @@ def main() -> None:
                 page = browser.new_page(
                     viewport={"width": 1280, "height": 720}, device_scale_factor=dpr
                 )
-                page.goto(f"http://127.0.0.1:{port}/?ticker=SBER&tf=5")
+                page.goto(f"http://127.0.0.1:{port}/?ticker=SBER&tf=5&tz={args.tz}")
                 page.wait_for_function("window.marketdata && window.marketdata.state().drawn > 0")
                 while page.evaluate("window.marketdata.state().loaded") < 10_500:
                     loaded = page.evaluate("window.marketdata.state().loaded")
@@ -132,7 +133,10 @@ def main() -> None:
         server.wait()
         with psycopg.connect(args.admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    print(f"Chromium {version}, headless, 1280x720 viewport, {args.frames} frames each (ms)\n")
+    print(
+        f"Chromium {version}, headless, 1280x720 viewport, zone {args.tz},"
+        f" {args.frames} frames each (ms)\n"
+    )
     print(
         "| candles drawn | device pixel ratio | draw p50 | p95 | draw+raster p50 | p95"
         " | pan frame interval p50 | p95 |"

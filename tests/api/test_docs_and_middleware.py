@@ -1,15 +1,19 @@
 """OpenAPI documents, CORS and the access log: the parts of the app around the handlers."""
 
 import gc
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 from dishka import AsyncContainer
 from litestar import Request
 
+from marketdata.entrypoints import page as page_module
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, fake_store
 from tests.support import AppFactory, Client
@@ -44,6 +48,29 @@ def test_api_docs_load_nothing_from_another_host(fake_client: Client, page: str)
         assert len(response.content) > 1000 or asset.endswith((".png", ".ico")), asset
 
 
+def chart_modules(client: Client, page: str) -> list[str]:
+    """The chart's modules, through the page's import map: every one of them, each at a URL
+    that carries the digest of its content, and every module one imports is in the map."""
+    found = re.search(r'<script type="importmap">(.*?)</script>', page, re.DOTALL)
+    assert found, "the page has an import map"
+    imports: dict[str, str] = json.loads(found.group(1))["imports"]
+    folder = Path(page_module.__file__).with_name("web") / "static" / "chart"
+    assert sorted(imports) == sorted(f"/static/chart/{p.name}" for p in folder.glob("*.js"))
+    assert f'<script type="module" src="{imports["/static/chart/main.js"]}">' in page
+    texts = []
+    for name, url in imports.items():
+        assert f'<link rel="modulepreload" href="{url}">' in page
+        script = client.get(url)
+        assert script.status_code == 200, url
+        assert "javascript" in script.headers["content-type"]
+        assert url == f"{name}?v={hashlib.sha256(script.content).hexdigest()[:12]}"
+        for imported in re.findall(r'^import .* from "([^"]+)";$', script.text, re.MULTILINE):
+            assert imported.startswith("./"), imported  # no bare names: nothing outside the map
+            assert f"/static/chart/{imported[2:]}" in imports, imported
+        texts.append(script.text)
+    return texts
+
+
 def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs(
     app_factory: AppFactory,
 ) -> None:
@@ -58,13 +85,9 @@ def test_the_chart_page_owns_the_root_and_carries_the_settings_it_needs(
             assert '"maxLimit":300' in page.text
             assert '"minStep":0.5' in page.text
             assert '"defaultTf":15' in page.text
-        assert re.search(r'src="/static/chart\.js\?v=[0-9a-f]{12}"', page.text)
-        script = client.get("/static/chart.js")
-        assert script.status_code == 200
-        assert "javascript" in script.headers["content-type"]
         style = client.get("/static/chart.css")
-        for text in (page.text, script.text, style.text):  # nothing from another host
-            assert "http://" not in text
+        for text in (page.text, style.text, *chart_modules(client, page.text)):
+            assert "http://" not in text  # nothing from another host
             assert "https://" not in text
         assert style.headers["content-type"].startswith("text/css")
         assert client.get("/static/index.html").status_code == 404  # the template is not served

@@ -303,6 +303,7 @@ async def test_a_resampled_export_streams_whole_buckets(db_url: str) -> None:
 def test_coverage_equals_count_min_max(client: Client, db_url: str) -> None:
     insert(db_url, series("C", 40) + series("C", 7, tf_min=60) + series("D", 3))
     body = client.get("/symbols/C").json()
+    body.pop("served")  # below; the seed's fields are as they were
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT tf_min, min(ts), max(ts), count(*) FROM candles WHERE ticker = 'C'"
@@ -321,6 +322,25 @@ def test_coverage_equals_count_min_max(client: Client, db_url: str) -> None:
         ],
     }
     assert client.get("/symbols/NOPE").status_code == 404
+
+
+def test_coverage_lists_the_timeframes_that_can_be_served_and_each_is(
+    client: Client, db_url: str
+) -> None:
+    insert(db_url, series("C", 40) + series("C", 7, tf_min=60))
+    served = client.get("/symbols/C").json()["served"]
+    assert [s["tf_min"] for s in served] == [5, 10, 15, 30, 60, 120, 240, 360, 720, 1440, 10080]
+    sources = {s["tf_min"]: (s["source"], s["from_tf_min"]) for s in served}
+    assert sources[5] == ("stored", 5)
+    assert sources[60] == ("stored", 60)
+    assert sources[10] == ("resampled", 5)  # no rollup divides it
+    assert {sources[tf][0] for tf in (15, 1440)} <= {"rollup", "resampled"}
+    assert {sources[tf][1] for tf in sources if tf not in (5, 60)} == {5}
+    for s in served:
+        answer = client.get("/candles", params={"ticker": "C", "tf_min": s["tf_min"]})
+        assert answer.status_code == 200, s
+        assert answer.json()["count"] > 0
+    assert client.get("/candles", params={"ticker": "C", "tf_min": 3}).status_code == 404
 
 
 def test_gaps_show_the_feed_holes_of_a_real_file(loaded: Client) -> None:

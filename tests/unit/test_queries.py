@@ -1,3 +1,4 @@
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -6,6 +7,7 @@ from marketdata.domain.bar_options import bar_options
 from marketdata.domain.candles import Order
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.queries import CandleQueries, QueryLimits
+from marketdata.domain.timeframes import Holdings, Rollup
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, resample_reference
 
@@ -94,9 +96,35 @@ async def test_export_is_uncapped_and_not_found_comes_first(queries: CandleQueri
         await queries.export("AAA", limit=2**70)
 
 
+class RollupsReady(InMemoryCandleRepository):
+    """The fake, with rollups ready (the in-memory one keeps none)."""
+
+    rollups: tuple[Rollup, ...] = ()
+
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        held = await super().holdings(tickers)
+        return Holdings(held.series, self.rollups)
+
+
+async def test_rollups_made_ready_change_what_served_says_and_its_version() -> None:
+    repo = RollupsReady(series("AAA", 300))
+    queries = CandleQueries(repo, QueryLimits(default_tf_min=5, max_limit=250))
+    before = await queries.coverage_version("AAA")
+    assert {s.tf_min: s.source for s in await queries.served("AAA")}[60] == "resampled"
+    repo.rollups = (Rollup(15), Rollup(60))
+    assert {s.tf_min: s.source for s in await queries.served("AAA")}[60] == "rollup"
+    assert await queries.coverage_version("AAA") != before  # no 304 with the old sources
+    assert await queries.coverage_version("ZZZ") is None
+
+
 async def test_coverage_and_gaps(queries: CandleQueries, repo: InMemoryCandleRepository) -> None:
     coverage = await queries.coverage("AAA")
     assert [(c.tf_min, c.count) for c in coverage] == [(5, 300), (60, 10)]
+    served = {s.tf_min: (s.source, s.from_tf_min) for s in await queries.served("AAA")}
+    assert served[5] == ("stored", 5)
+    assert served[60] == ("stored", 60)
+    assert served[1440] == ("resampled", 5)  # the fake keeps no rollups
+    assert 1 not in served
     assert (await queries.gaps("AAA", 5, None, None)).gaps == []
     repo.stored = [
         c

@@ -15,11 +15,14 @@ from marketdata.domain.bar_options import (
 )
 from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.timeframes import (
+    COMMON_TF_MINS,
     Resample,
     Rollup,
     Series,
+    Served,
     aligned,
     rollup_of,
+    servable,
     serving,
 )
 
@@ -89,6 +92,42 @@ def test_a_rollup_must_be_made_of_the_same_stored_timeframe() -> None:
 def test_no_rollups_kept_means_today_s_rule() -> None:
     assert serving(1440, held(1, 5)).resample == Resample(1)
     assert not serving(7, held(5), BarOptions(), DEFAULT_ROLLUPS).available
+
+
+def test_servable_lists_stored_and_common_timeframes_as_serving_serves_them() -> None:
+    # 5 and 60 stored (and an odd 7): rollups of 15 and 1440 kept, of 60 too but 60 is stored
+    served = servable(held(5, 7, 60), DEFAULT_ROLLUPS)
+    assert served == [
+        Served(5, "stored", 5),
+        Served(7, "stored", 7),
+        Served(10, "resampled", 5),
+        Served(15, "rollup", 5),
+        Served(30, "rollup", 5),  # two 15-minute rows a bar
+        Served(60, "stored", 60),
+        Served(120, "rollup", 5),  # the finest divisor is 5: the 15-minute rollup, not 60
+        Served(240, "rollup", 5),
+        Served(360, "rollup", 5),
+        Served(720, "rollup", 5),
+        Served(1440, "rollup", 5),
+        Served(10080, "rollup", 5),
+    ]
+    # the same rule as `serving`, for every timeframe listed, and nothing it cannot serve
+    for s in served:
+        plan = serving(s.tf_min, held(5, 7, 60), BarOptions(), DEFAULT_ROLLUPS)
+        assert plan.available
+        assert (plan.resample.source_tf if plan.resample else s.tf_min) == s.from_tf_min
+    offered = {s.tf_min for s in served}
+    assert all(not serving(tf, held(5, 7, 60)).available for tf in set(COMMON_TF_MINS) - offered)
+
+
+def test_servable_without_rollups_resamples_and_takes_other_candidates() -> None:
+    assert servable(held(1440)) == [Served(1440, "stored", 1440), Served(10080, "resampled", 1440)]
+    assert servable(held(3), candidates=[2, 6, 9]) == [
+        Served(3, "stored", 3),
+        Served(6, "resampled", 3),
+        Served(9, "resampled", 3),
+    ]
+    assert servable([], DEFAULT_ROLLUPS) == []
 
 
 def test_alignment_follows_the_zone_over_the_series_span_only() -> None:

@@ -18,7 +18,7 @@ from marketdata.domain.candles import (
 )
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Export, Gap
-from marketdata.domain.timeframes import Resample, Serving, serving
+from marketdata.domain.timeframes import Resample, Served, Serving, servable, serving
 
 T = TypeVar("T")
 
@@ -221,6 +221,11 @@ class CandleQueries:
             raise NotFound(f"No candles found for ticker {ticker!r}")
         return [Coverage(s.tf_min, s.first, s.last, s.count) for s in held.series]
 
+    async def served(self, ticker: str) -> list[Served]:
+        """The timeframes the ticker can be served at, and how (`servable`)."""
+        held = await self._repository.holdings([ticker_of(ticker)])
+        return servable(held.series, held.rollups)
+
     async def gaps(
         self, ticker: str, tf_min: int | None, min_gap: int | None, limit: int | None
     ) -> GapReport:
@@ -283,10 +288,14 @@ class CandleQueries:
         """A version of everything `symbols` answers."""
         return await self._repository.catalog_version()
 
-    async def coverage_version(self, ticker: str) -> int | None:
-        """A version of everything `coverage` answers for this ticker."""
+    async def coverage_version(self, ticker: str) -> str | None:
+        """A version of everything `coverage` and `served` answer for this ticker: its
+        series', and the rollups ready (`served` says which timeframes they serve)."""
         held = await self._repository.holdings([ticker_of(ticker)])
-        return max((s.version for s in held.series), default=None)
+        version = max((s.version for s in held.series), default=None)
+        if version is None:
+            return None
+        return ".".join([str(version), *map(str, sorted(held.rollups))])
 
     async def _plan(self, ticker: str, tf_min: int, options: BarOptions) -> Serving:
         held = await self._repository.holdings([ticker])

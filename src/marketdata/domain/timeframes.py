@@ -13,6 +13,7 @@ of `candles` for every writer).
 import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -169,6 +170,42 @@ def _fits(
         return aligned(rollup.tf_min, options.tz, first, last)
     # local days of the same zone, counted from the same local midnight
     return rollup.tz == options.tz
+
+
+# The timeframes a client is offered besides the stored ones, when they can be served:
+# the minutes, hours, days and week that charting tools list.
+COMMON_TF_MINS = (1, 2, 3, 5, 10, 15, 30, 60, 120, 240, 360, 720, 1440, 10080)
+Source = Literal["stored", "rollup", "resampled"]
+
+
+class Served(msgspec.Struct, frozen=True):
+    """A timeframe a ticker can be served at, and how: as `stored`, read from a `rollup`,
+    or `resampled` from the stored candles of `from_tf_min` (a rollup is made of them too;
+    for a stored timeframe, itself)."""
+
+    tf_min: int
+    source: Source
+    from_tf_min: int
+
+
+def servable(
+    series: Iterable[Series],
+    rollups: Iterable[Rollup] = (),
+    candidates: Iterable[int] = COMMON_TF_MINS,
+) -> list[Served]:
+    """The stored timeframes and those of `candidates` that `serving` can serve, finest
+    first, each with how it serves them in UTC buckets. A zone, day start or session may
+    take another rollup, or none, but never changes which timeframes can be served."""
+    held, kept = tuple(series), tuple(rollups)
+    served: list[Served] = []
+    for tf_min in sorted({s.tf_min for s in held} | set(candidates)):
+        plan = serving(tf_min, held, rollups=kept)
+        if plan.resample is not None:
+            source: Source = "rollup" if plan.resample.rollup is not None else "resampled"
+            served.append(Served(tf_min, source, plan.resample.source_tf))
+        elif plan.available:
+            served.append(Served(tf_min, "stored", tf_min))
+    return served
 
 
 def aligned(rollup: int, tz: str, first: datetime, last: datetime) -> bool:

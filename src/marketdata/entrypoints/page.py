@@ -3,6 +3,9 @@ with their scripts and style sheets served from installed packages.
 
 Nothing is fetched from elsewhere: the pages work offline. The settings the chart needs (the
 replay's pace bounds, MAX_LIMIT, the default timeframe) are written into it once, at start-up.
+The chart's script is ES modules under `static/chart/`, loaded as they are (no build step):
+an import map written into the page sends each module's URL to the same URL with the digest
+of its content, so a browser never pairs this page with a cached module of another version.
 Swagger UI and ReDoc are the builds that `drf-spectacular-sidecar` distributes (it follows
 their releases); its files are read from where it is installed, never imported (its package
 imports Django, which nothing here needs).
@@ -21,6 +24,7 @@ from litestar.static_files import create_static_files_router
 from marketdata.entrypoints.settings import Settings
 
 WEB = Path(__file__).with_name("web")
+MODULES = "chart"  # the chart page's modules: /static/chart/*.js, main.js the entry
 
 
 class PageConfig(msgspec.Struct, rename="camel"):
@@ -45,19 +49,41 @@ class ChartPage(OpenAPIRenderPlugin):
             default_step=settings.ws_default_step_seconds,
             default_tf=settings.default_tf_min,
         )
-        # JSON inside <script>: "<" escaped, so no value can close the element
-        script = msgspec.json.encode(config).decode().replace("<", "\\u003c")
-        # the files' digest in their URLs: a browser never pairs this page with a cached
-        # script or style sheet of another version
-        digest = hashlib.sha256()
-        for name in ("chart.js", "chart.css"):
-            digest.update((WEB / "static" / name).read_bytes())
-        template = (WEB / "index.html").read_text(encoding="utf-8")
-        html = template.replace("{{CONFIG}}", script).replace("{{ASSETS}}", digest.hexdigest()[:12])
+        modules = _module_urls()
+        preloads = "\n".join(f'<link rel="modulepreload" href="{url}">' for url in modules.values())
+        html = (
+            (WEB / "index.html")
+            .read_text(encoding="utf-8")
+            .replace("{{CONFIG}}", _in_script(config))
+            .replace("{{STYLE}}", _versioned("chart.css"))
+            .replace("{{IMPORTS}}", _in_script({"imports": modules}))
+            .replace("{{PRELOADS}}", preloads)
+            .replace("{{MAIN}}", modules[f"/static/{MODULES}/main.js"])
+        )
         self._html = html.encode()
 
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         return self._html
+
+
+def _versioned(name: str) -> str:
+    """The URL of a file under static/, with the digest of its content."""
+    digest = hashlib.sha256((WEB / "static" / name).read_bytes()).hexdigest()[:12]
+    return f"/static/{name}?v={digest}"
+
+
+def _module_urls() -> dict[str, str]:
+    """The chart page's import map: the URL of each of its modules, as the modules import
+    one another, to that URL with the module's digest."""
+    return {
+        f"/static/{MODULES}/{path.name}": _versioned(f"{MODULES}/{path.name}")
+        for path in sorted((WEB / "static" / MODULES).glob("*.js"))
+    }
+
+
+def _in_script(value: object) -> str:
+    """JSON inside <script>: "<" escaped, so no value can close the element."""
+    return msgspec.json.encode(value).decode().replace("<", "\\u003c")
 
 
 def _sidecar() -> Path:

@@ -8,6 +8,7 @@ import msgspec
 
 from marketdata.domain.candles import Candle
 from marketdata.domain.ports import Coverage
+from marketdata.domain.timeframes import Served
 
 
 class CandleIn(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -49,7 +50,8 @@ class ProbeBody(msgspec.Struct, omit_defaults=True):
 
 class CoverageBody(msgspec.Struct):
     ticker: str
-    timeframes: list[Coverage]
+    timeframes: list[Coverage]  # what is stored
+    served: list[Served]  # what can be served: stored, rollup or resampled
 
 
 class WrittenBody(msgspec.Struct):

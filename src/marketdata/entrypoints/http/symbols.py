@@ -64,8 +64,14 @@ class SymbolsController(Controller):
 
     @get(
         "/{ticker:str}",
-        summary="What is stored for a ticker",
-        description="For each stored timeframe: the first and last candle's `ts` and the count.",
+        summary="What is stored for a ticker, and what can be served",
+        description="`timeframes`: for each stored timeframe, the first and last candle's `ts` "
+        "and the count. `served`: the stored timeframes and the common ones (1, 2, 3, 5, 10, "
+        "15 and 30 minutes; 1, 2, 4, 6 and 12 hours; a day; a week) that can be served, finest "
+        "first, each with its `source`: `stored`, `rollup` (resampled, read from a rollup kept "
+        "at write time) or `resampled` (from the stored candles), and `from_tf_min`, the stored "
+        "timeframe its bars are made of. Any other multiple of a stored timeframe can be "
+        "served too.",
         tags=["coverage"],
         responses={404: NOT_FOUND, 422: INVALID, 500: INTERNAL, 503: UNAVAILABLE},
     )
@@ -81,7 +87,8 @@ class SymbolsController(Controller):
         tag = caching.etag(settings, version) if version is not None else None
         if tag is not None and caching.matches(request.headers.get("if-none-match"), tag):
             return caching.not_modified(settings, tag)
-        body = CoverageBody(ticker=ticker, timeframes=await queries.coverage(ticker))
+        stored = await queries.coverage(ticker)
+        body = CoverageBody(ticker=ticker, timeframes=stored, served=await queries.served(ticker))
         return Response(body, headers=caching.headers(settings, tag) if tag else None)
 
     @get(
