@@ -7,7 +7,11 @@ Usage (from the repository root, with the project installed in .venv):
 
 Creates `marketdata_bench_live` on the local PostgreSQL, starts two `marketdata serve`
 processes on it (WORKERS=1 each), opens the subscribers (`WS /ws/live`), half on each
-instance, each on one of `tickers` (50), then posts `rate` candles a second, 10 per request
+instance, each on one of `tickers` (50); with `--resampled-every N`, every Nth subscriber
+watches its ticker's minutes as 5-minute bars in New York's time, labelled by their close
+(forming bars: one query per write builds them for every such subscriber of a ticker, and
+their last versions are checked against REST afterwards). It then posts `rate` candles a
+second, 10 per request
 (one candle each for 10 tickers), to the two instances in turn; one write in a hundred
 rewrites the candles of a write half a second before with another close (a correction:
 revision 1). Each candle's volume is
@@ -57,6 +61,10 @@ class Message(msgspec.Struct):
     error: str | None = None
     candle: Candle | None = None
     revision: int | None = None
+    final: bool | None = None
+
+
+RESAMPLED = "tf_min=5&tz=America/New_York&label=close"
 
 
 decode = msgspec.json.Decoder(Message).decode
@@ -182,11 +190,28 @@ async def write_for(
     return writer, elapsed
 
 
+def rest_bars(port: int, ticker: str) -> dict[str, float]:
+    """The 5-minute bars REST answers for a ticker since START (close by label)."""
+    query = f"/candles/range?ticker={ticker}&{RESAMPLED}&start=2030-01-01T00:00:00Z"
+    query += "&end=2031-01-01T00:00:00Z"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{query}", timeout=10) as r:
+        return {c["ts"]: c["close"] for c in json.loads(r.read())["data"]}
+
+
 async def run(
-    ports: list[int], tickers: int, subscribers: int, rate: int, seconds: float, rss: Any, cpu: Any
+    ports: list[int],
+    tickers: int,
+    subscribers: int,
+    rate: int,
+    seconds: float,
+    rss: Any,
+    cpu: Any,
+    resampled_every: int = 0,
 ) -> dict[str, Any]:
     names = [f"L{i:04d}" for i in range(tickers)]
     received: dict[int, list[tuple[str, int, float]]] = defaultdict(list)
+    bars: dict[int, dict[str, float]] = defaultdict(dict)  # resampled: last close by bar
+    resampled = {i for i in range(subscribers) if resampled_every and i % resampled_every == 0}
     arrivals: list[tuple[float, float]] = []  # (when, the candle's volume)
     refused: list[str] = []
     clients = []
@@ -202,15 +227,19 @@ async def run(
             now = time.time()
             m = decode(payload)
             if m.type == "CANDLE" and m.candle is not None:
-                received[i].append((m.candle.ts, m.revision or 0, m.candle.close))
-                arrivals.append((now, m.candle.volume))
+                if i in resampled:
+                    bars[i][m.candle.ts] = m.candle.close
+                else:
+                    received[i].append((m.candle.ts, m.revision or 0, m.candle.close))
+                    arrivals.append((now, m.candle.volume))
             elif m.type == "STATUS" and m.message == "error":
                 refused.append(m.error or "")
 
         port = ports[i % len(ports)]
+        query = RESAMPLED if i in resampled else "tf_min=1"
         clients.append(
             await Client.connect(
-                f"ws://127.0.0.1:{port}/ws/live?ticker={ticker}&tf_min=1", on_text, lambda _: None
+                f"ws://127.0.0.1:{port}/ws/live?ticker={ticker}&{query}", on_text, lambda _: None
             )
         )
         if i % 100 == 99:
@@ -229,6 +258,8 @@ async def run(
     # one, and no (ts, revision) comes twice.
     lost = repeated = wrong = superseded = 0
     for i in range(subscribers):
+        if i in resampled:
+            continue
         book = written[names[i % len(names)]]
         last: dict[str, int] = {}
         for ts, _, _ in book:
@@ -247,6 +278,15 @@ async def run(
             lost += missing
             repeated += len(got) - len(set(got))
         superseded += len(book) - len(got)
+    # the resampled: each bar's last version (by its close time) as REST builds it
+    truth = {t: rest_bars(ports[0], t) for t in {names[i % len(names)] for i in resampled}}
+    checked = sum(len(truth[names[i % len(names)]]) for i in resampled)
+    bars_wrong = sum(
+        1
+        for i in resampled
+        for ts, close in truth[names[i % len(names)]].items()
+        if bars[i].get(ts) != close
+    )
     for client in clients:
         client.close()
     ms = sorted((now - stamp) * 1000 for now, stamp in arrivals)
@@ -269,6 +309,9 @@ async def run(
         ),
         "revisions superseded before they were read back": superseded,
         "subscribers cut": len(refused),
+        "resampled subscribers; bars whose last version differs from REST": (
+            f"{len(resampled)}; {bars_wrong} of {checked}"
+        ),
         "server RSS per subscriber KiB": (connected - before) / subscribers,
         "CPU cores busy while writing: servers / PostgreSQL / this client": (
             " / ".join(f"{u:.2f}" for u in used)
@@ -283,6 +326,7 @@ def main() -> None:
     parser.add_argument("--tickers", type=int, default=50, help="a multiple of 10")
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--resampled-every", type=int, default=0)
     parser.add_argument("--admin-url", default=ADMIN_URL)
     args = parser.parse_args()
     url = prepare(args.admin_url)
@@ -306,6 +350,7 @@ def main() -> None:
                     postgres_cpu_seconds(),
                     time.process_time(),
                 ),
+                args.resampled_every,
             )
         )
         for name, value in result.items():

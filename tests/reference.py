@@ -70,6 +70,17 @@ class Spec:
             return bucket + self.stride
         return instant(local(bucket, self.zone) + self.stride, self.zone)
 
+    def last_close(self, bucket: datetime, source_tf: int) -> datetime:
+        """When the last source candle the bucket can hold closes: its close, or the end of
+        the last session before it when the session leaves the bucket's end out."""
+        close = local(bucket, self.zone) + self.stride
+        if self.session is None or in_session(
+            (close - timedelta(minutes=source_tf)).time(), self.session
+        ):
+            return instant(close, self.zone)
+        ends = datetime.combine(close.date(), self.session[1])
+        return instant(ends if ends <= close else ends - timedelta(days=1), self.zone)
+
     def after(self, bucket: datetime) -> datetime:
         """The next bucket's label, stepping in local time (stored: in UTC)."""
         return self.close(bucket)
@@ -161,15 +172,17 @@ def wire_bar(spec: Spec, ticker: str, bar: dict[str, Any]) -> dict[str, Any]:
 
 def forming(spec: Spec, candles: list[Candle], ticker: str, source_tf: int) -> list[dict[str, Any]]:
     """The messages of a forming replay: a bar per source candle as it stands with it, and
-    whether it is the bar's last update."""
+    whether it is the bar's last update: a later candle is in another bucket, or the candle
+    closes when the last one its bucket can hold does."""
     kept = sorted((c for c in candles if spec.keeps(c)), key=lambda c: c.ts)
     out = []
     for i, candle in enumerate(kept):
         bucket = spec.bucket(candle.ts)
         group = [c for c in kept[: i + 1] if spec.bucket(c.ts) == bucket]
         bar = aggregate(spec, group)[0]
-        final = i + 1 == len(kept) or spec.bucket(kept[i + 1].ts) != bucket
-        out.append({"candle": wire_bar(spec, ticker, bar), "final": final})
+        later = i + 1 < len(kept) and spec.bucket(kept[i + 1].ts) != bucket
+        complete = candle.ts + timedelta(minutes=source_tf) >= spec.last_close(bucket, source_tf)
+        out.append({"candle": wire_bar(spec, ticker, bar), "final": later or complete})
     return out
 
 

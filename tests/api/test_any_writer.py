@@ -171,11 +171,22 @@ def test_every_read_follows_another_program_s_writes(
         corrected = [json.loads(live.receive_text(timeout=10)) for _ in range(3)]
         assert {m.get("revision") for m in corrected} == {1}
         sql("UPDATE candles SET ts = ts + interval '1 day' WHERE ticker = 'NEWCO'")
-        moved_keys = [json.loads(live.receive_text(timeout=10))["candle"] for _ in range(2)]
-        assert [c["ts"] for c in moved_keys] == ["2024-01-03T14:30:00Z", "2024-01-03T14:35:00Z"]
+        gone, *moved_keys = [json.loads(live.receive_text(timeout=10)) for _ in range(3)]
+        assert (gone["type"], gone["ticker"], gone["start"], gone["end"]) == (
+            "REMOVED",
+            "NEWCO",
+            "2024-01-02T14:30:00Z",
+            "2024-01-02T14:35:00Z",
+        )
+        assert [m["candle"]["ts"] for m in moved_keys] == [
+            "2024-01-03T14:30:00Z",
+            "2024-01-03T14:35:00Z",
+        ]
         converged(warm, app_factory, URLS)
 
         sql(f"DELETE FROM candles WHERE ticker = 'ACME' AND ts > '{WEEK[0]}' AND ts < '{WEEK[1]}'")
+        deleted = json.loads(live.receive_text(timeout=10))
+        assert (deleted["type"], deleted["start"]) == ("REMOVED", "2024-01-02T14:35:00Z")
         rows = "\n".join(
             f"ACME\t5\t{(newer + timedelta(minutes=5 * i)).isoformat()}\t1\t2\t0.5\t1.5\t7"
             for i in range(1, 40)

@@ -71,8 +71,8 @@ def test_live_sends_each_committed_candle_with_revisions(
         assert [m["seq"] for m in got] == [0, 1, 2, 3]
         assert [(m["candle"]["ticker"], m["candle"]["ts"], m.get("revision")) for m in got] == [
             ("LA", "2024-06-03T13:30:00Z", None),
-            ("LA", "2024-06-03T13:35:00Z", None),  # one write: its series in key order
-            ("LB", "2024-06-03T13:30:00Z", None),
+            ("LB", "2024-06-03T13:30:00Z", None),  # one write: in replay order (close, ticker)
+            ("LA", "2024-06-03T13:35:00Z", None),
             ("LA", "2024-06-03T13:30:00Z", 1),  # written again with other values
         ]
         assert got[3]["candle"]["close"] == 99.5
@@ -111,6 +111,41 @@ def test_replay_runs_into_live_without_a_gap_or_a_repeat_while_writes_arrive(
     with psycopg.connect(db_url) as conn:
         stored = conn.execute("SELECT count(*) FROM candles WHERE ticker = 'RL'").fetchone()
     assert stored == (len(stamps),)
+
+
+def test_a_replay_goes_live_while_a_writer_keeps_writing(
+    app_factory: AppFactory, db_url: str
+) -> None:
+    """A busy series: 20 candles every 50 ms throughout, faster than the replay plays them.
+    The replay plays what was there once it subscribed and goes live while the writer still
+    writes (it once waited for the writer to stop); every candle exactly once, in order."""
+    history = 300
+    Writer(db_url, [[row("BZ", i) for i in range(history)]]).run()
+    extra = 150 * 20  # 7.5 s of writes at twice the replay's pace
+    writes = [[row("BZ", history + w * 20 + i) for i in range(20)] for w in range(150)]
+    writer = Writer(db_url, writes, pause=0.05)
+    with (
+        app_factory(ws_page_size=20) as client,
+        client.websocket_connect("/ws/replay?ticker=BZ&step_seconds=0.005&live=true") as ws,
+    ):
+        assert receive(ws)["message"] == "replay_starting"
+        writer.start()
+        candles: list[dict[str, Any]] = []
+        live_while_writing = None
+        deadline = time.monotonic() + 60
+        while len(candles) < history + extra and time.monotonic() < deadline:
+            message = receive(ws)
+            if message["type"] == "CANDLE":
+                candles.append(message)
+            elif message["message"] == "live":
+                live_while_writing = writer.is_alive()
+        writer.join()
+        assert writer.error is None
+        ws.send_text(json.dumps({"action": "stop"}))
+    assert live_while_writing is True
+    assert [m["seq"] for m in candles] == list(range(history + extra))
+    stamps = [m["candle"]["ts"] for m in candles]
+    assert stamps == sorted(set(stamps))
 
 
 def test_a_seek_into_the_past_goes_back_to_replay_then_live_again(

@@ -6,12 +6,14 @@ is cut, never the others."""
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from marketdata.adapters.postgres.live import PostgresLiveFeed
+from marketdata.adapters.postgres.live import EVENT_BYTES, LiveLimits, PostgresLiveFeed
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
+from marketdata.domain.bar_options import BarOptions, bar_options
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import TooSlow
 from marketdata.domain.ingest import Row
@@ -30,10 +32,12 @@ def row(ticker: str, i: int, price: float = 100.0, tf: int = 5) -> Row:
 class Instance:
     """A process's share of the service: a pool and a live feed."""
 
-    def __init__(self, url: str, listen_url: str | None = None) -> None:
+    def __init__(
+        self, url: str, listen_url: str | None = None, limits: LiveLimits | None = None
+    ) -> None:
         self.database = Database(DatabaseConfig(url=url, pool_min_size=1))
         self.feed = PostgresLiveFeed(
-            DatabaseConfig(url=listen_url or url, connect_timeout=2), self.database
+            DatabaseConfig(url=listen_url or url, connect_timeout=2), self.database, None, limits
         )
 
     async def __aenter__(self) -> "Instance":
@@ -75,10 +79,10 @@ async def test_every_instance_receives_each_commit_and_corrections_carry_revisio
     async with Instance(db_url) as one, Instance(db_url) as two:
         wakes = [Wake(), Wake()]
         subs = [
-            one.feed.subscribe([Stream("LV", 5)], 100, wakes[0]),
-            two.feed.subscribe([Stream("LV", 5)], 100, wakes[1]),
+            one.feed.subscribe([Stream("LV", 5)], wakes[0]),
+            two.feed.subscribe([Stream("LV", 5)], wakes[1]),
         ]
-        other = one.feed.subscribe([Stream("ELSE", 5)], 100, Wake())
+        other = one.feed.subscribe([Stream("ELSE", 5)], Wake())
         await writer.write([row("LV", i) for i in range(3)])
         await writer.write([row("LV", 1, price=101)])  # a correction
         await writer.write([row("LV", 2)])  # the same values: nothing is written
@@ -105,7 +109,7 @@ async def test_a_resampled_stream_gets_forming_bars(
 ) -> None:
     async with Instance(db_url) as instance:
         wake = Wake()
-        sub = instance.feed.subscribe([Stream("FM", 15, Resample(5))], 100, wake)
+        sub = instance.feed.subscribe([Stream("FM", 15, Resample(5))], wake)
         await writer.write([row("FM", 0, 100)])
         await writer.write([row("FM", 1, 103)])
         await writer.write([row("FM", 2, 102)])
@@ -122,7 +126,7 @@ async def test_a_listener_cut_off_catches_up_without_a_gap(
 ) -> None:
     async with Instance(db_url, listen_url=through(proxy, db_url)) as instance:
         wake = Wake()
-        sub = instance.feed.subscribe([Stream("CUT", 5)], 10_000, wake)
+        sub = instance.feed.subscribe([Stream("CUT", 5)], wake)
         written = 0
 
         async def write(n: int) -> None:
@@ -145,18 +149,31 @@ async def test_a_listener_cut_off_catches_up_without_a_gap(
         assert instance.feed.connected.is_set()
 
 
-async def test_a_slow_subscriber_is_cut_and_the_others_go_on(
+async def test_a_subscriber_that_stops_taking_is_cut_one_that_takes_never(
     db_url: str, writer: PostgresCandleWriter
 ) -> None:
-    async with Instance(db_url) as instance:
-        slow_wake, fast_wake = Wake(), Wake()
-        slow = instance.feed.subscribe([Stream("SL", 5)], 5, slow_wake)
-        fast = instance.feed.subscribe([Stream("SL", 5)], 1000, fast_wake)
-        await writer.write([row("SL", i) for i in range(20)])
-        got = await received(fast, fast_wake, 20)
-        assert len(got) == 20
-        with pytest.raises(TooSlow, match="LIVE_QUEUE_MAX"):
-            slow.take(100)
+    """Backpressure by progress: a burst far past what a count bound would allow reaches a
+    subscriber that keeps taking; one that takes nothing is cut when its events pass the
+    byte bound, or when it took none for the stall time while some waited."""
+    async with Instance(db_url, limits=LiveLimits(max_bytes=100 * EVENT_BYTES)) as small:
+        stalled_wake, taking_wake = Wake(), Wake()
+        stalled = small.feed.subscribe([Stream("SL", 5)], stalled_wake)
+        taking = small.feed.subscribe([Stream("SL", 5)], taking_wake)
+        got: list[Candle] = []
+        for burst in range(5):  # 5 x 80 candles: each taken before the next burst
+            await writer.write([row("SL", burst * 80 + i) for i in range(80)])
+            got += await received(taking, taking_wake, 80)
+        assert [c.ts for c in got] == [START + timedelta(minutes=5 * i) for i in range(400)]
+        with pytest.raises(TooSlow, match="LIVE_MAX_BYTES"):
+            stalled.take(100)
+        assert stalled.cut.is_set()
+    async with Instance(db_url, limits=LiveLimits(stall_seconds=0.5)) as patient:
+        wake = Wake()
+        idle = patient.feed.subscribe([Stream("ST", 5)], wake)
+        await writer.write([row("ST", 0)])
+        await asyncio.wait_for(idle.cut.wait(), 5)  # the listener's sweep, within a second
+        with pytest.raises(TooSlow, match="LIVE_STALL_SECONDS"):
+            idle.take(100)
 
 
 async def test_an_idle_listener_keeps_its_connection_and_what_it_knows(db_url: str) -> None:
@@ -167,3 +184,47 @@ async def test_an_idle_listener_keeps_its_connection_and_what_it_knows(db_url: s
         await asyncio.sleep(2.5)
         assert one.feed.connected.is_set()
         assert one.feed.known.epoch == epoch, "the listener reconnected while idle"
+
+
+class Counting(Database):
+    """The pool, counting the statements it runs."""
+
+    statements = 0
+
+    async def fetch(self, query: Any, params: Any) -> list[tuple[Any, ...]]:
+        Counting.statements += 1
+        return await super().fetch(query, params)
+
+
+async def test_a_write_reaches_each_group_of_resampled_streams_with_one_query(
+    db_url: str, writer: PostgresCandleWriter
+) -> None:
+    """However many candles a write holds: one query reads them back, and one more builds
+    the bars of each group of streams built alike (subscribers of the same bars share it)."""
+    ny = BarOptions("America/New_York")
+    session = bar_options("America/New_York", None, "09:30-16:00")
+    streams = [
+        Stream("QC", 60, Resample(1)),
+        Stream("QC", 60, Resample(1)),  # the same bars: the same query
+        Stream("QC", 60, Resample(1), options=ny),
+        Stream("QC", 1440, Resample(1), options=session),
+        Stream("QC", 1),
+    ]
+    await writer.write([row("QC", 0, tf=1)])
+    database = Counting(DatabaseConfig(url=db_url, pool_min_size=1))
+    feed = PostgresLiveFeed(DatabaseConfig(url=db_url, connect_timeout=2), database)
+    await database.open()
+    await feed.start()
+    try:
+        await asyncio.wait_for(feed.connected.wait(), 10)
+        wakes = [Wake() for _ in streams]
+        subs = [feed.subscribe([s], w) for s, w in zip(streams, wakes, strict=True)]
+        Counting.statements = 0
+        await writer.write([row("QC", i, tf=1) for i in range(1, 501)])
+        got = [await received(s, w, 1) for s, w in zip(subs, wakes, strict=True)]
+        await asyncio.sleep(0.3)
+        assert all(got)
+        assert Counting.statements == 1 + 3  # read back, then the three kinds of bars
+    finally:
+        await feed.close()
+        await database.close()

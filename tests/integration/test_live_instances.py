@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.integration.test_faults import rss_kib
 from tests.support import free_port, metric, run, served
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -98,10 +99,72 @@ def test_writes_through_any_instance_or_ingest_reach_both(tmp_path: Path, db_url
     assert seen_two == expected
 
 
+def test_readers_get_a_whole_burst_a_stalled_client_is_cut_and_memory_stays_bounded(
+    tmp_path: Path, db_url: str, unused_port: int
+) -> None:
+    """40,000 candles in 10 POSTs: two clients reading as fast as they can get every one
+    (no count bound cuts them); one that stops reading is cut (a STATUS, then 1008) once
+    it makes no progress, and the server's memory grows by far less than 100 MB."""
+    env = {"API_KEYS": KEY, "LIVE_STALL_SECONDS": "3", "LOG_LEVEL": "WARNING"}
+    total, posts = 40_000, 10
+    with served(tmp_path, db_url, unused_port, **env) as server:
+        uri = f"ws://127.0.0.1:{unused_port}/ws/live?ticker=SL&tf_min=1"
+
+        async def scenario() -> tuple[list[int], list[dict[str, Any]], int | None, int]:
+            async with (
+                connect(uri, max_queue=1, write_limit=1) as stalled,
+                connect(uri, max_queue=None) as one,
+                connect(uri, max_queue=None) as two,
+            ):
+                # the stalled client stops reading at once: its kernel buffers fill, then
+                # its queue on the server
+                stalled.transport.pause_reading()
+                await one.recv()
+                await two.recv()
+                before = rss_kib(server.process.pid)
+
+                async def read_all(reader: Any) -> int:
+                    got = 0
+                    async with asyncio.timeout(90):
+                        while got < total:
+                            message = json.loads(await reader.recv())
+                            assert message["type"] == "CANDLE", message
+                            got += 1
+                    return got
+
+                reading = [asyncio.create_task(read_all(r)) for r in (one, two)]
+                size = total // posts
+                bodies = [
+                    [candle("SL", i) for i in range(start, start + size)]
+                    for start in range(0, total, size)
+                ]  # all at once: the burst arrives faster than the readers drain it
+                await asyncio.gather(*(asyncio.to_thread(post, unused_port, b) for b in bodies))
+                got = list(await asyncio.gather(*reading))
+                grown = rss_kib(server.process.pid) - before
+                await asyncio.sleep(4)  # past LIVE_STALL_SECONDS: the sweep cuts it
+                stalled.transport.resume_reading()
+                kept: list[dict[str, Any]] = []
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(10):
+                        async for raw in stalled:
+                            kept.append(json.loads(raw))
+                return got, kept, stalled.close_code, grown
+
+        got, kept, code, grown = asyncio.run(scenario())
+        assert server.process.poll() is None
+    assert got == [total, total]  # both readers got everything
+    assert grown < 100 * 1024, f"{grown} KiB"
+    assert len([m for m in kept if m["type"] == "CANDLE"]) < total
+    assert code == 1008
+    last = kept[-1]
+    assert (last["type"], last["message"]) == ("STATUS", "error")
+    assert "LIVE_STALL_SECONDS" in last["error"] or "LIVE_MAX_BYTES" in last["error"]
+
+
 def test_a_client_that_stops_reading_is_cut_and_the_others_go_on(
     tmp_path: Path, db_url: str, unused_port: int
 ) -> None:
-    env = {"API_KEYS": KEY, "LIVE_QUEUE_MAX": "1000", "LOG_LEVEL": "WARNING"}
+    env = {"API_KEYS": KEY, "LIVE_MAX_BYTES": "256000", "LOG_LEVEL": "WARNING"}
     total = 30_000  # ~250 bytes each as JSON: more than the kernel's buffers hold
     with served(tmp_path, db_url, unused_port, **env) as server:
         uri = f"ws://127.0.0.1:{unused_port}/ws/live?ticker=SL&tf_min=1"
@@ -147,7 +210,7 @@ def test_a_client_that_stops_reading_is_cut_and_the_others_go_on(
     assert reader_got == total  # the other client got everything
     last = kept[-1]
     assert (last["type"], last["message"]) == ("STATUS", "error")
-    assert "LIVE_QUEUE_MAX" in last["error"]
+    assert "LIVE_MAX_BYTES" in last["error"] or "LIVE_STALL_SECONDS" in last["error"]
     assert len([m for m in kept if m["type"] == "CANDLE"]) < total
     assert code == 1008
     assert metric(text, "marketdata_live_subscribers") == 0

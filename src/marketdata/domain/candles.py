@@ -39,6 +39,20 @@ class Candle(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     revision: int = 0
 
 
+class Removed(msgspec.Struct, frozen=True):
+    """A live event: the bars of a series opening in [start, end] are gone (their candles
+    deleted, by DELETE /candles or any writer); bars of that span still there are sent again
+    after it."""
+
+    ticker: str
+    tf_min: int
+    start: datetime
+    end: datetime
+
+
+LiveEvent = Candle | Removed
+
+
 class Order(enum.StrEnum):
     ASC = "asc"
     DESC = "desc"

@@ -7,7 +7,7 @@ from dishka import Provider, Scope, from_context, provide
 from marketdata.adapters.clock import SystemClock
 from marketdata.adapters.columnar import ArrowBodies
 from marketdata.adapters.postgres.known import KnownSeries
-from marketdata.adapters.postgres.live import PostgresLiveFeed
+from marketdata.adapters.postgres.live import LiveLimits, PostgresLiveFeed
 from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
@@ -79,9 +79,15 @@ class PostgresProvider(Provider):
 
     @provide
     async def live(
-        self, config: DatabaseConfig, database: Database, metrics: Metrics, known: KnownSeries
+        self,
+        config: DatabaseConfig,
+        database: Database,
+        metrics: Metrics,
+        known: KnownSeries,
+        settings: Settings,
     ) -> AsyncIterator[LiveFeed]:
-        feed = PostgresLiveFeed(config, database, known)
+        limits = LiveLimits(settings.live_max_bytes, settings.live_stall_seconds)
+        feed = PostgresLiveFeed(config, database, known, limits)
         await feed.start()
         metrics.watch_live(lambda: feed.subscribers, lambda: feed.delivered)
         yield feed

@@ -132,6 +132,18 @@ class CandleMessage(msgspec.Struct, omit_defaults=True):
     revision: int | None = None  # live: a candle written again with other values
 
 
+class RemovedMessage(msgspec.Struct):
+    """Live: the bars of a series opening in [start, end] are gone (their candles deleted);
+    those of that span still there follow, each with its revision."""
+
+    type: Literal["REMOVED"]
+    ticker: str
+    tf_min: int
+    start: datetime
+    end: datetime
+    seq: int
+
+
 class CandlesMessage(msgspec.Struct, omit_defaults=True):
     """Several candles in one frame (`batch=N`); `seq` is the first one's."""
 

@@ -37,9 +37,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ws_max_sessions: Positive = 1000
     # Candles read per page of a replay (two pages at most are in memory per session).
     ws_page_size: Positive = 100
-    # Live candles that may wait for one client; a client that lets more pile up is cut
-    # (close 1008, a STATUS first): a slow reader never holds the others back.
-    live_queue_max: Positive = 10_000
+    # A live client that does not keep up is cut (close 1008, a STATUS first), so that a
+    # slow reader never holds the others back nor the server's memory: once the events
+    # waiting for it pass LIVE_MAX_BYTES (about 256 bytes each), or when it took none for
+    # LIVE_STALL_SECONDS while some waited. A client that keeps reading is never cut.
+    live_max_bytes: Positive = 32 * 2**20
+    live_stall_seconds: PositiveFloat = 10.0
     db_connect_timeout: PositiveFloat = 5.0
     db_command_timeout: PositiveFloat = 30.0
     db_pool_min_size: Positive = 2

@@ -16,7 +16,7 @@ from dishka.integrations.litestar import FromDishka, inject_websocket
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from marketdata.domain.candles import Candle
+from marketdata.domain.candles import Candle, Removed
 from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.replay import (
     Clock,
@@ -44,6 +44,7 @@ from marketdata.entrypoints.replay_query import (
 from marketdata.entrypoints.schemas import (
     CandleMessage,
     CandlesMessage,
+    RemovedMessage,
 )
 from marketdata.entrypoints.settings import Settings
 
@@ -80,21 +81,35 @@ class WebSocketSink:
             raise ClientGone from error
 
     async def candles(self, seq: int, candles: list[Candle]) -> None:
-        # `final` and `revision` go on the message (a kline's flag), not in the candle
-        forming = candles[0].final is not None
-        finals = [bool(c.final) for c in candles] if forming else None
+        # `final` (forming bars) and `revision` go on the message (a kline's flag), not in
+        # the candle; each candle its own (a step may hold stored and forming bars)
+        finals = [c.final for c in candles]
         revisions = [c.revision for c in candles]
-        if forming or any(revisions):
-            candles = [msgspec.structs.replace(c, final=None, revision=0) for c in candles]
+        if any(f is not None for f in finals) or any(revisions):
+            candles = [
+                msgspec.structs.replace(c, final=None, revision=0)
+                if c.final is not None or c.revision
+                else c
+                for c in candles
+            ]
         if self._batched:
-            frame = CandlesMessage("CANDLES", candles, seq, finals)
+            forming = [bool(f) for f in finals] if any(f is not None for f in finals) else None
+            frame = CandlesMessage("CANDLES", candles, seq, forming)
             await self._send(_encode(frame))
         else:
             for i, candle in enumerate(candles):
-                final = finals[i] if finals is not None else None
-                message = CandleMessage("CANDLE", candle, seq + i, final, revisions[i] or None)
+                message = CandleMessage("CANDLE", candle, seq + i, finals[i], revisions[i] or None)
                 await self._send(_encode(message))
         self._metrics.candles_sent += len(candles)
+
+    async def removed(self, seq: int, removed: Removed) -> None:
+        await self._send(
+            _encode(
+                RemovedMessage(
+                    "REMOVED", removed.ticker, removed.tf_min, removed.start, removed.end, seq
+                )
+            )
+        )
 
     async def status(self, status: ReplayStatus) -> None:
         await self._send(_encode(status_message(status)))
@@ -170,19 +185,23 @@ async def _receive_commands(socket: Socket, session: ReplaySession, sink: WebSoc
 
 async def _play(
     socket: Socket, session: ReplaySession, sink: WebSocketSink, stop: asyncio.Event
-) -> Literal["ended", "left", "shutdown"]:
-    """Play until the replay ends, the client leaves or the server shuts down: the replay,
-    the client's commands and the shutdown signal in one task group, the first to finish
-    ending the others. Raises what the replay raised."""
+) -> Literal["ended", "left", "shutdown", "cut"]:
+    """Play until the replay ends, the client leaves, it is cut for reading too slowly (even
+    while a send to it waits) or the server shuts down: the replay, the client's commands
+    and those signals in one task group, the first to finish ending the others. Raises what
+    the replay raised."""
     async with asyncio.TaskGroup() as group:
         run = group.create_task(session.run())
         receive = group.create_task(_receive_commands(socket, session, sink))
         shutdown = group.create_task(stop.wait())
-        await asyncio.wait((run, receive, shutdown), return_when=asyncio.FIRST_COMPLETED)
-        for task in (run, receive, shutdown):
+        cut = group.create_task(session.cut.wait())
+        await asyncio.wait((run, receive, shutdown, cut), return_when=asyncio.FIRST_COMPLETED)
+        for task in (run, receive, shutdown, cut):
             task.cancel()
     if not run.cancelled():
         return "ended"
+    if not cut.cancelled():
+        return "cut"
     return "shutdown" if not shutdown.cancelled() else "left"
 
 
@@ -275,7 +294,6 @@ async def _session(
                 batch=request.batch,
                 live=live if request.live or not history else None,
                 history=history,
-                live_capacity=settings.live_queue_max,
             )
             await session.prepare()
         except DomainError as error:
@@ -291,6 +309,11 @@ async def _session(
             await _close(socket, CLOSE_NORMAL)
         elif ended == "shutdown":
             await _refuse(socket, sink, session.status("server_shutdown"), CLOSE_GOING_AWAY)
+        elif ended == "cut":
+            slow = session.status(
+                "error", error=f"the client reads too slowly: {session.cut_reason}"
+            )
+            await _refuse(socket, sink, slow, CLOSE_POLICY)
     except* ClientGone:
         pass
     except* DomainError as failed:

@@ -7,10 +7,17 @@ come from one ordered aggregate of a composite (`candle_edge`): each ordered agg
 its group, so one is a third of the sorting of three.
 """
 
-# A candle's bucket: from the epoch in UTC, or in local time of a zone (its 23- and 25-hour
-# days included), labelled by its start. Parameters: stride, and epoch or tz and origin.
-UTC_LABEL = "date_bin(%(stride)s, ts, %(epoch)s)"
-LOCAL_LABEL = "date_bin(%(stride)s, ts AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s"
+
+def label(at: str) -> str:
+    """The bucket of the instant `at` (an SQL expression): counted in local time of a zone
+    (its 23- and 25-hour days included) from `origin` (bar_options.BarOptions.origin: the
+    epoch, weeks from a Monday, plus the day start), labelled by its start. The one rule for
+    reads, replays and live bars (the rollups' own is the database's `candle_buckets`, which
+    counts from the same origins). Parameters: stride, tz, origin."""
+    return f"date_bin(%(stride)s, ({at}) AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s"
+
+
+LOCAL_LABEL = label("ts")
 
 # A candle as the Candle struct has it (the seed's columns may be numeric, openint NULL)
 COLUMNS = (

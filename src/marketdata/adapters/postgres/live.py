@@ -1,5 +1,5 @@
 """Live candles across processes, through PostgreSQL's own LISTEN/NOTIFY (see `changes`
-for what each write announces).
+for what each write announces, whoever writes).
 
 Each process has one listener: a connection of its own, outside the pool, that reconnects
 by itself. Coming back, it reads the changes of the transactions committed while it was
@@ -7,39 +7,47 @@ away from `candle_changes`, by snapshot: those its new snapshot sees and its las
 not (and it has not already delivered). Its snapshot moves on every few seconds, once a
 notification it sends itself proves that it has received everything committed before.
 
-The candles of the notifications heard are read back from the table in one query, once per
-process, and handed to the subscribers of those series, each with a bounded queue. A
-notification names its tickers: what this process knows of them is forgotten at once.
+The changes of the notifications heard are read back from the table in one query, once per
+process; each stream built otherwise than as stored (resampled, or kept to a session) then
+gets its bars from the same statements as history (`bars.py`), one query per group of
+streams built alike and change. A notification names its tickers: what this process knows
+of them is forgotten at once.
 """
 
 import asyncio
 import contextlib
+import heapq
 import select
 import time
 from collections import deque
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
+import msgspec
 import psycopg
 import structlog
 
 from marketdata.adapters.postgres import changes
-from marketdata.adapters.postgres.buckets import CANDLE_ROWS, UTC_LABEL, bucketed
-from marketdata.adapters.postgres.changes import Heard, Snapshot
+from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql, shape_of
+from marketdata.adapters.postgres.changes import Change, Heard, Snapshot
 from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig, connect
-from marketdata.domain.candles import Candle
+from marketdata.adapters.postgres.reads import holdings_of
+from marketdata.domain.bar_options import BarOptions, Fill
+from marketdata.domain.candles import Candle, LiveEvent, Order, Removed, TimeRange
 from marketdata.domain.errors import StoreUnavailable, TooSlow
-from marketdata.domain.replay import Stream, Wake
+from marketdata.domain.replay import ReplaySelection, Stream, Wake, key_of
+from marketdata.domain.replay.selection import planned_stream
+from marketdata.domain.timeframes import Resample
 
 log = structlog.get_logger(logger_name="marketdata.live")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ADVANCE_EVERY = 5.0  # seconds between moves of the listener's snapshot
 _PRUNE_EVERY = 600.0
-_CATCH_UP_CHUNK = 500  # changes read back at a time after an outage
+# An event's share of the bytes a client has not taken yet: about a candle's JSON message
+EVENT_BYTES = 256
 
 
 def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -50,52 +58,127 @@ def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
         return True
 
 
+class LiveLimits(msgspec.Struct, frozen=True):
+    """When a client that does not keep up is cut (LIVE_MAX_BYTES, LIVE_STALL_SECONDS): its
+    events waiting past `max_bytes`, or none taken for `stall_seconds` while some wait. A
+    client that keeps taking is never cut for the size of a burst below `max_bytes`."""
+
+    max_bytes: int = 32 * 2**20
+    stall_seconds: float = 10.0
+
+
 class Subscription:
-    """One client's live candles: a bounded queue, and a Wake set when something arrives."""
+    """One client's live events: a queue bounded by progress, and a Wake set when something
+    arrives; `cut` is set (with the reason) when the client is cut, whatever it is doing."""
 
     def __init__(
-        self, feed: "PostgresLiveFeed", streams: Sequence[Stream], capacity: int, wake: Wake
+        self,
+        feed: "PostgresLiveFeed",
+        streams: Sequence[Stream],
+        limits: LiveLimits,
+        wake: Wake,
+        cut: asyncio.Event,
     ) -> None:
         self._feed = feed
         self.streams = tuple(streams)
-        self.capacity = capacity
+        self.limits = limits
         self.wake = wake
-        self._queue: deque[Candle] = deque()
-        self.overflowed = False
+        self.cut = cut
+        self._queue: deque[LiveEvent] = deque()
+        self.progress = time.monotonic()  # the last take, or when the queue was empty
+        self.reason: str | None = None
 
-    def put(self, candle: Candle) -> None:
-        if self.overflowed:
+    def put(self, events: Iterable[LiveEvent]) -> None:
+        if self.reason is not None:
             return
-        if len(self._queue) >= self.capacity:
-            self.overflowed = True
-            self._queue.clear()  # nothing more is kept for a client that is cut
-        else:
-            self._queue.append(candle)
+        if not self._queue:
+            self.progress = time.monotonic()  # it had taken everything
+        self._queue.extend(events)
+        if len(self._queue) * EVENT_BYTES > self.limits.max_bytes:
+            self._cut(
+                f"more than {self.limits.max_bytes:,} bytes of live events waited for it"
+                " (LIVE_MAX_BYTES)"
+            )
         self.wake.set()
 
-    def take(self, most: int) -> list[Candle]:
-        """What arrived, oldest first, at most `most`; raises TooSlow when cut."""
-        if self.overflowed:
-            raise TooSlow(
-                f"the client reads too slowly: more than {self.capacity} candles waited for it"
-                " (LIVE_QUEUE_MAX)"
+    def stalled(self, now: float) -> None:
+        """Cut the client when events wait and it took none for too long."""
+        if self._queue and self.reason is None and now - self.progress > self.limits.stall_seconds:
+            self._cut(
+                f"it took no live event for {self.limits.stall_seconds:g} s while"
+                f" {len(self._queue):,} waited (LIVE_STALL_SECONDS)"
             )
-        taken: list[Candle] = []
+
+    def touch(self) -> None:
+        self.progress = time.monotonic()
+
+    def _cut(self, reason: str) -> None:
+        self.reason = reason
+        self._queue.clear()  # nothing more is kept for a client that is cut
+        self.cut.set()
+        self.wake.set()
+
+    def take(self, most: int) -> list[LiveEvent]:
+        """What arrived, oldest first, at most `most`; raises TooSlow when cut."""
+        if self.reason is not None:
+            raise TooSlow(f"the client reads too slowly: {self.reason}")
+        taken: list[LiveEvent] = []
         while self._queue and len(taken) < most:
             taken.append(self._queue.popleft())
+        self.progress = time.monotonic()
         return taken
 
     def close(self) -> None:
         self._feed.unsubscribe(self)
 
 
+class _Built(msgspec.Struct, frozen=True):
+    """Streams whose live bars one statement builds, for every ticker at once: the same
+    timeframe, made of the same stored timeframe (None: stored itself), cut by the same
+    options (a label or a fill changes nothing of what is read)."""
+
+    tf_min: int
+    source_tf: int | None
+    options: BarOptions
+
+    @classmethod
+    def of(cls, stream: Stream) -> "_Built":
+        cut = msgspec.structs.replace(stream.options, label=None, fill=Fill.NONE)
+        source = stream.resample.source_tf if stream.resample is not None else None
+        return cls(stream.tf_min, source, cut)
+
+    @property
+    def reads(self) -> int:
+        """The stored timeframe its bars are made of."""
+        return self.source_tf if self.source_tf is not None else self.tf_min
+
+
+def _plain(stream: Stream) -> bool:
+    """Sent as written: a stored timeframe not kept to a session."""
+    return stream.resample is None and stream.options.session is None
+
+
+def _order(event: LiveEvent) -> tuple[datetime, int, str, int]:
+    """Events of one delivery in replay order (close, timeframe, ticker); a Removed before
+    the bars of its span sent again."""
+    if isinstance(event, Removed):
+        return event.start, event.tf_min, event.ticker, 0
+    key = key_of(event)
+    return key.close, key.tf_min, key.ticker, 1
+
+
 class PostgresLiveFeed:
     """LiveFeed over LISTEN/NOTIFY; one per process."""
 
     def __init__(
-        self, config: DatabaseConfig, database: Database, known: KnownSeries | None = None
+        self,
+        config: DatabaseConfig,
+        database: Database,
+        known: KnownSeries | None = None,
+        limits: LiveLimits | None = None,
     ) -> None:
         self.known = known or KnownSeries()
+        self.limits = limits or LiveLimits()
         self._config = config
         self._db = database
         self._subscribers: dict[tuple[str, int], set[Subscription]] = {}
@@ -138,8 +221,10 @@ class PostgresLiveFeed:
 
     # subscriptions
 
-    def subscribe(self, streams: Sequence[Stream], capacity: int, wake: Wake) -> Subscription:
-        subscription = Subscription(self, streams, capacity, wake)
+    def subscribe(
+        self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event | None = None
+    ) -> Subscription:
+        subscription = Subscription(self, streams, self.limits, wake, cut or asyncio.Event())
         for stream in subscription.streams:
             self._subscribers.setdefault((stream.ticker, stream.tf_min), set()).add(subscription)
             self._by_ticker.setdefault(stream.ticker, set()).add(subscription)
@@ -217,9 +302,17 @@ class PostgresLiveFeed:
                 if time.monotonic() - pruned > _PRUNE_EVERY:
                     await changes.prune(conn)
                     pruned = time.monotonic()
+                self._sweep()
         finally:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    def _sweep(self) -> None:
+        """Cut the subscribers that have stopped taking what waits for them."""
+        now = time.monotonic()
+        for held in list(self._by_ticker.values()):
+            for subscription in list(held):
+                subscription.stalled(now)
 
     async def _advance(self, conn: psycopg.AsyncConnection[Any]) -> str:
         """Take a new snapshot and notify ourselves: when that notification arrives, every
@@ -259,73 +352,180 @@ class PostgresLiveFeed:
     # delivery
 
     async def _deliver(self, heard: Sequence[Heard]) -> None:
-        """Hand the candles of the transactions heard to their subscribers: stored series as
-        written, resampled ones as the bar each candle forms (computed once for all who
-        watch it). Nothing is read when nobody watches what they changed."""
+        """Hand the changes of the transactions heard to their subscribers, each in its own
+        streams' bars (built as history builds them), in replay order within the delivery.
+        Nothing is read when nobody watches what they changed."""
         self.delivered += len(heard)
         named = set().union(*(h.tickers for h in heard if h.tickers is not None))
         every = any(h.tickers is None for h in heard)
         watched = [t for t in self._by_ticker if every or t in named]
         if not watched:
             return
+        await self._planned(watched)
+        built: dict[_Built, dict[str, list[Subscription]]] = {}
         series: set[tuple[str, int]] = set()
         for ticker in watched:
             for subscription in self._by_ticker[ticker]:
                 for stream in subscription.streams:
-                    if stream.ticker == ticker:
-                        source = stream.resample.source_tf if stream.resample else stream.tf_min
-                        series.add((ticker, source))
+                    if stream.ticker != ticker:
+                        continue
+                    if _plain(stream):
+                        series.add((ticker, stream.tf_min))
+                    else:
+                        group = _Built.of(stream)
+                        built.setdefault(group, {}).setdefault(ticker, []).append(subscription)
+                        series.add((ticker, group.reads))
         read = await changes.read_back(self._db, [h.xid for h in heard], sorted(series))
+        out: dict[Subscription, list[LiveEvent]] = {}
         for change, candles in read:
-            if change.kind != "written" or not candles:
-                continue
             for subscription in self._subscribers.get((change.ticker, change.tf_min), ()):
-                for candle in candles:
-                    subscription.put(candle)
-            formed: dict[Stream, list[Subscription]] = {}
-            for subscription in self._by_ticker.get(change.ticker, ()):
-                for stream in subscription.streams:
-                    if (
-                        stream.ticker == change.ticker
-                        and stream.resample is not None
-                        and stream.resample.source_tf == change.tf_min
-                    ):
-                        key = Stream(stream.ticker, stream.tf_min, stream.resample)
-                        formed.setdefault(key, []).append(subscription)
-            for stream, subscriptions in formed.items():
-                for candle in candles:
-                    bar = await self._forming(stream, candle)
-                    if bar is not None:
-                        for subscription in subscriptions:
-                            subscription.put(bar)
+                plain = [s for s in subscription.streams if s.tf_min == change.tf_min]
+                if plain and _plain(plain[0]):
+                    out.setdefault(subscription, []).extend(_as_stored(change, candles))
+        for group, watchers in built.items():
+            altered = [
+                (change, candles)
+                for change, candles in read
+                if change.ticker in watchers
+                and change.tf_min == group.reads
+                and change.kind != "mended"
+            ]
+            if not altered:
+                continue
+            for (change, _), events in zip(altered, await self._bars(group, altered), strict=True):
+                for subscription in watchers[change.ticker]:
+                    out.setdefault(subscription, []).extend(events)
+        for subscription, events in out.items():
+            subscription.put(heapq.nsmallest(len(events), events, key=_order))
 
-    async def _forming(self, stream: Stream, candle: Candle) -> Candle | None:
-        """The bar of `stream` that holds `candle`, as it stands (UTC buckets); final when
-        the candle is the last its bucket can hold."""
-        assert stream.resample is not None
+    async def _planned(self, tickers: list[str]) -> None:
+        """Streams subscribed before anything could make them (a ticker with no candles
+        yet), planned again as history would now, once their ticker's candles arrive."""
+        waiting = [
+            sub
+            for t in tickers
+            for sub in self._by_ticker[t]
+            if any(not s.available and s.ticker == t for s in sub.streams)
+        ]
+        if not waiting:
+            return
+        held = await holdings_of(
+            self._db, sorted({s.ticker for sub in waiting for s in sub.streams})
+        )
+        for sub in waiting:
+            sub.streams = tuple(
+                s
+                if s.available
+                else planned_stream(
+                    s.ticker,
+                    s.tf_min,
+                    ReplaySelection((s.ticker,), (s.tf_min,), options=s.options, forming=True),
+                    held.of(s.ticker),
+                    held.rollups,
+                )
+                for s in sub.streams
+            )
+
+    async def _bars(
+        self, group: _Built, altered: list[tuple[Change, list[Candle]]]
+    ) -> list[list[LiveEvent]]:
+        """The bars of a group of streams that each change alters, from one statement for
+        them all: for candles appended, each one's bar as it stands (a bar before them now
+        final too); otherwise each bar changed as it stands now, with the change's version
+        as its revision; a removed span first as a Removed of the buckets it touched."""
+        if group.source_tf is None:  # a stored timeframe kept to a session
+            return [
+                _stored_in_session(await self._read_stored(group, change), change, candles)
+                for change, candles in altered
+            ]
+        resample = Resample(group.source_tf)
         rows = await self._db.fetch(
-            _FORMING,
-            {
-                "ticker": stream.ticker,
-                "source": stream.resample.source_tf,
-                "at": candle.ts,
-                "stride": timedelta(minutes=stream.tf_min),
-                "epoch": EPOCH,
+            forming_sql(
+                shape_of(group.tf_min, resample, group.options, Order.ASC, False, live=True)
+            ),
+            bars_params("", group.tf_min, resample, group.options, limit=None, forming=True)
+            | {
+                "tickers": [c.ticker for c, _ in altered],
+                "firsts": [c.first for c, _ in altered],
+                "lasts": [c.last for c, _ in altered],
+                "xids": [str(c.xid) for c, _ in altered],
             },
         )
-        if not rows:
-            return None
-        bucket, o, h, low, c, v, oi, _ = rows[0]
-        closes = bucket + timedelta(minutes=stream.tf_min)
-        final = candle.ts + timedelta(minutes=candle.tf_min) >= closes
-        return Candle(
-            stream.ticker, stream.tf_min, bucket, o, h, low, c, v, oi, ts_close=closes, final=final
+        each: dict[int, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            each.setdefault(row[0], []).append(row[1:])
+        return [
+            _formed(group, change, candles, each.get(i, []))
+            for i, (change, candles) in enumerate(altered, 1)
+        ]
+
+    async def _read_stored(self, group: _Built, change: Change) -> list[tuple[Any, ...]]:
+        if change.kind != "written":
+            return []
+        return await self._db.fetch(
+            bars_sql(shape_of(group.tf_min, None, group.options, Order.ASC, ranged=True)),
+            bars_params(
+                change.ticker,
+                group.tf_min,
+                None,
+                group.options,
+                limit=None,
+                time_range=TimeRange(change.first, change.last),
+            ),
         )
 
 
-# The bucket (UTC, from the epoch) that holds %(at)s, made of its stored candles so far
-_FORMING = bucketed(
-    f"SELECT {CANDLE_ROWS} FROM candles WHERE ticker = %(ticker)s AND tf_min = %(source)s"
-    f" AND ts >= {UTC_LABEL.replace('ts,', '%(at)s::timestamptz,')} AND ts <= %(at)s",
-    UTC_LABEL,
-).encode()
+def _as_stored(change: Change, candles: list[Candle]) -> list[LiveEvent]:
+    if change.kind == "removed":
+        return [Removed(change.ticker, change.tf_min, change.first, change.last)]
+    return list(candles) if change.kind == "written" else []
+
+
+def _formed(
+    group: _Built, change: Change, candles: list[Candle], rows: list[tuple[Any, ...]]
+) -> list[LiveEvent]:
+    """One change's events from its rows of the live forming statement: (first bucket,
+    last bucket, then each bar: bucket, open .. openint, its candle's close, final,
+    complete, its candle's open), in time order."""
+    events: list[LiveEvent] = []
+    if change.kind == "removed" and rows:
+        events.append(Removed(change.ticker, group.tf_min, rows[0][0], rows[0][1]))
+    written = {c.ts: c.revision for c in candles}
+    by_bucket: dict[datetime, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[2] is not None:
+            by_bucket.setdefault(row[2], []).append(row[2:])
+    for bucket, held in by_bucket.items():
+        if change.kind == "removed":  # each bar of the span left, as it stands now
+            if rows[0][0] <= bucket <= rows[0][1]:
+                events.append(_forming(change.ticker, group.tf_min, held[-1], change.version))
+            continue
+        since = [b for b in held if b[10] >= change.first]
+        if not since:  # the bar before the change, final now that a later one began
+            if held[-1][8] and not held[-1][9]:
+                events.append(_forming(change.ticker, group.tf_min, held[-1], 0))
+        elif all(written.get(b[10]) == 0 for b in since):  # appended
+            events += [_forming(change.ticker, group.tf_min, b, 0) for b in since]
+        else:  # corrected, or a candle arrived out of order
+            events.append(_forming(change.ticker, group.tf_min, since[-1], change.version))
+    return events
+
+
+def _stored_in_session(
+    rows: list[tuple[Any, ...]], change: Change, candles: list[Candle]
+) -> list[LiveEvent]:
+    """A stored timeframe kept to a session: the candles written that the session keeps
+    (the rows of the history's statement), with their revision; a removed span as is."""
+    if change.kind == "removed":
+        return [Removed(change.ticker, change.tf_min, change.first, change.last)]
+    kept = {row[0] for row in rows}
+    return [c for c in candles if c.ts in kept]
+
+
+def _forming(ticker: str, tf_min: int, row: tuple[Any, ...], revision: int) -> Candle:
+    """A bar of the live forming statement: ordered by its source candle's close
+    (`ts_close`, as in replay), `final` as the statement says."""
+    bucket, o, h, low, c, v, oi, closes, final = row[:9]
+    return Candle(
+        ticker, tf_min, bucket, o, h, low, c, v, oi, ts_close=closes, final=final, revision=revision
+    )

@@ -16,18 +16,22 @@ async def pages(
     page_size: int,
     prefetch_at: float = 0.5,
     first: list[Candle] | None = None,
+    until: ReplayKey | None = None,
 ) -> AsyncGenerator[Candle, None]:
     """Candles in replay order, read a page at a time (`first`: the first page, already
-    read). The next page is asked for once a part (`prefetch_at`) of the current one has
-    played, so a replay left early costs one read, not two, and it is read while the rest
-    plays: at most two pages are in memory whatever the replay's length. Sessions started
-    together and paced alike would all ask at once: each has its own `prefetch_at`."""
+    read), up to `until` (included) when given. The next page is asked for once a part
+    (`prefetch_at`) of the current one has played, so a replay left early costs one read,
+    not two, and it is read while the rest plays: at most two pages are in memory whatever
+    the replay's length. Sessions started together and paced alike would all ask at once:
+    each has its own `prefetch_at`."""
     page = first if first is not None else await source.page(selection, after, page_size)
     pending: asyncio.Task[list[Candle]] | None = None
     try:
         while page:
             ask = int(len(page) * prefetch_at) if len(page) == page_size else -1
             for i, candle in enumerate(page):
+                if until is not None and key_of(candle) > until:
+                    return
                 if i == ask:
                     pending = asyncio.ensure_future(
                         source.page(selection, key_of(page[-1]), page_size)

@@ -1,13 +1,14 @@
 """What the replay engine needs from outside: candle pages, a clock, and a sink for what it
 sends."""
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 import msgspec
 
-from marketdata.domain.candles import Candle
+from marketdata.domain.candles import Candle, LiveEvent, Removed
 from marketdata.domain.replay.pacing import Wake
 from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, Stream
 from marketdata.domain.timeframes import Holdings
@@ -40,20 +41,33 @@ class ReplaySource(Protocol):
 
 
 class Subscription(Protocol):
-    """Live candles of some streams, committed after it began, in commit order per series
-    (forming bars of resampled streams); a correction carries its `revision`."""
+    """Live events of some streams, committed after it began, in commit order, and in replay
+    order within a commit: each stream's bars as history builds them (forming bars of
+    resampled streams, each final when its bucket is), a correction with its `revision`,
+    and `Removed` for deleted spans."""
 
-    def take(self, most: int) -> list[Candle]:
-        """What arrived, oldest first, at most `most`; raises TooSlow when more than its
-        bound waited (the client is then cut)."""
+    def take(self, most: int) -> list[LiveEvent]:
+        """What arrived, oldest first, at most `most`; raises TooSlow once the client is cut
+        (its unsent events past their bound, or no progress for too long)."""
+        ...
+
+    @property
+    def reason(self) -> str | None:
+        """Why the client was cut, once it is."""
+        ...
+
+    def touch(self) -> None:
+        """The client made progress otherwise (the history sent to it while its live
+        events wait): no reason to cut it for a stall."""
         ...
 
     def close(self) -> None: ...
 
 
 class LiveFeed(Protocol):
-    def subscribe(self, streams: Sequence[Stream], capacity: int, wake: Wake) -> Subscription:
-        """Start receiving; `wake` is set whenever something arrives."""
+    def subscribe(self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event) -> Subscription:
+        """Start receiving; `wake` is set whenever something arrives, `cut` when the client
+        is cut for reading too slowly (whatever it is doing then)."""
         ...
 
 
@@ -86,6 +100,10 @@ class ReplaySink(Protocol):
         """Send bars numbered from `seq` on: a step's, or with `batch` several steps',
         labelled as the caller asked (`ts` the close with `label=close`, `ts_close` only
         with a label); `final` set on forming bars."""
+        ...
+
+    async def removed(self, seq: int, removed: Removed) -> None:
+        """Send a live `Removed`, numbered `seq`."""
         ...
 
     async def status(self, status: ReplayStatus) -> None: ...

@@ -1,6 +1,7 @@
 """What a replay plays: its streams (a ticker's bars of one timeframe each), how each is
 served (stored, or resampled from which source), and the order they merge in."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import msgspec
@@ -8,20 +9,25 @@ import msgspec
 from marketdata.domain.bar_options import BarOptions, Fill
 from marketdata.domain.candles import Candle, ticker_of, timeframe_of
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
-from marketdata.domain.timeframes import Holdings, Resample, serving
+from marketdata.domain.timeframes import Holdings, Resample, Rollup, Series, serving
 
 MAX_TICKERS = 20
 MAX_TIMEFRAMES = 8
 
 
 class Stream(msgspec.Struct, frozen=True):
-    """One series a replay plays: a ticker's bars of one timeframe, stored or resampled;
-    `forming`: a resampled bar is sent at each of its source candles, as it stands so far."""
+    """One series a replay plays, the one description of it every bar is built from: a
+    ticker's bars of one timeframe, stored or resampled, cut as `options` say; `forming`: a
+    resampled bar is sent at each of its source candles, as it stands so far."""
 
     ticker: str
     tf_min: int
     resample: Resample | None = None
     forming: bool = False
+    options: BarOptions = BarOptions()
+    # whether what is stored can make it (false: nothing yet; live plans it again once
+    # its ticker's candles arrive)
+    available: bool = True
 
 
 class ReplaySelection(msgspec.Struct, frozen=True):
@@ -82,14 +88,10 @@ def planned(selection: ReplaySelection, held: Holdings) -> tuple[ReplaySelection
     for ticker in selection.tickers:
         series = held.of(ticker)
         for tf_min in selection.tf_mins:
-            plan = serving(tf_min, series, selection.options, held.rollups)
-            streams.append(
-                Stream(
-                    ticker, tf_min, plan.resample, selection.forming and plan.resample is not None
-                )
-            )
+            stream = planned_stream(ticker, tf_min, selection, series, held.rollups)
+            streams.append(stream)
             stored = next((s for s in series if s.tf_min == tf_min), None)
-            if plan.resample is not None or selection.options.shaped:
+            if stream.resample is not None or selection.options.shaped:
                 total = None  # bars are counted by the source
             elif total is not None and stored is not None:
                 covered = (selection.start is None or selection.start <= stored.first) and (
@@ -97,6 +99,21 @@ def planned(selection: ReplaySelection, held: Holdings) -> tuple[ReplaySelection
                 )
                 total = total + stored.count if covered else None
     return msgspec.structs.replace(selection, streams=tuple(streams)), total
+
+
+def planned_stream(
+    ticker: str,
+    tf_min: int,
+    selection: ReplaySelection,
+    series: Iterable[Series],
+    rollups: Iterable[Rollup],
+) -> Stream:
+    """One stream of a selection, served as `serving` decides for what is stored."""
+    plan = serving(tf_min, series, selection.options, rollups)
+    forming = selection.forming and plan.resample is not None
+    return Stream(
+        ticker, tf_min, plan.resample, forming, selection.options, available=plan.available
+    )
 
 
 class ReplayKey(msgspec.Struct, frozen=True, order=True):

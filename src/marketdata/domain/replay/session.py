@@ -7,14 +7,16 @@ step 0, or catching up) go together, up to `batch` bars: what is not yet sent is
 before the replay waits for anything.
 """
 
+import asyncio
 import contextlib
 import enum
 from datetime import datetime
+from typing import cast
 
 import msgspec
 
 from marketdata.domain.bar_options import bar_close, labelled
-from marketdata.domain.candles import Candle, parse_timestamp
+from marketdata.domain.candles import Candle, LiveEvent, Removed, parse_timestamp
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.replay.commands import Command, Controls
 from marketdata.domain.replay.pacing import Pacing, Schedule, Wake
@@ -27,7 +29,7 @@ from marketdata.domain.replay.ports import (
     ReplayStatus,
 )
 from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, key_of, planned
-from marketdata.domain.replay.tail import LiveTail
+from marketdata.domain.replay.tail import LiveTail, live_bound
 
 MAX_BATCH = 1000
 
@@ -62,7 +64,6 @@ class ReplaySession:
         batch: int | None = None,
         live: LiveFeed | None = None,
         history: bool = True,
-        live_capacity: int = 10_000,
     ) -> None:
         if from_seq < 0:
             raise InvalidParameter("from_seq", f"must not be negative, got {from_seq}")
@@ -81,15 +82,26 @@ class ReplaySession:
         # Live: after the history (`history` false: none), the candles committed since.
         self._history = history
         self._wake = Wake()
-        self._tail = LiveTail(live, live_capacity, self._wake) if live is not None else None
+        self._tail = LiveTail(live, self._wake) if live is not None else None
+        # set when a live client is cut for reading too slowly (whatever the replay is doing)
+        self.cut = self._tail.cut if self._tail is not None else asyncio.Event()
         self._last: ReplayKey | None = None
+        # with live: where the history ends (what the catalog showed at the start, then, once
+        # subscribed, what it shows then: the catch-up's end)
+        self._until: ReplayKey | None = None
         self.total: int | None = None
         self._primed: tuple[ReplayKey | None, list[Candle]] | None = None
         self._schedule = Schedule(pacing)
         self._controls = Controls(self._schedule, clock, self._wake, lockstep)
-        # bars emitted but not yet sent (with batch), and the seq after them
-        self._frame: list[Candle] = []
+        # bars (and live Removed events) emitted but not yet sent (with batch), and the
+        # seq after them
+        self._frame: list[LiveEvent] = []
         self._next_seq = from_seq
+
+    @property
+    def cut_reason(self) -> str | None:
+        """Why a live client was cut (`cut` set), once it is."""
+        return self._tail.reason if self._tail is not None else None
 
     @property
     def pacing(self) -> Pacing:
@@ -107,9 +119,10 @@ class ReplaySession:
         """Everything the replay needs from the store before its first candle: the source
         timeframes and the count (from the catalog where it can: one query for a stored
         series however long), then the first page. NotFound when there are no candles."""
-        self.selection, total = planned(
-            self.selection, await self._source.holdings(self.selection.tickers)
-        )
+        held = await self._source.holdings(self.selection.tickers)
+        self.selection, total = planned(self.selection, held)
+        if self._tail is not None:  # the history is what is there now: the rest comes live
+            self._until = live_bound(self.selection, held)
         if not self._history:  # live only: what is committed from now on
             self.total = 0
             return 0
@@ -183,6 +196,7 @@ class ReplaySession:
                         self._page_size,
                         self._prefetch_at,
                         first,
+                        self._until,
                     )
                 ) as bars,
                 contextlib.aclosing(steps(bars)) as groups,
@@ -203,9 +217,14 @@ class ReplaySession:
                 await self._flush()
             seq = self._next_seq
             if signal is _Signal.GO and self._tail is not None:
-                if not self._tail.subscribed or played:
+                if not self._tail.subscribed:
+                    # what was committed while the history played, up to what was there
+                    # once subscribed (read after subscribing): the rest comes live, so
+                    # the replay goes live however fast candles keep coming
                     self._tail.subscribe(self.selection.streams)
-                    resume = self._last  # what was committed while the history played
+                    held = await self._source.holdings(self.selection.tickers)
+                    self._until = live_bound(self.selection, held)
+                    resume = self._last
                     continue
                 signal = await self._play_live()
                 seq = self._next_seq
@@ -220,6 +239,7 @@ class ReplaySession:
                 self._schedule.restart()
                 if self._tail is not None:  # back to the history; live again at its end
                     self._tail.close()
+                    self._until = None
                 continue
             await self._sink.status(self.status("replay_complete", seq=seq))
             return Outcome.COMPLETED
@@ -247,7 +267,9 @@ class ReplaySession:
                 continue
             if controls.paused:
                 controls.take_step()
-            self._last = key_of(arrived[-1])
+            bars = [event for event in arrived if isinstance(event, Candle)]
+            if bars:
+                self._last = key_of(bars[-1])
             self._frame += arrived
             self._next_seq += len(arrived)
             await self._flush()
@@ -268,19 +290,36 @@ class ReplaySession:
             await self._flush(self._batch)
 
     async def _flush(self, size: int | None = None) -> None:
-        """Send what was emitted (at most `size` candles of it); in lockstep, the client's
-        ack for it is awaited before the next step."""
+        """Send what was emitted (at most `size` of it): bars in frames, a live Removed on
+        its own; in lockstep, the client's ack for it is awaited before the next step."""
         if not self._frame:
             return
         size = size or len(self._frame)
         sent, self._frame = self._frame[:size], self._frame[size:]
         self._controls.acked = False
+        seq = self._next_seq - len(self._frame) - len(sent)
+        at = 0
+        while at < len(sent):
+            event = sent[at]
+            if isinstance(event, Removed):
+                await self._sink.removed(seq + at, event)
+                at += 1
+                continue
+            end = next((i for i in range(at, len(sent)) if isinstance(sent[i], Removed)), None)
+            run = cast(list[Candle], sent[at:end])
+            await self._sink.candles(seq + at, self._shown(run))
+            at += len(run)
+
+    def _shown(self, candles: list[Candle]) -> list[Candle]:
+        """Bars as the caller asked to see them: labelled, `ts_close` only with a label."""
         label = self.selection.options.label
         if label is not None:
-            sent = [labelled(self._closed(c), label) for c in sent]
-        elif sent[0].ts_close is not None:  # a close time set for the order, not asked for
-            sent = [msgspec.structs.replace(c, ts_close=None) for c in sent]
-        await self._sink.candles(self._next_seq - len(self._frame) - len(sent), sent)
+            return [labelled(self._closed(c), label) for c in candles]
+        # a close time set for the order, not asked for
+        return [
+            msgspec.structs.replace(c, ts_close=None) if c.ts_close is not None else c
+            for c in candles
+        ]
 
     def _closed(self, candle: Candle) -> Candle:
         """A forming bar is ordered by its source candle's close: shown with its own."""
