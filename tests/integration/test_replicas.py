@@ -3,8 +3,10 @@
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -16,7 +18,7 @@ from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import ReplicaStatus
 from tests.factories import series
 from tests.replication import Replication
-from tests.support import insert
+from tests.support import AppFactory, insert, metric, run
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -254,6 +256,66 @@ async def test_a_password_never_shows_in_a_replica_s_name_or_reason(
         assert status.reason is not None
         assert 'role "nobody" does not exist' in status.reason
         assert "hunter2" not in repr(status)
+
+
+def test_readiness_and_metrics_name_a_replica_that_is_out(
+    replicated: Replication, app_factory: AppFactory
+) -> None:
+    name = replicated.replica_name
+    with app_factory(
+        url=replicated.primary_url(), database_replica_urls=replicated.replica_url()
+    ) as client:
+        deadline = time.monotonic() + 5
+        while (ready := client.get("/health/ready")).json() != {"status": "ready"}:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.05)
+        text = client.get("/metrics").text
+        assert metric(text, "marketdata_replica_up", replica=name) == 1
+        assert metric(text, "marketdata_replica_lag_seconds", replica=name) == 0
+        assert f'marketdata_replica_reads_total{{replica="{name}"}} 0.0' in text
+
+        replicated.stop_replica()
+        deadline = time.monotonic() + 5
+        while "replicas_out" not in (ready := client.get("/health/ready")).json():
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.05)
+        assert ready.status_code == 200  # the primary answers: still ready
+        body = ready.json()
+        assert body["status"] == "ready"
+        assert [r["replica"] for r in body["replicas_out"]] == [name]
+        assert body["replicas_out"][0]["reason"].startswith("unreachable: ")
+        text = client.get("/metrics").text
+        assert metric(text, "marketdata_replica_up", replica=name) == 0
+        assert math.isnan(metric(text, "marketdata_replica_lag_seconds", replica=name))
+        assert client.get("/candles?ticker=NOPE").status_code == 404  # reads go on
+
+        replicated.start_replica()
+        deadline = time.monotonic() + 10
+        while (ready := client.get("/health/ready")).json() != {"status": "ready"}:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.05)
+
+
+def test_without_replicas_readiness_and_metrics_are_as_before(app_factory: AppFactory) -> None:
+    with app_factory() as client:
+        assert client.get("/health/ready").json() == {"status": "ready"}
+        assert "marketdata_replica" not in client.get("/metrics").text
+
+
+def test_check_names_a_stopped_replica_and_fails(replicated: Replication, tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": replicated.primary_url(),
+        "DATABASE_REPLICA_URLS": replicated.replica_url(),
+    }
+    healthy = run(["check"], env, tmp_path)
+    assert healthy.returncode == 0, healthy.stderr
+    assert f"replica {replicated.replica_name}: in service" in healthy.stdout
+
+    replicated.stop_replica()
+    stopped = run(["check"], env, tmp_path)
+    assert stopped.returncode == 1
+    assert f"replica {replicated.replica_name} is out: unreachable: " in stopped.stderr
+    assert "series catalog and rollups agree" in stopped.stdout  # the other checks still ran
 
 
 def test_a_write_through_a_replica_is_refused(replicated: Replication) -> None:
