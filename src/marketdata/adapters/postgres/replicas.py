@@ -151,7 +151,7 @@ class _Replica:
         )
 
     def redacted(self, text: str) -> str:
-        return text.replace(self.password, "***") if self.password else text
+        return _redacted(text, self.password)
 
     def back(self) -> None:
         if not self.up:
@@ -162,6 +162,10 @@ class _Replica:
         if self.up or self.polls == 0:
             log.warning("replica out of service", replica=self.name, reason=reason)
         self.up, self.reason, self.lagging = False, reason, lagging
+
+
+def _redacted(text: str, password: str | None) -> str:
+    return text.replace(password, "***") if password else text
 
 
 def _first_line(error: BaseException) -> str:
@@ -187,6 +191,7 @@ class _Monitor:
     ) -> None:
         self.replicas = replicas
         self._config = config
+        self._primary_password = location_of(config.url).password
         self._max_lag = max_lag_seconds
         self._poll_every = poll_every
         self._probe_timeout = probe_timeout
@@ -238,7 +243,8 @@ class _Monitor:
                 except Exception as error:  # the monitor never stops
                     conn = None
                     if not failing:  # replicas keep their state; their lag is not measured
-                        log.warning("replica monitor: the primary did not answer", error=str(error))
+                        reason = _redacted(_first_line(error), self._primary_password)
+                        log.warning("replica monitor: the primary did not answer", error=reason)
                     failing = True
                 self._primary_tried.set()
                 await asyncio.sleep(max(0.0, self._poll_every - (time.monotonic() - began)))
