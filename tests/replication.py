@@ -11,6 +11,7 @@ when missing): initdb refuses to run as root.
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from marketdata.adapters.postgres.replicas import lsn_of
@@ -126,6 +128,7 @@ class Replication:
         self.primary = primary
         self.replica = replica
         self.database = database
+        self._frozen = False
 
     def primary_url(self, dbname: str | None = None) -> str:
         """The database on the primary (the pair's own by default)."""
@@ -164,6 +167,23 @@ class Replication:
     def stop_replica(self) -> None:
         self.replica.stop()
 
+    def freeze_replica(self) -> None:
+        """Every process of the replica stopped (SIGSTOP): its port still accepts
+        connections (the kernel does), nothing answers on them: a hung server."""
+        self._signal_replica(signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw_replica(self) -> None:
+        self._signal_replica(signal.SIGCONT)
+        self._frozen = False
+
+    def _signal_replica(self, number: int) -> None:
+        pid = int((self.replica.pgdata / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        for process in [postmaster, *postmaster.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(number)
+
     def start_replica(self) -> None:
         self.replica.start()
 
@@ -175,6 +195,8 @@ class Replication:
 
     def ready(self) -> None:
         """Back to the start state: the replica running, replaying, caught up."""
+        if self._frozen:
+            self.thaw_replica()
         if not self.replica.running:
             self.start_replica()
         if self.replay_paused:
@@ -250,6 +272,8 @@ def primary_and_replica(database: str = "postgres") -> Iterator[Replication]:
         pair.caught_up()
         yield pair
     finally:
+        with contextlib.suppress(Exception):  # a frozen replica would not stop
+            Replication(primary, replica, database).thaw_replica()
         for server in (replica, primary):
             with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
                 server.stop("immediate")

@@ -153,6 +153,24 @@ async def test_a_stopped_replica_is_out_at_once_and_back_once_started(
         assert (await reader.fetch("SELECT 1", None)) == [(1,)]  # its pool recovered
 
 
+async def test_a_hung_replica_is_out_within_a_second_and_back_when_it_answers(
+    replicated: Replication,
+) -> None:
+    async with opened(replicated) as (replicas, _):
+        await until(lambda: only(replicas).up, "replica in service")
+        replicated.freeze_replica()
+        frozen = time.monotonic()
+        hung = await until(lambda: out(replicas), "out", 3)
+        assert time.monotonic() - frozen < 2.5  # a poll is given up on after 1 s
+        assert hung.reason == "did not answer within 1 s"
+        assert replicas.reader(0) is None
+        await asyncio.sleep(1.5)  # polls keep being given up on: the monitor is not stuck
+        assert only(replicas).reason == "did not answer within 1 s"
+
+        replicated.thaw_replica()
+        await until(lambda: up(replicas), "back", 5)
+
+
 async def test_a_replica_lagging_more_than_allowed_is_out_until_it_catches_up(
     replicated: Replication,
 ) -> None:
@@ -219,8 +237,8 @@ async def test_a_failed_read_takes_its_replica_out_for_a_while(
         await until(lambda: only(replicas).up, "replica in service")
         reader = replicas.reader(0)
         assert reader is not None
-        replicas.failed(reader, StoreUnavailable("127.0.0.1", "1", "server closed the connection"))
         failed_at = time.monotonic()
+        replicas.failed(reader, StoreUnavailable("127.0.0.1", "1", "server closed the connection"))
         status = only(replicas)
         assert not status.up
         assert status.reason == (
