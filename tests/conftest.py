@@ -24,6 +24,7 @@ from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.entrypoints.app import create_app
 from tests.proxy import TcpProxy
+from tests.replication import Replication, primary_and_replica
 from tests.support import (
     AppFactory,
     Client,
@@ -108,3 +109,22 @@ def unused_port() -> int:
 def proxy(admin_url: str) -> Iterator[TcpProxy]:
     with database_proxy(admin_url) as p:
         yield p
+
+
+@pytest.fixture(scope="session")
+def replication() -> Iterator[Replication]:
+    """A primary and its streaming replica of their own (tests/replication.py), started once
+    per session (2-3 s), with the service's schema in their database `marketdata`."""
+    with primary_and_replica("marketdata") as pair:
+        asyncio.run(migrate(DatabaseConfig(url=pair.primary_url())))
+        yield pair
+
+
+@pytest.fixture
+def replicated(replication: Replication) -> Replication:
+    """The pair as every test starts with it: the replica running and replaying, the tables
+    emptied, the replica caught up."""
+    replication.ready()
+    reset(replication.primary_url())
+    replication.caught_up()
+    return replication

@@ -74,3 +74,48 @@ def test_repr_hides_the_database_url() -> None:
     s = settings_from({"DATABASE_URL": "postgresql://u:hunter2@db/x"})
     assert "hunter2" not in repr(s)
     assert "max_limit=5000" in repr(s)
+
+
+def test_replica_urls_are_read_as_a_list() -> None:
+    s = settings_from({"DATABASE_URL": "postgresql://u:p@db/x"})
+    assert (s.replica_url_list, s.replica_max_lag_seconds, s.replica_wait_ms) == ([], 5, 50)
+    s = settings_from(
+        {
+            "DATABASE_URL": "postgresql://u:p@db/x",
+            "DATABASE_REPLICA_URLS": " postgresql+psycopg://u:p@r1/x , postgres://u:p@r2:5433/x,",
+            "REPLICA_MAX_LAG_SECONDS": "0.5",
+            "REPLICA_WAIT_MS": "0",
+        }
+    )
+    assert s.replica_url_list == ["postgresql://u:p@r1/x", "postgres://u:p@r2:5433/x"]
+    assert (s.replica_max_lag_seconds, s.replica_wait_ms) == (0.5, 0)
+
+
+def test_replica_settings_are_checked_without_echoing_a_url() -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from(
+            {
+                "DATABASE_URL": "postgresql://u:p@db/x",
+                "DATABASE_REPLICA_URLS": "postgresql://u:p@r1/x,mysql://root:hunter2@r2/x",
+                "REPLICA_MAX_LAG_SECONDS": "0",
+                "REPLICA_WAIT_MS": "-1",
+            }
+        )
+    message = str(caught.value)
+    assert "DATABASE_REPLICA_URLS: must be comma-separated postgresql:// URLs (item 2" in message
+    assert "REPLICA_MAX_LAG_SECONDS" in message
+    assert "REPLICA_WAIT_MS" in message
+    assert "hunter2" not in message
+    with pytest.raises(SettingsError, match="DATABASE_REPLICA_URLS: needs DATABASE_URL"):
+        settings_from({"DATABASE_REPLICA_URLS": "postgresql://u:p@r1/x"})
+
+
+def test_repr_hides_the_replica_urls() -> None:
+    s = settings_from(
+        {
+            "DATABASE_URL": "postgresql://u:p@db/x",
+            "DATABASE_REPLICA_URLS": "postgresql://u:hunter2@r/x",
+        }
+    )
+    assert "hunter2" not in repr(s)
+    assert "database_replica_urls='***'" in repr(s)

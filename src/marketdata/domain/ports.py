@@ -159,3 +159,20 @@ class StoreHealth(Protocol):
     async def pending_migrations(self) -> list[str]:
         """Schema migrations not applied yet (empty when the schema is up to date)."""
         ...
+
+
+class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One streaming replica as last seen: whether it serves reads and, when not, why."""
+
+    name: str  # host:port, never credentials
+    up: bool  # in service: reachable, a standby, within the lag allowed, no failed read held
+    reason: str | None = None  # why it is out
+    lag_seconds: float | None = None  # behind the primary, 0 when it lacks nothing; None: unknown
+    replay_lsn: int | None = None  # the WAL position it had replayed when last polled
+    reads: int = 0  # reads sent to it
+
+
+class ReplicaHealth(Protocol):
+    def status(self) -> list[ReplicaStatus]:
+        """Every configured replica, in the configured order (none configured: empty)."""
+        ...

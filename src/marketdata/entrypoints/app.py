@@ -23,7 +23,7 @@ from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.demo import demo_rows
 from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ports import StoreHealth
+from marketdata.domain.ports import ReplicaHealth, StoreHealth
 from marketdata.domain.queries import CandleQueries
 from marketdata.domain.replay import LiveFeed
 from marketdata.entrypoints.errors import (
@@ -103,6 +103,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         # Open the pool at start-up rather than on the first request.
         await container.get(StoreHealth)
         await container.get(LiveFeed)  # its listener starts with the service
+        await container.get(ReplicaHealth)  # the replicas' pools and their monitor too
         registry = await container.get(ReplayRegistry)
         metrics.watch_replays(lambda: registry.active)
         # what start-up built lives as long as the process: out of the collector's sight,

@@ -26,6 +26,7 @@ from marketdata.adapters.postgres.migrations import (
     timescale_refusal,
 )
 from marketdata.adapters.postgres.pool import DatabaseConfig
+from marketdata.adapters.postgres.replicas import check_replicas, lsn_text
 from marketdata.domain.candles import TimeRange
 from marketdata.domain.errors import InvalidParameter, StoreUnavailable
 from marketdata.domain.imports import CandleImport
@@ -93,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "check",
-        help="validate settings, reach the database and compare the series catalog and the "
-        "rollups with the candles (writes that skipped the triggers); exit 0 when all is well",
+        help="validate settings, reach the database and each replica (DATABASE_REPLICA_URLS: "
+        "a standby within REPLICA_MAX_LAG_SECONDS), compare the series catalog and the rollups "
+        "with the candles (writes that skipped the triggers); exit 0 when all is well",
     )
     mend = commands.add_parser(
         "mend",
@@ -159,7 +161,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     config = database_config(settings)
     try:
         if args.command == "check":
-            return asyncio.run(_check(config))
+            return asyncio.run(_check(config, settings))
         if args.command == "mend":
             return asyncio.run(_mend(config, args.tickers or None))
         if args.command == "migrate":
@@ -177,15 +179,40 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return _ingest(args, settings)
 
 
-async def _check(config: DatabaseConfig) -> int:
+async def _check(config: DatabaseConfig, settings: Settings) -> int:
     if refusal := await timescale_refusal(config):
         print(f"marketdata: {refusal}", file=sys.stderr)
         return 1
+    replicas_out = await _check_replicas(config, settings)
     pending = await pending_migrations(config)
     if pending:
         print(f"database reachable; pending migrations: {', '.join(pending)}")
-        return 0
+        return 1 if replicas_out else 0
     print("settings valid; database reachable; schema up to date")
+    return max(await _check_data(config), 1 if replicas_out else 0)
+
+
+async def _check_replicas(config: DatabaseConfig, settings: Settings) -> int:
+    """Each of DATABASE_REPLICA_URLS reached, a standby, within REPLICA_MAX_LAG_SECONDS; how
+    many are out (each named, with why)."""
+    urls = settings.replica_url_list
+    if not urls:
+        return 0
+    out = 0
+    for replica in await check_replicas(urls, config, settings.replica_max_lag_seconds):
+        if replica.up:
+            lag = "" if replica.lag_seconds is None else f", {replica.lag_seconds:.1f} s behind"
+            where = (
+                "" if replica.replay_lsn is None else f", replayed {lsn_text(replica.replay_lsn)}"
+            )
+            print(f"replica {replica.name}: in service{lag}{where}")
+        else:
+            out += 1
+            print(f"marketdata: replica {replica.name} is out: {replica.reason}", file=sys.stderr)
+    return out
+
+
+async def _check_data(config: DatabaseConfig) -> int:
     started = time.monotonic()
     drifted = await catalog.drift(config)
     print(f"series catalog compared with the table in {time.monotonic() - started:.1f} s")

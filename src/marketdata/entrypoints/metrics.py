@@ -1,10 +1,13 @@
 """Prometheus metrics: one registry per app (tests build many apps in one process)."""
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from marketdata.domain.ports import ReplicaStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar adds the charset
 
@@ -33,6 +36,36 @@ class _PoolCollector(Collector):
             "Pool connections taken back from holders that ended without giving them back",
             value=stats.get("reclaimed", 0),
         )
+
+
+class _ReplicaCollector(Collector):
+    """Each replica's state at scrape time, labelled by its host:port."""
+
+    def __init__(self, status: Callable[[], Sequence[ReplicaStatus]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "marketdata_replica_lag_seconds",
+            "Seconds the replica is behind the primary (0: it has replayed everything the"
+            " primary had written; NaN: unknown, e.g. unreachable)",
+            labels=["replica"],
+        )
+        up = GaugeMetricFamily(
+            "marketdata_replica_up",
+            "1 while the replica may serve reads, 0 while it is out (unreachable, not a"
+            " standby, lagging more than REPLICA_MAX_LAG_SECONDS, or a read just failed)",
+            labels=["replica"],
+        )
+        reads = CounterMetricFamily(
+            "marketdata_replica_reads", "Reads sent to the replica", labels=["replica"]
+        )
+        for replica in self._status():
+            seconds = math.nan if replica.lag_seconds is None else replica.lag_seconds
+            lag.add_metric([replica.name], seconds)
+            up.add_metric([replica.name], 1.0 if replica.up else 0.0)
+            reads.add_metric([replica.name], replica.reads)
+        yield from (lag, up, reads)
 
 
 class _CandlesSentCollector(Collector):
@@ -94,6 +127,9 @@ class Metrics:
 
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_PoolCollector(stats))
+
+    def watch_replicas(self, status: Callable[[], Sequence[ReplicaStatus]]) -> None:
+        self.registry.register(_ReplicaCollector(status))
 
     def watch_replays(self, active: Callable[[], int]) -> None:
         self.replays.set_function(active)

@@ -2,7 +2,7 @@
 
 from collections.abc import AsyncIterator
 
-from dishka import Provider, Scope, from_context, provide
+from dishka import Provider, Scope, alias, from_context, provide
 
 from marketdata.adapters.clock import SystemClock
 from marketdata.adapters.columnar import ArrowBodies
@@ -12,9 +12,16 @@ from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
+from marketdata.adapters.postgres.replicas import ReplicaSet
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport
-from marketdata.domain.ports import CandleRepository, CandleWriter, ColumnarReader, StoreHealth
+from marketdata.domain.ports import (
+    CandleRepository,
+    CandleWriter,
+    ColumnarReader,
+    ReplicaHealth,
+    StoreHealth,
+)
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
 from marketdata.entrypoints.http.caching import Answers
@@ -76,6 +83,25 @@ class PostgresProvider(Provider):
         metrics.watch_pool(database.stats)
         yield database
         await database.close()
+
+    @provide
+    async def replicas(
+        self, config: DatabaseConfig, settings: Settings, metrics: Metrics
+    ) -> AsyncIterator[ReplicaSet]:
+        """DATABASE_REPLICA_URLS for candle reads (none: an empty set, nothing polled)."""
+        replicas = ReplicaSet(
+            settings.replica_url_list,
+            config,
+            max_lag_seconds=settings.replica_max_lag_seconds,
+            wait_seconds=settings.replica_wait_ms / 1000,
+        )
+        await replicas.open()
+        if replicas.configured:
+            metrics.watch_replicas(replicas.status)
+        yield replicas
+        await replicas.close()
+
+    replica_health = alias(source=ReplicaSet, provides=ReplicaHealth)
 
     @provide
     async def live(

@@ -43,9 +43,16 @@ class CandlesBody(msgspec.Struct, omit_defaults=True):
     next: str | None = None
 
 
+class ReplicaOut(msgspec.Struct):
+    replica: str  # host:port
+    reason: str
+
+
 class ProbeBody(msgspec.Struct, omit_defaults=True):
     status: Literal["alive", "ready", "not_ready"]
     reason: str | None = None
+    # replicas left out of reads while the primary serves (only when some are)
+    replicas_out: list[ReplicaOut] | None = None
 
 
 class CoverageBody(msgspec.Struct):

@@ -50,6 +50,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a request waits for a pool connection before it gets a 503;
     # unset means DB_CONNECT_TIMEOUT.
     db_pool_timeout: PositiveFloat | None = None
+    # Streaming replicas of DATABASE_URL for candle reads, comma-separated URLs (none: every
+    # read on the primary). A read uses one only once it has replayed what the read depends
+    # on; one lagging more than REPLICA_MAX_LAG_SECONDS, or unreachable, is left out.
+    database_replica_urls: str = ""
+    replica_max_lag_seconds: PositiveFloat = 5.0
+    # How long a read waits for a replica to replay what it needs before it reads the primary.
+    replica_wait_ms: NonNegative = 50
     host: str = "127.0.0.1"
     port: Port = 8000
     # Server processes; each has its own pool of up to DB_POOL_MAX_SIZE connections.
@@ -82,14 +89,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rollup_tf_mins: str = "15,60,1440"
 
     def __repr__(self) -> str:
-        # The URL may carry a password: never let it reach a log line or a traceback.
-        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "database_url"}
+        # The URLs may carry a password: never let them reach a log line or a traceback.
+        hidden = ("database_url", "database_replica_urls")
+        shown = {f: getattr(self, f) for f in self.__struct_fields__ if f not in hidden}
         url = "None" if self.database_url is None else "'***'"
+        replicas = "'***'" if self.database_replica_urls else "''"
         return (
-            f"Settings(database_url={url}, "
+            f"Settings(database_url={url}, database_replica_urls={replicas}, "
             + ", ".join(f"{k}={v!r}" for k, v in shown.items())
             + ")"
         )
+
+    @property
+    def replica_url_list(self) -> list[str]:
+        return [url.strip() for url in self.database_replica_urls.split(",") if url.strip()]
 
     @property
     def api_key_list(self) -> list[str]:
@@ -145,7 +158,18 @@ def settings_from(values: Mapping[str, str]) -> Settings:
                 # Never echo the value: it may hold a password.
                 problems.append(f"{name}: must be a postgresql:// URL")
                 continue
-            fields[field.name] = raw.replace("+psycopg2://", "://").replace("+psycopg://", "://")
+            fields[field.name] = _plain_url(raw)
+            continue
+        if field.name == "database_replica_urls":
+            urls = [url.strip() for url in raw.split(",") if url.strip()]
+            bad = [str(n) for n, url in enumerate(urls, 1) if not url.startswith(_URL_SCHEMES)]
+            if bad:  # named by position: a URL may hold a password
+                problems.append(
+                    f"{name}: must be comma-separated postgresql:// URLs (item {', '.join(bad)}"
+                    " is not)"
+                )
+                continue
+            fields[field.name] = ",".join(_plain_url(url) for url in urls)
             continue
         if field.name == "log_level":
             raw = raw.upper()
@@ -163,6 +187,11 @@ def settings_from(values: Mapping[str, str]) -> Settings:
     return settings
 
 
+def _plain_url(url: str) -> str:
+    """The seed's driver-qualified schemes, as libpq reads them."""
+    return url.replace("+psycopg2://", "://").replace("+psycopg://", "://")
+
+
 def _cross_field_problems(s: Settings) -> list[str]:
     problems = []
     if not s.ws_min_step_seconds <= s.ws_max_step_seconds:
@@ -173,6 +202,11 @@ def _cross_field_problems(s: Settings) -> list[str]:
         )
     if s.db_pool_min_size > s.db_pool_max_size:
         problems.append("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+    if s.replica_url_list and s.database_url is None:
+        problems.append(
+            "DATABASE_REPLICA_URLS: needs DATABASE_URL, the primary (the embedded server has"
+            " no replicas)"
+        )
     try:
         s.rollups  # noqa: B018 (read to check)
     except InvalidParameter as error:

@@ -44,6 +44,9 @@ class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
     pool_min_size: int = 2
     pool_max_size: int = 10
     pool_timeout: float | None = None  # None: connect_timeout
+    # A streaming replica's pool: every transaction read-only by default (a replica that was
+    # promoted meanwhile still refuses writes through it)
+    read_only: bool = False
 
     @property
     def wait_timeout(self) -> float:
@@ -143,6 +146,8 @@ class Database:
     def __init__(self, config: DatabaseConfig, sweep_every: float = 1.0) -> None:
         self.config = config
         self.location = location_of(config.url)
+        name = "marketdata-replica" if config.read_only else "marketdata"
+        read_only = " -c default_transaction_read_only=on" if config.read_only else ""
         self._pool: AsyncConnectionPool = AsyncConnectionPool(
             config.url,
             min_size=config.pool_min_size,
@@ -153,14 +158,14 @@ class Database:
                 # one-minute candles, a year of hourly ones) fit in memory instead of
                 # spilling to disk: 15-25 % faster, measured (bench/README.md)
                 "options": f"-c statement_timeout={round(config.command_timeout * 1000)}"
-                " -c TimeZone=UTC -c work_mem=32MB",
-                "application_name": "marketdata",
+                f" -c TimeZone=UTC -c work_mem=32MB{read_only}",
+                "application_name": name,
                 "autocommit": True,
             },
             timeout=config.wait_timeout,
             reconnect_timeout=1.0,
             open=False,
-            name="marketdata",
+            name=name,
         )
         self._sweep_every = sweep_every
         self._leases: dict[int, _Lease] = {}

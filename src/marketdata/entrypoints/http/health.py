@@ -6,10 +6,10 @@ from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, Request, Response, get
 
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import StoreHealth
+from marketdata.domain.ports import ReplicaHealth, StoreHealth
 from marketdata.entrypoints.http.docs import spec
 from marketdata.entrypoints.metrics import CONTENT_TYPE
-from marketdata.entrypoints.schemas import HealthBody, ProbeBody
+from marketdata.entrypoints.schemas import HealthBody, ProbeBody, ReplicaOut
 
 
 class HealthController(Controller):
@@ -50,6 +50,9 @@ class HealthController(Controller):
         "/health/ready",
         tags=["health"],
         summary="Readiness: the database answers and its schema is up to date",
+        description="Replicas (DATABASE_REPLICA_URLS) do not decide readiness: reads go to "
+        "the primary while they are out. The body names those that are out, when any is: "
+        '`{"status":"ready","replicas_out":[{"replica":"db-replica:5432","reason":"..."}]}`.',
         responses={
             503: spec(
                 ProbeBody,
@@ -59,7 +62,9 @@ class HealthController(Controller):
         },
     )
     @inject
-    async def ready(self, store: FromDishka[StoreHealth]) -> Response[ProbeBody]:
+    async def ready(
+        self, store: FromDishka[StoreHealth], replicas: FromDishka[ReplicaHealth]
+    ) -> Response[ProbeBody]:
         try:
             await store.ping()  # pending_migrations() stops asking once the schema is up to date
             pending = await store.pending_migrations()
@@ -68,7 +73,12 @@ class HealthController(Controller):
         if pending:
             reason = f"pending migrations: {', '.join(pending)}"
             return Response(ProbeBody(status="not_ready", reason=reason), status_code=503)
-        return Response(ProbeBody(status="ready"))
+        out = [
+            ReplicaOut(replica=r.name, reason=r.reason or "out")
+            for r in replicas.status()
+            if not r.up
+        ]
+        return Response(ProbeBody(status="ready", replicas_out=out or None))
 
     @get(
         "/metrics",
@@ -76,7 +86,8 @@ class HealthController(Controller):
         summary="Prometheus metrics",
         description="Requests by route and status with latency histograms, the database pool "
         "(size, in use, waiting, connections reclaimed), database errors by kind, replay "
-        "sessions, candles sent and rows written, in the Prometheus text format.",
+        "sessions, candles sent and rows written, and each replica's lag, state and reads "
+        "(with DATABASE_REPLICA_URLS), in the Prometheus text format.",
         media_type=CONTENT_TYPE,
     )
     async def metrics(self, request: Request[Any, Any, Any]) -> bytes:
