@@ -209,10 +209,7 @@ def main() -> None:
         server.wait(timeout=30)
         with psycopg.connect(args.admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    print(
-        f"rollups built for {base_rows:,} 1-minute rows in {build:.1f} s"
-        f" (`marketdata rollups`)"
-    )
+    print(f"rollups built for {base_rows:,} 1-minute rows in {build:.1f} s (`marketdata rollups`)")
     print(
         f"storage ({KEPT}): candles {base_bytes / 2**20:,.0f} MiB, rollups"
         f" {rollup_bytes / 2**20:,.1f} MiB ({rollup_rows:,} rows) ="

@@ -6,12 +6,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 from dishka import AnyOf, Provider, Scope
 
-from marketdata.domain.bar_options import PLAIN, BarOptions
-from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.bar_options import labelled
+from marketdata.domain.candles import Candle, Order
 from marketdata.domain.errors import StoreUnavailable
-from marketdata.domain.ports import CandleRepository, Export, Gap, StoreHealth
+from marketdata.domain.ports import CandleRepository, Encoded, Gap, Plan, StoreHealth
 from marketdata.domain.replay import ReplayKey, ReplaySelection, ReplayStatus, Wake, key_of
 from marketdata.domain.timeframes import Holdings, Resample, Series
 
@@ -79,35 +80,27 @@ class InMemoryCandleRepository:
         tickers = sorted({c.ticker for c in self.stored})
         return [t for t in tickers if t.lower().startswith(prefix.lower())][:limit]
 
-    async def candles(
-        self,
-        ticker: str,
-        tf_min: int,
-        limit: int,
-        order: Order,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-    ) -> list[Candle]:
+    async def bars(self, plan: Plan, extra: int = 0) -> list[Candle]:
         self._check()
-        series = self._series(ticker, tf_min, resample)
-        return series[:limit] if order is Order.ASC else series[::-1][:limit]
+        series = self._series(plan.ticker, plan.tf_min, plan.resample)
+        limit = plan.limit + extra if plan.limit is not None else None
+        if plan.time_range is None:
+            ordered = series if plan.order is Order.ASC else series[::-1]
+            return ordered[:limit]
+        window = plan.time_range
+        if plan.resample is not None:  # whole buckets only
+            last = timedelta(minutes=plan.tf_min - plan.resample.source_tf)
+            series = [c for c in series if c.ts + last <= window.end]
+        return [c for c in series if window.start <= c.ts <= window.end][:limit]
 
-    async def candle_range(
-        self,
-        ticker: str,
-        tf_min: int,
-        time_range: TimeRange,
-        limit: int,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-        after: datetime | None = None,
-    ) -> list[Candle]:
-        self._check()
-        series = self._series(ticker, tf_min, resample)
-        if resample is not None:  # whole buckets only
-            last = timedelta(minutes=tf_min - resample.source_tf)
-            series = [c for c in series if c.ts + last <= time_range.end]
-        return [c for c in series if time_range.start <= c.ts <= time_range.end][:limit]
+    async def encoded(self, plan: Plan, extra: int = 0) -> Encoded:
+        found = await self.bars(plan, extra)
+        kept = found[: plan.limit] if plan.limit is not None else found
+        label = plan.options.label
+        shown = kept if label is None else [labelled(c, label) for c in kept]
+        items = b",".join(msgspec.json.encode(c) for c in shown)
+        held = None if plan.checked else holdings_of(self.stored, [plan.ticker])
+        return Encoded(items, len(found), kept[-1].ts if kept else None, held)
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
         self._check()
@@ -116,19 +109,15 @@ class InMemoryCandleRepository:
     def known(self, ticker: str) -> Holdings | None:
         return None  # nothing known without asking: every read asks
 
+    def hint(self, ticker: str) -> Holdings | None:
+        return None
+
     async def catalog_version(self) -> str:
         self._check()
         return str(len(self.stored))
 
-    async def export(self, what: Export) -> AsyncGenerator[Candle, None]:
-        limit = what.limit or 10**9
-        if what.time_range is None:
-            found = await self.candles(what.ticker, what.tf_min, limit, what.order, what.resample)
-        else:
-            found = await self.candle_range(
-                what.ticker, what.tf_min, what.time_range, limit, what.resample
-            )
-        for candle in found:
+    async def export(self, plan: Plan) -> AsyncGenerator[Candle, None]:
+        for candle in await self.bars(plan):
             yield candle
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:

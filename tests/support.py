@@ -27,9 +27,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from marketdata.adapters.csv_files import open_candle_file
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
-from marketdata.domain.candles import Candle
+from marketdata.domain.bar_options import PLAIN, BarOptions
+from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ingest import IngestOptions
+from marketdata.domain.ports import Plan
+from marketdata.domain.timeframes import Resample
 from marketdata.entrypoints.files import ingest_files
 from marketdata.entrypoints.settings import Settings
 from tests.proxy import TcpProxy
@@ -72,6 +75,12 @@ def reset(url: str) -> None:
     """Empty every table of the service's data (the schema stays)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE candles, candle_series, candle_rollups, rollup_timeframes")
+
+
+def run_sql(url: str, statement: str) -> None:
+    """A statement run by another program, committed."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement.encode())
 
 
 def insert(url: str, candles: list[Candle]) -> None:
@@ -160,6 +169,29 @@ def suite_settings(url: str | None, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(**values)
+
+
+def read_plan(
+    ticker: str,
+    tf_min: int,
+    limit: int | None = None,
+    order: Order = Order.ASC,
+    resample: Resample | None = None,
+    options: BarOptions = PLAIN,
+    time_range: TimeRange | None = None,
+) -> Plan:
+    """A plan of a read, as `CandleQueries.plan` makes them, for a repository's tests."""
+    return Plan(
+        ticker=ticker,
+        tf_min=tf_min,
+        limit=limit,
+        order=order,
+        time_range=time_range,
+        options=options,
+        resample=resample,
+        ranged=time_range is not None,
+        requested=time_range,
+    )
 
 
 # -- candle files ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.ports import CandleRepository
 from tests.factories import series
-from tests.support import AppFactory, Client, insert
+from tests.support import AppFactory, Client, insert, run_sql
 
 KEY = "k-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -25,14 +25,15 @@ class Counting(PostgresCandleRepository):
     """The repository, counting the reads that reach the database."""
 
     reads: ClassVar[Counter[str]] = Counter()
+    knowledge: ClassVar[KnownSeries]
 
-    async def candles(self, *args: Any, **kwargs: Any) -> Any:
-        Counting.reads["candles"] += 1
-        return await super().candles(*args, **kwargs)
+    def __init__(self, database: Database, known: KnownSeries) -> None:
+        super().__init__(database, known)
+        Counting.knowledge = known
 
-    async def candle_range(self, *args: Any, **kwargs: Any) -> Any:
-        Counting.reads["candle_range"] += 1
-        return await super().candle_range(*args, **kwargs)
+    async def encoded(self, plan: Any, extra: int = 0) -> Any:
+        Counting.reads["candle_range" if plan.ranged else "candles"] += 1
+        return await super().encoded(plan, extra)
 
     async def holdings(self, tickers: Any) -> Any:
         if self.known(tickers[0]) is None:
@@ -55,9 +56,8 @@ def client(app_factory: AppFactory, db_url: str) -> Iterator[Client]:
     insert(db_url, series("A", 300) + series("B", 300) + series("A", 20, tf_min=1440))
     with app_factory(CountingProvider(), api_keys=KEY, response_cache_mb=64) as client:
         for _ in range(100):  # until the live listener is up: A is known from then on
-            asked = Counting.reads["holdings"]
             client.get("/candles?ticker=A")
-            if Counting.reads["holdings"] == asked:
+            if Counting.knowledge.get("A") is not None:
                 break
             time.sleep(0.05)
         yield client
@@ -186,3 +186,53 @@ def test_each_representation_has_its_own_tag(client: Client) -> None:
     )
     parquet = client.get(f"{url}&format=parquet")
     assert len({json_tag, csv.headers["etag"], parquet.headers["etag"]}) == 3
+
+
+QUESTIONS = [
+    "/candles?ticker=A&tf_min=5&limit=7",
+    "/candles?ticker=A&tf_min=15&limit=7&order=desc",  # resampled from 5m
+    "/candles?ticker=A&tf_min=1440&limit=7",  # stored
+    "/candles?ticker=A&tf_min=10080&limit=7",  # resampled from days
+    "/candles/range?ticker=A&start=2024-01-02&end=2024-01-03&tf_min=30&limit=7",
+    "/candles?ticker=B&tf_min=60&limit=7",
+]
+
+
+def round_trips(client: Client, url: str) -> tuple[int, Any]:
+    Counting.reads.clear()
+    response = client.get(url)
+    assert response.status_code == 200, url
+    return sum(Counting.reads.values()), response
+
+
+@pytest.mark.parametrize("knowledge", ["up to date", "stale", "none"])
+def test_a_new_question_of_any_timeframe_is_one_round_trip(
+    client: Client, db_url: str, knowledge: str
+) -> None:
+    """Known up to date, the plan costs nothing; else it is a guess that the read checks,
+    in its own statement: one round trip either way, as right as the other."""
+    answers = {url: client.get(url).json() for url in QUESTIONS}
+    if knowledge == "none":  # the listener is behind: nothing is known up to date
+        Counting.knowledge.pending = lambda: True
+    for i, url in enumerate(QUESTIONS):
+        if knowledge == "stale":  # another program wrote A and B: what was known is a hint
+            for change in ("+ 1", "- 1"):
+                run_sql(db_url, f"UPDATE candles SET volume = volume {change}")
+            while Counting.knowledge.get(url.split("=")[1].split("&")[0]) is not None:
+                time.sleep(0.01)  # until this process has heard of it
+        trips, response = round_trips(client, f"{url}&q={i}")  # never asked: nothing kept
+        assert trips == 1, url
+        assert response.json() == answers[url]
+        assert response.headers["etag"] == client.get(url).headers["etag"]
+
+
+def test_a_wrong_guess_is_read_again_and_answers_right(client: Client, db_url: str) -> None:
+    url = "/candles?ticker=A&tf_min=1440&limit=5"
+    stored = client.get(url).json()["data"]
+    run_sql(db_url, "DELETE FROM candles WHERE ticker = 'A' AND tf_min = 1440")
+    trips, response = round_trips(client, f"{url}&again")  # guessed stored: now resampled
+    assert trips == 2
+    assert response.json()["data"] != stored
+    assert response.json() == client.get("/candles?ticker=A&tf_min=1440&limit=5&x").json()
+    run_sql(db_url, "DELETE FROM candles WHERE ticker = 'A'")
+    assert client.get(f"{url}&gone").status_code == 404

@@ -20,7 +20,6 @@ from marketdata.adapters.postgres.migrations import migrate
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Candle
-from marketdata.domain.ports import Export
 from marketdata.domain.timeframes import Resample
 from marketdata.entrypoints.app import create_app
 from tests.factories import series
@@ -32,6 +31,7 @@ from tests.support import (
     Client,
     ingest,
     insert,
+    read_plan,
     suite_settings,
     wire,
 )
@@ -276,7 +276,7 @@ async def test_a_large_export_streams_in_bounded_memory(db_url: str) -> None:
     tracemalloc.start()
     try:
         count = 0
-        async for _ in repo.export(Export("X", 1)):
+        async for _ in repo.export(read_plan("X", 1)):
             count += 1
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -294,7 +294,7 @@ async def test_a_resampled_export_streams_whole_buckets(db_url: str) -> None:
     await pool.open()
     try:
         repo = PostgresCandleRepository(pool)
-        exported = [c async for c in repo.export(Export("R", 60, resample=Resample(5)))]
+        exported = [c async for c in repo.export(read_plan("R", 60, resample=Resample(5)))]
     finally:
         await pool.close()
     assert exported == resample_reference(candles, 60)

@@ -397,7 +397,7 @@ def test_errors_read_as_messages(chart_server: ChartServer, tab: OpenTab) -> Non
     opened.page.fill("#from", "2030-01-01T00:00")
     opened.page.click("#play")
     opened.page.wait_for_selector("#message:not([hidden])")
-    assert "No candles found for AMZN.US" in opened.page.inner_text("#message-text")
+    assert "No candles found for ticker 'AMZN.US'" in opened.page.inner_text("#message-text")
     opened.page.wait_for_function("document.body.dataset.replay === 'idle'")
     opened.shot("replay-empty-range")
 

@@ -15,7 +15,7 @@ from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order
 from tests.factories import series
-from tests.support import insert, run
+from tests.support import insert, read_plan, run
 
 
 def _columns(url: str) -> dict[str, str]:
@@ -116,7 +116,7 @@ def test_a_seed_database_keeps_its_table_and_is_read_as_floats(
         await pool.open()
         try:
             repo = PostgresCandleRepository(pool)
-            found = await repo.candles("SEED", 5, 10, Order.ASC)
+            found = await repo.bars(read_plan("SEED", 5, 10, Order.ASC))
             return [
                 (c.open, c.high, c.low, c.close, c.volume, c.openint, type(c.open)) for c in found
             ]

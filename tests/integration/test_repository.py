@@ -14,7 +14,7 @@ from marketdata.domain.candles import Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
 from tests.factories import series
 from tests.proxy import TcpProxy
-from tests.support import insert, through
+from tests.support import insert, read_plan, through
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -32,11 +32,11 @@ async def test_candles_come_back_exactly_as_inserted(
 ) -> None:
     stored = series("AMZN.US", 50)
     insert(db_url, stored[::-1])  # insertion order must not matter
-    assert await repo.candles("AMZN.US", 5, 50, Order.ASC) == stored
-    assert await repo.candles("AMZN.US", 5, 3, Order.ASC) == stored[:3]
-    assert await repo.candles("AMZN.US", 5, 3, Order.DESC) == stored[::-1][:3]
-    assert await repo.candles("AMZN.US", 60, 3, Order.ASC) == []
-    assert await repo.candles("amzn.us", 5, 3, Order.ASC) == []
+    assert await repo.bars(read_plan("AMZN.US", 5, 50, Order.ASC)) == stored
+    assert await repo.bars(read_plan("AMZN.US", 5, 3, Order.ASC)) == stored[:3]
+    assert await repo.bars(read_plan("AMZN.US", 5, 3, Order.DESC)) == stored[::-1][:3]
+    assert await repo.bars(read_plan("AMZN.US", 60, 3, Order.ASC)) == []
+    assert await repo.bars(read_plan("amzn.us", 5, 3, Order.ASC)) == []
 
 
 async def test_range_is_inclusive_ascending_and_limited(
@@ -45,12 +45,12 @@ async def test_range_is_inclusive_ascending_and_limited(
     stored = series("KO.US", 20)
     insert(db_url, stored + series("KO.US", 5, tf_min=15))
     window = TimeRange(stored[3].ts, stored[7].ts)
-    assert await repo.candle_range("KO.US", 5, window, 100) == stored[3:8]
-    assert await repo.candle_range("KO.US", 5, window, 2) == stored[3:5]
+    assert await repo.bars(read_plan("KO.US", 5, 100, time_range=window)) == stored[3:8]
+    assert await repo.bars(read_plan("KO.US", 5, 2, time_range=window)) == stored[3:5]
     exact = TimeRange(stored[4].ts, stored[4].ts)
-    assert await repo.candle_range("KO.US", 5, exact, 100) == [stored[4]]
+    assert await repo.bars(read_plan("KO.US", 5, 100, time_range=exact)) == [stored[4]]
     between = TimeRange(stored[4].ts + timedelta(seconds=1), stored[5].ts - timedelta(seconds=1))
-    assert await repo.candle_range("KO.US", 5, between, 100) == []
+    assert await repo.bars(read_plan("KO.US", 5, 100, time_range=between)) == []
 
 
 async def test_offsets_in_the_range_are_honoured(
@@ -59,7 +59,7 @@ async def test_offsets_in_the_range_are_honoured(
     stored = series("SBER", 12)
     insert(db_url, stored)
     moscow = datetime.fromisoformat("2024-01-02T17:40:00+03:00")  # 14:40 UTC
-    found = await repo.candle_range("SBER", 5, TimeRange(moscow, moscow), 10)
+    found = await repo.bars(read_plan("SBER", 5, 10, time_range=TimeRange(moscow, moscow)))
     assert [c.ts for c in found] == [START + timedelta(minutes=10)]
     assert found[0].ts.utcoffset() == timedelta(0)
 
@@ -96,7 +96,7 @@ async def test_a_statement_over_the_timeout_is_store_unavailable(db_url: str) ->
         # Hold a lock that makes every read wait, so the read outlives its statement timeout.
         await blocker.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(StoreUnavailable, match="DB_COMMAND_TIMEOUT") as caught:
-            await repo.candles("X", 5, 10, Order.ASC)
+            await repo.bars(read_plan("X", 5, 10, Order.ASC))
         location = conninfo_to_dict(db_url)
         assert (caught.value.host, caught.value.port) == (location["host"], location["port"])
     finally:
@@ -107,7 +107,7 @@ async def test_a_statement_over_the_timeout_is_store_unavailable(db_url: str) ->
     pool = Database(config)
     await pool.open()
     try:
-        assert await PostgresCandleRepository(pool).candles("X", 5, 1, Order.ASC) == []
+        assert await PostgresCandleRepository(pool).bars(read_plan("X", 5, 1)) == []
     finally:
         await pool.close()
 
@@ -157,7 +157,7 @@ async def test_the_pool_recovers_after_an_outage_without_restart(
             except StoreUnavailable:
                 assert time.monotonic() < deadline, "the pool did not recover within 10 s"
                 await asyncio.sleep(0.05)
-        assert await repo.candles("X", 5, 1, Order.ASC) == []
+        assert await repo.bars(read_plan("X", 5, 1, Order.ASC)) == []
     finally:
         await pool.close()
 
@@ -166,7 +166,7 @@ async def test_connections_killed_by_the_server_cost_no_failed_request(
     repo: PostgresCandleRepository, db_url: str
 ) -> None:
     insert(db_url, series("KO.US", 3))
-    assert len(await repo.candles("KO.US", 5, 10, Order.ASC)) == 3
+    assert len(await repo.bars(read_plan("KO.US", 5, 10, Order.ASC))) == 3
     with psycopg.connect(db_url, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -175,4 +175,4 @@ async def test_connections_killed_by_the_server_cost_no_failed_request(
     assert killed is not None
     assert killed[0] >= 1
     # The pooled connection is dead; the read is retried on a fresh one.
-    assert len(await repo.candles("KO.US", 5, 10, Order.ASC)) == 3
+    assert len(await repo.bars(read_plan("KO.US", 5, 10, Order.ASC))) == 3

@@ -22,10 +22,9 @@ from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.bar_options import BarOptions
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Row
-from marketdata.domain.ports import Export
 from marketdata.domain.replay import ReplaySelection, planned
 from marketdata.domain.timeframes import Resample, Rollup, serving
-from tests.support import AppFactory, insert, reset
+from tests.support import AppFactory, insert, read_plan, reset
 
 KEPT = [Rollup(15), Rollup(60), Rollup(1440, "America/New_York"), Rollup(1440)]
 # Around New York's change to summer time (2024-03-10 07:00 UTC), over a weekend
@@ -81,20 +80,26 @@ class Store:
                 used += 1
                 fast_r, base = plan.resample, Resample(plan.resample.source_tf)
                 for order, limit in ((Order.ASC, 100_000), (Order.DESC, rng.randrange(1, 20))):
-                    fast = await self.repo.candles("R", tf, limit, order, fast_r, options)
-                    slow = await self.repo.candles("R", tf, limit, order, base, options)
+                    fast = await self.repo.bars(read_plan("R", tf, limit, order, fast_r, options))
+                    slow = await self.repo.bars(read_plan("R", tf, limit, order, base, options))
                     assert same(fast, slow), (tf, tz, order, limit)
                 start = START + timedelta(minutes=rng.randrange(0, SLOTS))
                 window = TimeRange(start, start + timedelta(minutes=rng.randrange(1, SLOTS)))
                 limit = rng.randrange(1, 50)
-                fast = await self.repo.candle_range("R", tf, window, limit, fast_r, options)
-                slow = await self.repo.candle_range("R", tf, window, limit, base, options)
+                fast = await self.repo.bars(
+                    read_plan("R", tf, limit, resample=fast_r, options=options, time_range=window)
+                )
+                slow = await self.repo.bars(
+                    read_plan("R", tf, limit, resample=base, options=options, time_range=window)
+                )
                 assert same(fast, slow), (tf, tz, window, limit)
                 exported = self.repo.export(
-                    Export("R", tf, window, Order.ASC, None, fast_r, options)
+                    read_plan("R", tf, None, Order.ASC, fast_r, options, time_range=window)
                 )
                 streamed = [c async for c in exported]
-                whole = await self.repo.candle_range("R", tf, window, 100_000, base, options)
+                whole = await self.repo.bars(
+                    read_plan("R", tf, 100_000, resample=base, options=options, time_range=window)
+                )
                 assert same(streamed, whole), (tf, tz, window)
         assert await rollups.drift(self.config) == []
         return used

@@ -39,3 +39,18 @@ def test_nothing_is_trusted_while_a_notification_waits_unread() -> None:
     assert known.get("A") is None
     waiting[0] = False
     assert known.get("A") is HELD
+
+
+def test_what_was_known_stays_a_hint() -> None:
+    """A hint is only a guess (a read checks it): kept through changes and outages."""
+    known = KnownSeries()
+    assert known.hint("A") is None
+    other = Holdings(series=(), rollups=())
+    known.keep("A", HELD, known.epoch)  # kept as a hint even while the listener is down
+    known.reset(enabled=True)
+    known.keep("B", other, known.epoch)
+    known.forget(["A", "B"])
+    assert known.get("B") is None
+    assert known.hint("A") is HELD
+    assert known.hint("B") is other
+    assert known.hint("NEVER") is other  # never read here: what was read last of another

@@ -6,10 +6,11 @@ import pytest
 from marketdata.domain.bar_options import bar_options
 from marketdata.domain.candles import Order
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
-from marketdata.domain.queries import CandleQueries, QueryLimits
+from marketdata.domain.queries import CandleQueries, CandleQuery, QueryLimits
 from marketdata.domain.timeframes import Holdings, Rollup
 from tests.factories import series
 from tests.fakes import InMemoryCandleRepository, resample_reference
+from tests.support import read_plan
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -59,17 +60,19 @@ async def test_an_unstored_timeframe_is_resampled_from_the_finest_divisor(
 ) -> None:
     found = await queries.candles("AAA", tf_min=15, limit=3)
     assert [c.tf_min for c in found] == [15, 15, 15]
-    assert found == resample_reference(await repo.candles("AAA", 5, 300, Order.ASC), 15)[:3]
+    assert found == resample_reference(await repo.bars(read_plan("AAA", 5, 300, Order.ASC)), 15)[:3]
     # 120 is divided by 5 and by 60: the finest (5) is used
     hourly2 = await queries.candles("AAA", tf_min=120, limit=1)
-    five = await repo.candles("AAA", 5, 300, Order.ASC)
+    five = await repo.bars(read_plan("AAA", 5, 300, Order.ASC))
     assert hourly2[0].volume == sum(c.volume for c in five if c.ts < START + timedelta(hours=1.5))
 
 
 async def test_a_stored_timeframe_is_served_as_stored(
     queries: CandleQueries, repo: InMemoryCandleRepository
 ) -> None:
-    assert await queries.candles("AAA", tf_min=60) == await repo.candles("AAA", 60, 200, Order.ASC)
+    assert await queries.candles("AAA", tf_min=60) == await repo.bars(
+        read_plan("AAA", 60, 200, Order.ASC)
+    )
 
 
 async def test_a_bad_time_zone_is_refused(queries: CandleQueries) -> None:
@@ -88,12 +91,13 @@ async def test_range_pages_say_whether_more_remain(queries: CandleQueries) -> No
 
 
 async def test_export_is_uncapped_and_not_found_comes_first(queries: CandleQueries) -> None:
-    exported = [c async for c in await queries.export("AAA")]
+    plan = await queries.plan(CandleQuery(ticker="AAA", export=True))
+    exported = [c async for c in await queries.export(plan)]
     assert len(exported) == 300  # over max_limit (250)
     with pytest.raises(NotFound):
-        await queries.export("ZZZ")
+        await queries.plan(CandleQuery(ticker="ZZZ", export=True))
     with pytest.raises(InvalidParameter, match="limit"):
-        await queries.export("AAA", limit=2**70)
+        await queries.plan(CandleQuery(ticker="AAA", limit=2**70, export=True))
 
 
 class RollupsReady(InMemoryCandleRepository):
@@ -109,18 +113,20 @@ class RollupsReady(InMemoryCandleRepository):
 async def test_rollups_made_ready_change_what_served_says_and_its_version() -> None:
     repo = RollupsReady(series("AAA", 300))
     queries = CandleQueries(repo, QueryLimits(default_tf_min=5, max_limit=250))
-    before = await queries.coverage_version("AAA")
-    assert {s.tf_min: s.source for s in await queries.served("AAA")}[60] == "resampled"
+    _, served, before = await queries.coverage("AAA")
+    assert {s.tf_min: s.source for s in served}[60] == "resampled"
     repo.rollups = (Rollup(15), Rollup(60))
-    assert {s.tf_min: s.source for s in await queries.served("AAA")}[60] == "rollup"
-    assert await queries.coverage_version("AAA") != before  # no 304 with the old sources
-    assert await queries.coverage_version("ZZZ") is None
+    _, served, after = await queries.coverage("AAA")
+    assert {s.tf_min: s.source for s in served}[60] == "rollup"
+    assert after != before  # no 304 with the old sources
+    with pytest.raises(NotFound):
+        await queries.coverage("ZZZ")
 
 
 async def test_coverage_and_gaps(queries: CandleQueries, repo: InMemoryCandleRepository) -> None:
-    coverage = await queries.coverage("AAA")
+    coverage, listed, _ = await queries.coverage("AAA")
     assert [(c.tf_min, c.count) for c in coverage] == [(5, 300), (60, 10)]
-    served = {s.tf_min: (s.source, s.from_tf_min) for s in await queries.served("AAA")}
+    served = {s.tf_min: (s.source, s.from_tf_min) for s in listed}
     assert served[5] == ("stored", 5)
     assert served[60] == ("stored", 60)
     assert served[1440] == ("resampled", 5)  # the fake keeps no rollups

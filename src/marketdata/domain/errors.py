@@ -1,5 +1,8 @@
 """Errors the domain raises; entrypoints map them to responses, adapters translate into them."""
 
+from datetime import datetime
+from typing import Protocol
+
 
 class DomainError(Exception):
     """Base of every error the service reports to a caller on purpose."""
@@ -11,6 +14,37 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     """Nothing stored matches the query (unknown ticker, timeframe or an empty range)."""
+
+
+def no_candles(
+    ticker: str,
+    tf_min: int | str | None = None,
+    time_range: "TimeRangeLike | None" = None,
+    stored: tuple[int, ...] = (),
+) -> NotFound:
+    """The one message for nothing to answer with: a ticker (or several, comma-separated),
+    its timeframe(s), the range asked for; with `stored`, why the timeframe cannot be made
+    from what is stored."""
+    message = f"No candles found for ticker {ticker!r}"
+    if tf_min is not None:
+        message += f" with tf_min={tf_min}"
+    if time_range is not None:
+        message += f" between {time_range.start.isoformat()} and {time_range.end.isoformat()}"
+    if stored:
+        held = ", ".join(map(str, stored))
+        message += (
+            f": it is not stored and cannot be built from the stored timeframes ({held});"
+            " a resampled timeframe must be a multiple of one of them"
+        )
+    return NotFound(message)
+
+
+class TimeRangeLike(Protocol):
+    @property
+    def start(self) -> datetime: ...
+
+    @property
+    def end(self) -> datetime: ...
 
 
 class InvalidQuery(DomainError):

@@ -20,18 +20,43 @@ class Columnar(enum.StrEnum):
     ARROW = "arrow"  # an Arrow IPC stream
 
 
-class Export(msgspec.Struct, frozen=True):
-    """What an export reads, checked: one series' candles, or its bars as `resample` and
-    `options` make them; `after`: the last bar of the page before (a cursor)."""
+class Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """One read, decided once (`CandleQueries.plan`): what is read (the values checked, the
+    defaults applied), from where (`resample`: the source of a timeframe not stored), at
+    which version of that source (the ETag), and how (the options)."""
 
     ticker: str
     tf_min: int
-    time_range: TimeRange | None = None
+    limit: int | None  # None: an export of every bar
     order: Order = Order.ASC
-    limit: int | None = None
-    resample: Resample | None = None
+    time_range: TimeRange | None = None  # what is read: the range, after the cursor
+    after: datetime | None = None  # the last bar of the page before (a cursor)
     options: BarOptions = PLAIN
-    after: datetime | None = None
+    resample: Resample | None = None
+    version: int = 0
+    ranged: bool = False  # a range was asked for (`requested`)
+    requested: TimeRange | None = None
+    empty: bool = False  # nothing is left of the range after the cursor
+    # the source and version were read with the catalog; else they are a guess (what this
+    # process last knew of the ticker, or that the timeframe is stored) that the read checks
+    checked: bool = True
+
+    @property
+    def shaped(self) -> bool:
+        """Bars made otherwise than the stored candles as they are."""
+        return self.resample is not None or self.options.shaped
+
+
+class Encoded(msgspec.Struct, frozen=True):
+    """Bars as the API's JSON carries them, made by the store: the items of the `data`
+    array, comma-separated; how many bars were read; the open time of the last one kept
+    (the limit's); and, read with them when the plan was not checked, the ticker's holdings
+    (to check the plan against)."""
+
+    items: bytes
+    count: int
+    last: datetime | None
+    holdings: Holdings | None = None
 
 
 class Coverage(msgspec.Struct, frozen=True):
@@ -50,44 +75,30 @@ class Gap(msgspec.Struct, frozen=True):
 
 
 class CandleRepository(Protocol):
-    """Read side of the candle store. Raises StoreUnavailable when the store cannot answer."""
+    """Read side of the candle store. Raises StoreUnavailable when the store cannot answer.
+    Every read of bars is of a Plan, in one statement."""
 
     async def symbols(self, prefix: str, limit: int) -> list[str]:
         """Distinct tickers starting with `prefix` (case-insensitive, literal), sorted."""
         ...
 
-    async def candles(
-        self,
-        ticker: str,
-        tf_min: int,
-        limit: int,
-        order: Order,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-    ) -> list[Candle]:
-        """The oldest `limit` candles ascending (ASC) or the newest descending (DESC);
-        with `resample`, buckets of tf_min made from the stored `source_tf` candles; cut,
-        kept to a session and filled as `options` say (ts_close set when a label is)."""
+    async def bars(self, plan: Plan, extra: int = 0) -> list[Candle]:
+        """The plan's bars, at most its limit (+ `extra`): the oldest ascending or the
+        newest descending, or those of its range ascending (resampled buckets only when
+        whole inside it); cut, kept to a session and filled as its options say (`ts_close`
+        set when a label is; `ts` is the open)."""
         ...
 
-    async def candle_range(
-        self,
-        ticker: str,
-        tf_min: int,
-        time_range: TimeRange,
-        limit: int,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-        after: datetime | None = None,
-    ) -> list[Candle]:
-        """Candles with start <= ts <= end, ascending, at most `limit`. Resampled buckets
-        are returned only when they lie entirely inside the range. `after`: the last bar
-        of the page before, the gap from which is filled (with `fill`)."""
+    async def encoded(self, plan: Plan, extra: int = 0) -> Encoded:
+        """The same bars as `bars`, encoded as the API's JSON sends them (labelled as
+        asked), at most the limit of them encoded, the count of all read; when the plan is
+        not `checked`, with the ticker's holdings read in the same statement (one snapshot,
+        one round trip)."""
         ...
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
         """The catalog's series of these tickers and the rollup timeframes kept (one read,
-        never a count of candles; none when this process knows them already)."""
+        never a count of candles)."""
         ...
 
     async def catalog_version(self) -> str:
@@ -99,12 +110,17 @@ class CandleRepository(Protocol):
         """A ticker's holdings when this process knows them up to date, without I/O."""
         ...
 
-    def export(self, what: Export) -> AsyncGenerator[Candle, None]:
-        """Like candles/candle_range, without a cap, in constant memory (for exports)."""
+    def hint(self, ticker: str) -> Holdings | None:
+        """The holdings this process last knew of a ticker, up to date or not (a guess
+        for a plan the read will check), without I/O."""
         ...
 
-    def export_columns(self, output: Columnar, what: Export) -> AsyncGenerator[bytes, None]:
-        """The same candles as `export`, encoded in a columnar format, in record batches
+    def export(self, plan: Plan) -> AsyncGenerator[Candle, None]:
+        """Like `bars`, without a cap, in constant memory (for exports)."""
+        ...
+
+    def export_columns(self, output: Columnar, plan: Plan) -> AsyncGenerator[bytes, None]:
+        """The same bars as `export`, encoded in a columnar format, in record batches
         (labelled as asked): nothing at all when there are none."""
         ...
 

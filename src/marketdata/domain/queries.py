@@ -1,6 +1,10 @@
-"""The read use cases: validation and defaults of the REST contract over a CandleRepository."""
+"""The read use cases. A GET of candles decodes at its edge into one `CandleQuery`; the
+domain makes one `Plan` of it (the values checked, the defaults applied, the source that
+serves the timeframe and its version), and the ETag, the answer kept and the read all use
+that plan: one rule per check, one read per request."""
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -16,14 +20,15 @@ from marketdata.domain.candles import (
     ticker_of,
     timeframe_of,
 )
-from marketdata.domain.errors import InvalidParameter, NotFound
-from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Export, Gap
-from marketdata.domain.timeframes import Resample, Served, Serving, servable, serving
+from marketdata.domain.errors import InvalidParameter, NotFound, no_candles
+from marketdata.domain.ports import CandleRepository, Columnar, Coverage, Encoded, Gap, Plan
+from marketdata.domain.timeframes import Holdings, Served, servable, serving
 
 T = TypeVar("T")
 
 DEFAULT_SYMBOLS_LIMIT = 100
 DEFAULT_CANDLES_LIMIT = 200
+MAX_EXPORT = 2**63 - 1
 
 
 class QueryLimits(msgspec.Struct, frozen=True):
@@ -33,39 +38,37 @@ class QueryLimits(msgspec.Struct, frozen=True):
     max_limit: int = 5000
 
 
-async def _chain(
-    first: Candle, rest: AsyncGenerator[Candle, None], options: BarOptions
-) -> AsyncGenerator[Candle, None]:
-    try:
-        yield labelled(first, options.label)
-        async for candle in rest:
-            yield labelled(candle, options.label)
-    finally:
-        await rest.aclose()
+class CandleQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """What a GET of candles asks, as its edge decodes it: the oldest or newest candles
+    (`/candles`), or those between `start` and `end` (`/candles/range`, `after` its cursor);
+    `export`: streamed whole (CSV, NDJSON, Parquet, Arrow), without the MAX_LIMIT cap."""
+
+    ticker: str
+    tf_min: int | None = None
+    limit: int | None = None
+    order: Order = Order.ASC
+    start: datetime | None = None
+    end: datetime | None = None
+    after: datetime | None = None
+    options: BarOptions = PLAIN
+    export: bool = False
 
 
-async def _first_of(what: Export, items: AsyncGenerator[T, None]) -> T:
-    """An export's first item, read before any response starts: NotFound when there is none."""
-    first = await anext(items, None)
-    if first is None:
-        await items.aclose()
-        raise NotFound(f"No candles found for ticker {what.ticker!r} with tf_min={what.tf_min}")
-    return first
+class Page(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of bars encoded by the store (`Encoded`), whether more remain after it, the
+    open time of its last bar (the cursor of the next page; `ts` may be the close), and the
+    plan it was read with, checked."""
+
+    bars: Encoded
+    more: bool
+    last: datetime | None = None
+    plan: Plan
 
 
-async def _prefixed(head: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-    try:
-        yield head
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()
-
-
-def _labelled(candles: list[Candle], options: BarOptions) -> list[Candle]:
-    if options.label is None:
-        return candles
-    return [labelled(c, options.label) for c in candles]
+class CandlePage(msgspec.Struct, frozen=True):
+    candles: list[Candle]
+    more: bool
+    last: datetime | None = None
 
 
 class GapReport(msgspec.Struct, frozen=True):
@@ -78,12 +81,24 @@ class GapReport(msgspec.Struct, frozen=True):
     count: int
 
 
-class Page(msgspec.Struct, frozen=True):
-    candles: list[Candle]
-    more: bool
-    # the open time of the page's last bar: the cursor of the next page (`ts` may be the
-    # close, with label=close)
-    last: datetime | None = None
+async def _first_of(plan: Plan, items: AsyncGenerator[T, None]) -> T:
+    """An export's first item, read before any response starts: NotFound when there is none."""
+    first = await anext(items, None)
+    if first is None:
+        await items.aclose()
+        raise no_candles(plan.ticker, plan.tf_min, plan.time_range if plan.ranged else None)
+    return first
+
+
+async def _chain(
+    first: T, rest: AsyncGenerator[T, None], options: BarOptions | None = None
+) -> AsyncGenerator[T, None]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
 
 
 class CandleQueries:
@@ -91,10 +106,144 @@ class CandleQueries:
         self._repository = repository
         self._limits = limits
 
-    async def symbols(self, prefix: str = "", limit: int | None = None) -> list[str]:
-        prefix = text_of("prefix", prefix)
-        limit = limit_of(DEFAULT_SYMBOLS_LIMIT if limit is None else limit, self._limits.max_limit)
-        return await self._repository.symbols(prefix, limit)
+    # -- the plan --
+
+    def draft(self, query: CandleQuery) -> Plan:
+        """The read a query asks for, checked once, without I/O: ticker, timeframe, limit
+        (default 200 for the oldest or newest, MAX_LIMIT for a range, none for an export),
+        the range and what is left of it after the cursor; the source that serves the
+        timeframe and its version, from what this process knows of the catalog. When it
+        does not know the ticker up to date, the source is a guess (what it last knew, else
+        that the timeframe is stored) and the plan is not `checked`: `page` reads the
+        holdings with the bars, `checked` reads them alone. NotFound when what is known
+        up to date cannot serve it."""
+        frame = self._frame(query)
+        known = self._repository.known(frame.ticker)
+        if known is not None:
+            return self._served(frame, known)
+        guess = self._repository.hint(frame.ticker)
+        if guess is not None:
+            with contextlib.suppress(NotFound):
+                frame = self._served(frame, guess)
+        return msgspec.structs.replace(frame, checked=False)
+
+    async def plan(self, query: CandleQuery) -> Plan:
+        """The draft of a query, checked (a read of the catalog unless this process knows it)."""
+        return await self.checked(self.draft(query))
+
+    async def checked(self, plan: Plan) -> Plan:
+        if plan.checked:
+            return plan
+        return self._served(plan, await self._repository.holdings([plan.ticker]))
+
+    def _frame(self, query: CandleQuery) -> Plan:
+        """What a query asks, whatever is stored: a plan of the stored timeframe."""
+        ticker = ticker_of(query.ticker)
+        tf_min = timeframe_of(self._limits.default_tf_min if query.tf_min is None else query.tf_min)
+        ranged = query.start is not None and query.end is not None
+        time_range = TimeRange(query.start, query.end) if ranged else None  # type: ignore[arg-type]
+        window = time_range
+        if time_range is not None and query.after is not None:
+            window = time_range.after(query.after)
+        return Plan(
+            ticker=ticker,
+            tf_min=tf_min,
+            limit=self._limit(query, ranged),
+            order=Order.ASC if ranged else query.order,
+            time_range=window,
+            after=query.after,
+            options=query.options,
+            ranged=ranged,
+            empty=ranged and window is None,
+            requested=time_range,
+        )
+
+    @staticmethod
+    def _served(plan: Plan, held: Holdings) -> Plan:
+        """The plan with the source that serves its timeframe in `held`, and its version."""
+        served = serving(plan.tf_min, held.series, plan.options, held.rollups)
+        if not served.available:
+            raise served.not_found(plan.ticker)
+        source = served.resample.source_tf if served.resample is not None else plan.tf_min
+        version = next(s.version for s in held.series if s.tf_min == source)
+        return msgspec.structs.replace(
+            plan, resample=served.resample, version=version, checked=True
+        )
+
+    def _limit(self, query: CandleQuery, ranged: bool) -> int | None:
+        if query.export:
+            if query.limit is not None and not 1 <= query.limit <= MAX_EXPORT:
+                raise InvalidParameter("limit", f"must be between 1 and 2^63-1, got {query.limit}")
+            return query.limit
+        default = self._limits.max_limit if ranged else DEFAULT_CANDLES_LIMIT
+        return limit_of(default if query.limit is None else query.limit, self._limits.max_limit)
+
+    async def _holdings(self, ticker: str) -> Holdings:
+        known = self._repository.known(ticker)
+        return known if known is not None else await self._repository.holdings([ticker])
+
+    # -- reads of a plan --
+
+    async def page(self, plan: Plan) -> Page:
+        """A page of the plan's bars as the store encodes them for the API: in a range, one
+        more than the limit read tells whether more remain. A plan not checked is checked
+        against the holdings read with its bars (read again in the rare case that they are
+        served otherwise than guessed); the page carries the checked plan. NotFound when a
+        read that is not a later page finds nothing."""
+        if plan.empty:
+            return Page(bars=Encoded(b"", 0, None), more=False, plan=await self.checked(plan))
+        extra = 1 if plan.ranged else 0
+        read = await self._repository.encoded(plan, extra)
+        if read.holdings is not None:
+            exact = self._served(plan, read.holdings)
+            if exact.resample != plan.resample:
+                read = await self._repository.encoded(exact, extra)
+            plan = exact
+        if not read.count and plan.after is None:
+            raise no_candles(plan.ticker, plan.tf_min, plan.requested)
+        more = plan.limit is not None and read.count > plan.limit
+        return Page(bars=read, more=more, last=read.last, plan=plan)
+
+    async def bars(self, plan: Plan, extra: int = 0) -> CandlePage:
+        """The plan's bars as Candles (labelled as asked), for callers that want objects."""
+        plan = await self.checked(plan)
+        if plan.empty:
+            return CandlePage([], more=False)
+        found = await self._repository.bars(plan, extra=1 if plan.ranged else 0)
+        if not found and plan.after is None:
+            raise no_candles(plan.ticker, plan.tf_min, plan.requested)
+        page = found[: plan.limit] if plan.limit is not None else found
+        more = plan.limit is not None and len(found) > plan.limit
+        last = page[-1].ts if page else None
+        label = plan.options.label
+        shown = page if label is None else [labelled(c, label) for c in page]
+        return CandlePage(shown, more=more, last=last)
+
+    async def export(self, plan: Plan) -> AsyncGenerator[Candle, None]:
+        """Every bar of the plan, without the MAX_LIMIT cap, streamed. Reads the first
+        before returning, so that NotFound or StoreUnavailable come before a response has
+        started."""
+        plan = await self.checked(plan)
+        if plan.empty:
+            raise no_candles(plan.ticker, plan.tf_min, plan.requested)
+        candles = self._repository.export(plan)
+        label = plan.options.label
+        first = await _first_of(plan, candles)
+        chained = _chain(first, candles)
+        if label is None:
+            return chained
+        return _relabelled(chained, plan.options)
+
+    async def export_columns(self, output: Columnar, plan: Plan) -> AsyncGenerator[bytes, None]:
+        """`export` in a columnar format: the same bars, checked the same way, as the bytes
+        of that format, its first record batch read before returning."""
+        plan = await self.checked(plan)
+        if plan.empty:
+            raise no_candles(plan.ticker, plan.tf_min, plan.requested)
+        chunks = self._repository.export_columns(output, plan)
+        return _chain(await _first_of(plan, chunks), chunks)
+
+    # -- the same, for callers of loose values (vendor protocols, tests) --
 
     async def candles(
         self,
@@ -104,17 +253,8 @@ class CandleQueries:
         order: Order = Order.ASC,
         options: BarOptions = PLAIN,
     ) -> list[Candle]:
-        ticker = ticker_of(ticker)
-        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
-        limit = limit_of(DEFAULT_CANDLES_LIMIT if limit is None else limit, self._limits.max_limit)
-
-        async def read(resample: Resample | None) -> list[Candle]:
-            return await self._repository.candles(ticker, tf_min, limit, order, resample, options)
-
-        found = await self._served(ticker, tf_min, options, read)
-        if not found:
-            raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
-        return _labelled(found, options)
+        query = CandleQuery(ticker=ticker, tf_min=tf_min, limit=limit, order=order, options=options)
+        return (await self.bars(await self.plan(query))).candles
 
     async def candle_range(
         self,
@@ -125,106 +265,42 @@ class CandleQueries:
         limit: int | None = None,
         options: BarOptions = PLAIN,
         after: datetime | None = None,
-    ) -> Page:
-        """Candles in [start, end]; `after` (from a cursor) skips those up to it. A page
-        holds at most `limit`; `more` says whether candles remain after its last one."""
-        ticker = ticker_of(ticker)
-        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
-        limit = limit_of(self._limits.max_limit if limit is None else limit, self._limits.max_limit)
-        time_range = TimeRange(start, end)
-        window = time_range.after(after) if after is not None else time_range
-        if window is None:
-            return Page([], more=False)
+    ) -> CandlePage:
+        """Candles in [start, end]; `after` (from a cursor) skips those up to it."""
+        query = CandleQuery(
+            ticker=ticker,
+            tf_min=tf_min,
+            limit=limit,
+            start=start,
+            end=end,
+            after=after,
+            options=options,
+        )
+        return await self.bars(await self.plan(query))
 
-        async def read(resample: Resample | None) -> list[Candle]:
-            # one more than asked for tells whether there is a next page
-            assert window is not None
-            return await self._repository.candle_range(
-                ticker, tf_min, window, limit + 1, resample, options, after
-            )
+    # -- what is stored --
 
-        found = await self._served(ticker, tf_min, options, read)
-        if not found and after is None:
-            raise NotFound(
-                f"No candles found for ticker {ticker!r} with tf_min={tf_min} between "
-                f"{time_range.start.isoformat()} and {time_range.end.isoformat()}"
-            )
-        page = found[:limit]
-        last = page[-1].ts if page else None
-        return Page(_labelled(page, options), more=len(found) > limit, last=last)
+    async def symbols(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        prefix = text_of("prefix", prefix)
+        limit = limit_of(DEFAULT_SYMBOLS_LIMIT if limit is None else limit, self._limits.max_limit)
+        return await self._repository.symbols(prefix, limit)
 
-    async def export(
-        self,
-        ticker: str,
-        tf_min: int | None = None,
-        order: Order = Order.ASC,
-        limit: int | None = None,
-        options: BarOptions = PLAIN,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        after: datetime | None = None,
-    ) -> AsyncGenerator[Candle, None]:
-        """Every candle asked for, without the MAX_LIMIT cap, streamed. Checks everything
-        and reads the first candle before returning, so that NotFound or StoreUnavailable
-        come before a response has started."""
-        what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
-        candles = self._repository.export(what)
-        return _chain(await _first_of(what, candles), candles, options)
+    async def symbols_version(self) -> str:
+        """A version of everything `symbols` answers."""
+        return await self._repository.catalog_version()
 
-    async def export_columns(
-        self,
-        output: Columnar,
-        ticker: str,
-        tf_min: int | None = None,
-        order: Order = Order.ASC,
-        limit: int | None = None,
-        options: BarOptions = PLAIN,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        after: datetime | None = None,
-    ) -> AsyncGenerator[bytes, None]:
-        """`export` in a columnar format: the same candles, checked the same way, as the
-        bytes of that format, its first record batch read before returning."""
-        what = await self._exported(ticker, tf_min, order, limit, options, start, end, after)
-        chunks = self._repository.export_columns(output, what)
-        return _prefixed(await _first_of(what, chunks), chunks)
-
-    async def _exported(
-        self,
-        ticker: str,
-        tf_min: int | None,
-        order: Order,
-        limit: int | None,
-        options: BarOptions,
-        start: datetime | None,
-        end: datetime | None,
-        after: datetime | None,
-    ) -> Export:
-        """An export's arguments checked, and where its candles come from."""
-        ticker = ticker_of(ticker)
-        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
-        if limit is not None and not 1 <= limit < 2**63:
-            raise InvalidParameter("limit", f"must be between 1 and 2^63-1, got {limit}")
-        time_range = TimeRange(start, end) if start is not None and end is not None else None
-        if time_range is not None and after is not None:
-            time_range = time_range.after(after)
-            if time_range is None:
-                raise NotFound(f"No candles found for ticker {ticker!r} after the cursor")
-        plan = await self._plan(ticker, tf_min, options)
-        if not plan.available:
-            raise plan.not_found(ticker)
-        return Export(ticker, tf_min, time_range, order, limit, plan.resample, options, after)
-
-    async def coverage(self, ticker: str) -> list[Coverage]:
-        held = await self._repository.holdings([ticker_of(ticker)])
+    async def coverage(self, ticker: str) -> tuple[list[Coverage], list[Served], str]:
+        """What is stored for a ticker, what can be served, and a version of both (its
+        series' and the rollups ready: `served` says which timeframes they serve)."""
+        held = await self._holdings(ticker_of(ticker))
         if not held.series:
-            raise NotFound(f"No candles found for ticker {ticker!r}")
-        return [Coverage(s.tf_min, s.first, s.last, s.count) for s in held.series]
-
-    async def served(self, ticker: str) -> list[Served]:
-        """The timeframes the ticker can be served at, and how (`servable`)."""
-        held = await self._repository.holdings([ticker_of(ticker)])
-        return servable(held.series, held.rollups)
+            raise no_candles(ticker)
+        version = max(s.version for s in held.series)
+        return (
+            [Coverage(s.tf_min, s.first, s.last, s.count) for s in held.series],
+            servable(held.series, held.rollups),
+            ".".join([str(version), *map(str, sorted(held.rollups))]),
+        )
 
     async def gaps(
         self, ticker: str, tf_min: int | None, min_gap: int | None, limit: int | None
@@ -238,65 +314,18 @@ class CandleQueries:
         limit = limit_of(
             min(1000, self._limits.max_limit) if limit is None else limit, self._limits.max_limit
         )
-        held = await self._repository.holdings([ticker])
+        held = await self._holdings(ticker)
         if tf_min not in {s.tf_min for s in held.series}:
-            raise NotFound(f"No candles found for ticker {ticker!r} with tf_min={tf_min}")
+            raise no_candles(ticker, tf_min)
         found = await self._repository.gaps(ticker, tf_min, timedelta(minutes=min_gap), limit)
         return GapReport(ticker, tf_min, min_gap, found, len(found))
 
-    async def _served(
-        self,
-        ticker: str,
-        tf_min: int,
-        options: BarOptions,
-        read: Callable[[Resample | None], Awaitable[list[Candle]]],
-    ) -> list[Candle]:
-        """Candles of `tf_min` as `serving` decides. The stored read goes first: when the
-        timeframe is stored (the common case) it is the only query; when nothing comes back,
-        the stored timeframes say whether to resample, and from which."""
-        known = self._repository.known(ticker)
-        if known is not None:
-            # the stored timeframes known without a round trip: one query, the right one
-            # (what is not known to be there is asked for below: it may have just come)
-            plan = serving(tf_min, known.series, options, known.rollups)
-            if plan.available:
-                return await read(plan.resample)
-        found = await read(None)
-        if found:
-            return found
-        plan = await self._plan(ticker, tf_min, options)
-        if not plan.available:
-            raise plan.not_found(ticker)
-        return await read(plan.resample) if plan.resample is not None else []
 
-    async def version(
-        self, ticker: str, tf_min: int | None = None, options: BarOptions = PLAIN
-    ) -> int | None:
-        """The version of the series an answer for this ticker and timeframe is made of
-        (the stored one, or the one resampled): it changes whenever such an answer could.
-        None when there is nothing to answer with (the query itself says why)."""
-        ticker = ticker_of(ticker)
-        tf_min = timeframe_of(self._limits.default_tf_min if tf_min is None else tf_min)
-        held = await self._repository.holdings([ticker])
-        plan = serving(tf_min, held.series, options, held.rollups)
-        if not plan.available:
-            return None
-        source = plan.resample.source_tf if plan.resample is not None else tf_min
-        return next((s.version for s in held.series if s.tf_min == source), None)
-
-    async def symbols_version(self) -> str:
-        """A version of everything `symbols` answers."""
-        return await self._repository.catalog_version()
-
-    async def coverage_version(self, ticker: str) -> str | None:
-        """A version of everything `coverage` and `served` answer for this ticker: its
-        series', and the rollups ready (`served` says which timeframes they serve)."""
-        held = await self._repository.holdings([ticker_of(ticker)])
-        version = max((s.version for s in held.series), default=None)
-        if version is None:
-            return None
-        return ".".join([str(version), *map(str, sorted(held.rollups))])
-
-    async def _plan(self, ticker: str, tf_min: int, options: BarOptions) -> Serving:
-        held = await self._repository.holdings([ticker])
-        return serving(tf_min, held.series, options, held.rollups)
+async def _relabelled(
+    candles: AsyncGenerator[Candle, None], options: BarOptions
+) -> AsyncGenerator[Candle, None]:
+    try:
+        async for candle in candles:
+            yield labelled(candle, options.label)
+    finally:
+        await candles.aclose()

@@ -23,7 +23,7 @@ from marketdata.domain.bar_options import (
     MINUTES_PER_DAY,
     BarOptions,
 )
-from marketdata.domain.errors import InvalidParameter, NotFound
+from marketdata.domain.errors import InvalidParameter, NotFound, no_candles
 
 
 class Series(msgspec.Struct, frozen=True):
@@ -112,14 +112,7 @@ class Serving(msgspec.Struct, frozen=True):
         return self.resample is not None or self.tf_min in self.stored
 
     def not_found(self, ticker: str) -> NotFound:
-        message = f"No candles found for ticker {ticker!r} with tf_min={self.tf_min}"
-        if not self.stored:
-            return NotFound(message)
-        held = ", ".join(map(str, self.stored))
-        return NotFound(
-            f"{message}: it is not stored and cannot be built from the stored timeframes "
-            f"({held}); a resampled timeframe must be a multiple of one of them"
-        )
+        return no_candles(ticker, self.tf_min, stored=self.stored)
 
 
 def serving(

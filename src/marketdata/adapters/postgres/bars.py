@@ -1,6 +1,8 @@
 """Bars made from stored candles, in SQL: resampled into buckets (from the candles or a
-rollup), kept to a session, missing buckets filled, close times computed. One statement
-builder for pages, exports and replays, so that all of them agree.
+rollup), kept to a session, missing buckets filled, close times computed. The one statement
+builder for pages, exports, replays and live bars, so that all of them agree; the stored
+candles' own SELECT (`plain_sql`) is here too, and the JSON the API sends of a plan's bars
+(`json_sql`: made by the database, no Python object per candle).
 
 A statement returns, in the order asked: bucket (the bar's open), open, high, low, close,
 volume, openint, its close time, and whether it was filled. Resampled buckets follow the
@@ -16,13 +18,15 @@ import msgspec
 
 from marketdata.adapters.postgres.buckets import (
     CANDLE_ROWS,
+    COLUMNS,
     LOCAL_LABEL,
     ROLLUP_ROWS,
     bucketed,
     label,
 )
-from marketdata.domain.bar_options import BarOptions, Fill, Session
+from marketdata.domain.bar_options import BarOptions, Fill, Label, Session, bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
+from marketdata.domain.ports import Plan
 from marketdata.domain.timeframes import Resample
 
 # Where the rows of a resampling are read: the candles of the stored timeframe, or a rollup
@@ -104,6 +108,24 @@ def _source(shape: Shape) -> str:
     return (
         f"SELECT {rows} FROM {shape.table}"
         f" WHERE ticker = {ticker} AND tf_min = %(source)s{kept}{bounds}{session}"
+    )
+
+
+def plain_sql(
+    columns: str = COLUMNS,
+    ticker: str = "%(ticker)s",
+    tf: str = "%(tf)s",
+    order: Order = Order.ASC,
+    bounds: str = "",
+    limit: str = "%(limit)s",
+) -> str:
+    """A stored series' candles as they are, in time order: `columns` of `candles` for
+    `ticker` and `tf` (SQL expressions), within `bounds` (conditions on `ts`, each starting
+    with AND), at most `limit` (NULL: all). The index of (ticker, tf_min, ts) serves it."""
+    direction = "ASC" if order is Order.ASC else "DESC"
+    return (
+        f"SELECT {columns} FROM candles WHERE ticker = {ticker} AND tf_min = {tf}{bounds}"
+        f" ORDER BY ts {direction} LIMIT {limit}"
     )
 
 
@@ -388,3 +410,84 @@ def bar_of(ticker: str, tf_min: int, row: tuple[Any, ...], options: BarOptions) 
         ts_close=closes if options.label is not None else None,
         filled=filled,
     )
+
+
+def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
+    """A plan's bars: its statement (`bars_sql` of its shape) and values, at most its limit
+    and `extra` more (None: all); after its cursor, only bars closing after it."""
+    resampled = plan.resample is not None
+    shape = shape_of(
+        plan.tf_min, plan.resample, plan.options, plan.order, plan.time_range is not None
+    )
+    after = plan.after
+    params = bars_params(
+        plan.ticker,
+        plan.tf_min,
+        plan.resample,
+        plan.options,
+        limit=plan.limit + extra if plan.limit is not None else None,
+        time_range=plan.time_range,
+        after_close=bar_close(after, plan.tf_min, plan.options.tz, resampled) if after else None,
+    )
+    return bars_sql(shape), params
+
+
+def _iso(at: str) -> str:
+    """An instant as the API has always written it: ISO 8601, UTC, `Z`, and six digits of
+    a fraction of a second when there is one (as msgspec writes a datetime)."""
+    utc = f"(({at}) AT TIME ZONE 'UTC')"
+    return (
+        f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN replace({utc}::text, ' ', 'T') "
+        f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US') END || 'Z'"""
+    )
+
+
+def _number(value: str) -> str:
+    """A float as JSON, read back as the same float by every client: shortest text that
+    round-trips, a whole number with `.0` (so Python's json and pandas read a float, as
+    they did from msgspec's `120.0`; PostgreSQL writes whole numbers from 1e15 up with an
+    exponent, a float already), NaN (a bar filled with nulls) and infinities as null."""
+    special = "('NaN', 'Infinity', '-Infinity')"
+    return (
+        f"CASE WHEN {value} IN {special} THEN 'null' "
+        f"WHEN {value} = trunc({value}) AND abs({value}) < 1e15 THEN {value}::text || '.0' "
+        f"ELSE {value}::text END"
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def json_sql(statement: bytes, label: Label | None, fill: Fill, order: Order) -> bytes:
+    """The bars of `statement` (bars_sql's columns) as the API's JSON carries them, made by
+    the database: one row of how many bars were read, the JSON objects of the first
+    %(keep)s of them, comma-separated, in order (`ts` their open, or their close with
+    `label=close`; `ts_close` with a label, `filled` on a filled bar), and the open of the
+    last one kept. %(ticker_json)s is the ticker as a JSON string, %(tf_text)s tf_min."""
+    shown = "closes" if label is Label.CLOSE else "bucket"
+    parts = [
+        """'{"ticker":' || %(ticker_json)s || ',"tf_min":' || %(tf_text)s || ',"ts":"' || """,
+        _iso(shown),
+        """ || '","open":' || """,
+        _number("open"),
+        """ || ',"high":' || """,
+        _number("high"),
+        """ || ',"low":' || """,
+        _number("low"),
+        """ || ',"close":' || """,
+        _number("close"),
+        """ || ',"volume":' || """,
+        _number("volume"),
+        """ || ',"openint":' || openint""",
+    ]
+    if label is not None:
+        parts += [""" || ',"ts_close":"' || """, _iso("closes"), """ || '"'"""]
+    if fill is not Fill.NONE:
+        parts.append(""" || CASE WHEN filled THEN ',"filled":true' ELSE '' END""")
+    parts.append(""" || '}'""")
+    last = "max" if order is Order.ASC else "min"
+    return f"""SELECT count(*),
+       coalesce(string_agg({"".join(parts)}, ',' ORDER BY n) FILTER (WHERE n <= %(keep)s), ''),
+       {last}(bucket) FILTER (WHERE n <= %(keep)s)
+FROM (
+    SELECT q.*, row_number() OVER () AS n
+    FROM ({statement.decode()}) q(bucket, open, high, low, close, volume, openint, closes, filled)
+) s""".encode()

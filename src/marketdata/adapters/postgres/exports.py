@@ -9,18 +9,17 @@ from typing import Any
 import psycopg
 
 from marketdata.adapters.columnar_export import ColumnarEncoder
-from marketdata.adapters.postgres.bars import bar_of, bars_params, bars_sql, shape_of
-from marketdata.adapters.postgres.buckets import COLUMNS
+from marketdata.adapters.postgres.bars import bar_of, plain_sql, plan_sql
 from marketdata.adapters.postgres.pool import Database, translated_errors
-from marketdata.domain.bar_options import BarOptions, Fill, Label, bar_close
+from marketdata.domain.bar_options import BarOptions, Fill, Label
 from marketdata.domain.candles import Candle, Order, TimeRange
-from marketdata.domain.ports import Columnar, Export
+from marketdata.domain.ports import Columnar, Plan
 
 
-async def candles(database: Database, what: Export) -> AsyncGenerator[Candle, None]:
-    """Candles from a server-side cursor, a batch at a time: constant memory whatever the
-    count. The connection is held until the stream ends or is closed."""
-    shaped, query, params = _statement(what)
+async def candles(database: Database, plan: Plan) -> AsyncGenerator[Candle, None]:
+    """A plan's bars from a server-side cursor, a batch at a time: constant memory whatever
+    the count. The connection is held until the stream ends or is closed."""
+    query, params = plan_sql(plan)
     async with (
         translated_errors(database.location, database.config),
         database.connection() as conn,
@@ -30,22 +29,17 @@ async def candles(database: Database, what: Export) -> AsyncGenerator[Candle, No
         await cursor.execute(query, params)
         while rows := await cursor.fetchmany(2000):
             for row in rows:
-                if shaped:
-                    yield bar_of(what.ticker, what.tf_min, row, what.options)
-                else:
-                    yield Candle(*row)
+                yield bar_of(plan.ticker, plan.tf_min, row, plan.options)
 
 
-async def encoded(
-    database: Database, output: Columnar, what: Export
-) -> AsyncGenerator[bytes, None]:
-    """The candles of `candles` in chunks of columns (one row per COLUMN_CHUNK candles, no
+async def encoded(database: Database, output: Columnar, plan: Plan) -> AsyncGenerator[bytes, None]:
+    """The bars of `candles` in chunks of columns (one row per COLUMN_CHUNK candles, no
     Python call per candle), encoded as `output`; nothing when there are none."""
-    shaped, query, params = _statement(what)
-    options = what.options
+    query, params = plan_sql(plan)
+    options = plan.options
     closes, fills = options.label is not None, options.fill is not Fill.NONE
     encoder = ColumnarEncoder(
-        output, what.ticker, what.tf_min, closes, fills, what.order is Order.DESC
+        output, plan.ticker, plan.tf_min, closes, fills, plan.order is Order.DESC
     )
     async with (
         translated_errors(database.location, database.config),
@@ -55,11 +49,11 @@ async def encoded(
     ):
         # one snapshot for every chunk, as one statement would have
         await plain.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        if shaped:
+        if plan.shaped:
             chunks = _grouped_chunks(conn, query, params, options, closes, fills)
         else:
             chunks = _keyset_chunks(
-                plain, what.ticker, what.tf_min, what.time_range, what.order, what.limit
+                plain, plan.ticker, plan.tf_min, plan.time_range, plan.order, plan.limit
             )
         sent = False
         async for chunk in chunks:
@@ -86,14 +80,17 @@ def _binary_columns(ts: str = "ts") -> list[str]:
 # subquery's order (the encoder checks it).
 _BINARY_COLUMNS = ", ".join(f"string_agg({c}, ''::bytea)" for c in _binary_columns())
 _KEYSET_CHUNK = {
-    direction: f"""
+    order: f"""
 SELECT count(*), {edge}(ts), {_BINARY_COLUMNS} FROM (
-    SELECT ts, open, high, low, close, volume, openint FROM candles
-    WHERE ticker = %(ticker)s AND tf_min = %(tf)s AND ts {op} %(after)s
-      AND ts >= %(start)s AND ts <= %(end)s
-    ORDER BY ts {direction} LIMIT %(limit)s
+    {
+        plain_sql(
+            "ts, open, high, low, close, volume, openint",
+            order=order,
+            bounds=f" AND ts {op} %(after)s AND ts >= %(start)s AND ts <= %(end)s",
+        )
+    }
 ) s""".encode()
-    for direction, edge, op in (("ASC", "max", ">"), ("DESC", "min", "<"))
+    for order, edge, op in ((Order.ASC, "max", ">"), (Order.DESC, "min", "<"))
 }
 
 
@@ -108,7 +105,7 @@ async def _keyset_chunks(
     """A stored series' candles in chunks of COLUMN_CHUNK, a query each from the key's
     index where the last one ended: the database streams them as it reads them."""
     descending = order is Order.DESC
-    statement = _KEYSET_CHUNK["DESC" if descending else "ASC"]
+    statement = _KEYSET_CHUNK[order]
     params: dict[str, Any] = {
         "ticker": ticker,
         "tf": tf_min,
@@ -154,35 +151,6 @@ async def _grouped_chunks(
         while rows := await cursor.fetchmany(4):
             for row in rows:
                 yield tuple(row)
-
-
-def _statement(what: Export) -> tuple[bool, bytes, dict[str, Any]]:
-    """An export's statement: whether it is shaped (bars_sql's columns), it, its params."""
-    time_range, options = what.time_range, what.options
-    if what.resample is None and not options.shaped:
-        bounds = " AND ts >= %(start)s AND ts <= %(end)s" if time_range else ""
-        direction = "ASC" if what.order is Order.ASC else "DESC"
-        query = (
-            f"SELECT {COLUMNS} FROM candles WHERE ticker = %(ticker)s"
-            f" AND tf_min = %(tf)s{bounds} ORDER BY ts {direction} LIMIT %(limit)s"
-        ).encode()
-        params: dict[str, Any] = {"ticker": what.ticker, "tf": what.tf_min, "limit": what.limit}
-        if time_range is not None:
-            params |= {"start": time_range.start, "end": time_range.end}
-        return False, query, params
-    resampled = what.resample is not None
-    shape = shape_of(what.tf_min, what.resample, options, what.order, time_range is not None)
-    after = what.after
-    params = bars_params(
-        what.ticker,
-        what.tf_min,
-        what.resample,
-        options,
-        limit=what.limit,
-        time_range=time_range,
-        after_close=bar_close(after, what.tf_min, options.tz, resampled) if after else None,
-    )
-    return True, bars_sql(shape), params
 
 
 COLUMN_CHUNK = 16_384

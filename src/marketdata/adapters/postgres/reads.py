@@ -1,18 +1,19 @@
 """The read side: plain SQL returning Structs, resampling in SQL, exports (`exports`), and
 what is stored read from the series catalog rather than counted."""
 
+import functools
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 
+import msgspec
+
 from marketdata.adapters.postgres import exports
-from marketdata.adapters.postgres.bars import bar_of, bars_params, bars_sql, shape_of
-from marketdata.adapters.postgres.buckets import COLUMNS
+from marketdata.adapters.postgres.bars import bar_of, json_sql, plan_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database
-from marketdata.domain.bar_options import PLAIN, BarOptions, bar_close
-from marketdata.domain.candles import Candle, Order, TimeRange
-from marketdata.domain.ports import Columnar, Export, Gap
-from marketdata.domain.timeframes import Holdings, Resample, Rollup, Series
+from marketdata.domain.candles import Candle
+from marketdata.domain.ports import Columnar, Encoded, Gap, Plan
+from marketdata.domain.timeframes import Holdings, Rollup, Series
 
 # The catalog holds one row per series: what is stored is read there, never counted.
 # The prefix is compared literally (no LIKE patterns) and case-insensitively.
@@ -32,17 +33,19 @@ LEFT JOIN candle_series s ON s.ticker = ANY(%s)
 ORDER BY s.ticker, s.tf_min
 """
 
-_CANDLES = {
-    Order.ASC: f"SELECT {COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
-    " ORDER BY ts ASC LIMIT %s",
-    Order.DESC: f"SELECT {COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
-    " ORDER BY ts DESC LIMIT %s",
-}
-
-RANGE = (
-    f"SELECT {COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
-    " AND ts >= %s AND ts <= %s ORDER BY ts ASC LIMIT %s"
-)
+# The same for the ticker of a read, in one row of arrays, to join the read's own row: the
+# plan it was made by is checked against what it read, in its snapshot.
+_WITH_HOLDINGS = """
+SELECT j.*, h.*, r.*
+FROM ({read}) j,
+     (SELECT array_agg(tf_min ORDER BY tf_min), array_agg(first_ts ORDER BY tf_min),
+             array_agg(last_ts ORDER BY tf_min), array_agg(count ORDER BY tf_min),
+             array_agg(version ORDER BY tf_min)
+      FROM candle_series WHERE ticker = %(ticker)s) h,
+     (SELECT coalesce(array_agg(tf_min ORDER BY tf_min, tz), '{{}}'),
+             coalesce(array_agg(tz ORDER BY tf_min, tz), '{{}}')
+      FROM rollup_timeframes WHERE ready) r
+"""
 
 
 async def holdings_of(database: Database, tickers: list[str]) -> Holdings:
@@ -53,36 +56,6 @@ async def holdings_of(database: Database, tickers: list[str]) -> Holdings:
         series=tuple(Series(*row[:6]) for row in rows if row[0] is not None),
         rollups=tuple(map(Rollup, rows[0][6], rows[0][7])) if rows else (),
     )
-
-
-async def bars(
-    database: Database,
-    ticker: str,
-    tf_min: int,
-    limit: int,
-    order: Order,
-    resample: Resample | None,
-    options: BarOptions,
-    time_range: TimeRange | None = None,
-    after: datetime | None = None,
-) -> list[Candle]:
-    """Bars made from what is stored (bars.py): resampled, kept to a session, filled;
-    `after`: the last bar of the page before (a cursor), whose gap to this page is filled."""
-    shape = shape_of(tf_min, resample, options, order, time_range is not None)
-    after_close = (
-        bar_close(after, tf_min, options.tz, resample is not None) if after is not None else None
-    )
-    params = bars_params(
-        ticker,
-        tf_min,
-        resample,
-        options,
-        limit=limit,
-        time_range=time_range,
-        after_close=after_close,
-    )
-    rows = await database.fetch(bars_sql(shape), params)
-    return [bar_of(ticker, tf_min, row, options) for row in rows]
 
 
 class PostgresCandleRepository:
@@ -96,38 +69,28 @@ class PostgresCandleRepository:
         rows = await self._db.fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
         return [row[0] for row in rows]
 
-    async def candles(
-        self,
-        ticker: str,
-        tf_min: int,
-        limit: int,
-        order: Order,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-    ) -> list[Candle]:
-        if resample is not None or options.shaped:
-            return await bars(self._db, ticker, tf_min, limit, order, resample, options)
-        rows = await self._db.fetch(_CANDLES[order], (ticker, tf_min, limit))
-        return [Candle(*row) for row in rows]
+    async def bars(self, plan: Plan, extra: int = 0) -> list[Candle]:
+        statement, params = plan_sql(plan, extra)
+        rows = await self._db.fetch(statement, params)
+        return [bar_of(plan.ticker, plan.tf_min, row, plan.options) for row in rows]
 
-    async def candle_range(
-        self,
-        ticker: str,
-        tf_min: int,
-        time_range: TimeRange,
-        limit: int,
-        resample: Resample | None = None,
-        options: BarOptions = PLAIN,
-        after: datetime | None = None,
-    ) -> list[Candle]:
-        if resample is not None or options.shaped:
-            return await bars(
-                self._db, ticker, tf_min, limit, Order.ASC, resample, options, time_range, after
-            )
+    async def encoded(self, plan: Plan, extra: int = 0) -> Encoded:
+        statement, params = plan_sql(plan, extra)
+        keep = plan.limit if plan.limit is not None else 2**63 - 1
+        options = plan.options
+        read = json_sql(statement, options.label, options.fill, plan.order)
+        epoch = self._known.epoch
         rows = await self._db.fetch(
-            RANGE, (ticker, tf_min, time_range.start, time_range.end, limit)
+            read if plan.checked else _with_holdings(read),
+            params
+            | {"keep": keep, "ticker_json": _json_text(plan.ticker), "tf_text": str(plan.tf_min)},
         )
-        return [Candle(*row) for row in rows]
+        count, items, last, *held = rows[0]
+        if plan.checked:
+            return Encoded(items.encode(), int(count), last)
+        holdings = _holdings_in(plan.ticker, *held)
+        self._known.keep(plan.ticker, holdings, epoch)
+        return Encoded(items.encode(), int(count), last, holdings)
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
         if len(tickers) != 1:
@@ -141,6 +104,9 @@ class PostgresCandleRepository:
 
     def known(self, ticker: str) -> Holdings | None:
         return self._known.get(ticker)
+
+    def hint(self, ticker: str) -> Holdings | None:
+        return self._known.hint(ticker)
 
     async def catalog_version(self) -> str:
         rows = await self._db.fetch(
@@ -157,8 +123,34 @@ class PostgresCandleRepository:
         )
         return [Gap(a, b, (b - a).total_seconds() / 60) for a, b in rows]
 
-    def export(self, what: Export) -> AsyncGenerator[Candle, None]:
-        return exports.candles(self._db, what)
+    def export(self, plan: Plan) -> AsyncGenerator[Candle, None]:
+        return exports.candles(self._db, plan)
 
-    def export_columns(self, output: Columnar, what: Export) -> AsyncGenerator[bytes, None]:
-        return exports.encoded(self._db, output, what)
+    def export_columns(self, output: Columnar, plan: Plan) -> AsyncGenerator[bytes, None]:
+        return exports.encoded(self._db, output, plan)
+
+
+@functools.lru_cache(maxsize=128)
+def _with_holdings(read: bytes) -> bytes:
+    return _WITH_HOLDINGS.format(read=read.decode()).encode()
+
+
+def _holdings_in(
+    ticker: str,
+    tfs: list[int] | None,
+    firsts: list[datetime] | None,
+    lasts: list[datetime] | None,
+    counts: list[int] | None,
+    versions: list[int] | None,
+    rollup_tfs: list[int],
+    rollup_tzs: list[str],
+) -> Holdings:
+    series = zip(tfs or (), firsts or (), lasts or (), counts or (), versions or (), strict=True)
+    return Holdings(
+        series=tuple(Series(ticker, *row) for row in series),
+        rollups=tuple(map(Rollup, rollup_tfs, rollup_tzs)),
+    )
+
+
+def _json_text(text: str) -> str:
+    return msgspec.json.encode(text).decode()

@@ -16,7 +16,13 @@ from typing import Any
 
 from psycopg import sql
 
-from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql, shape_of
+from marketdata.adapters.postgres.bars import (
+    bars_params,
+    bars_sql,
+    forming_sql,
+    plain_sql,
+    shape_of,
+)
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.reads import holdings_of
@@ -26,6 +32,11 @@ from marketdata.domain.replay import ReplayKey, ReplaySelection, Stream, key_of
 from marketdata.domain.timeframes import Holdings
 
 _PARAM = re.compile(r"%\((\w+)\)s")
+# a selection's start and end, either open
+_WITHIN = (
+    " AND ts >= coalesce({start}::timestamptz, '-infinity')"
+    " AND ts <= coalesce({end}::timestamptz, 'infinity')"
+)
 
 
 class PostgresReplaySource:
@@ -68,12 +79,11 @@ class PostgresReplaySource:
         params: dict[str, Any] = {}
         for i, stream in enumerate(selection.streams):
             if selection.plain:
-                text = (
-                    b"SELECT ts + %(stride)s AS close, %(tf)s AS tf_min, %(ticker)s AS ticker,"
-                    b" ts AS open FROM candles WHERE ticker = %(ticker)s AND tf_min = %(tf)s"
-                    b" AND ts >= coalesce(%(start)s::timestamptz, '-infinity')"
-                    b" AND ts <= coalesce(%(end)s::timestamptz, 'infinity')"
-                )
+                text = plain_sql(
+                    "ts + %(stride)s AS close, %(tf)s AS tf_min, %(ticker)s AS ticker, ts AS open",
+                    bounds=_WITHIN.format(start="%(start)s", end="%(end)s"),
+                    limit="NULL",
+                ).encode()
                 values: dict[str, Any] = {
                     "ticker": stream.ticker,
                     "tf": stream.tf_min,
@@ -89,7 +99,7 @@ class PostgresReplaySource:
                 )
                 values |= {"tf": stream.tf_min}
             text, values = _prefixed(text, values, f"s{i}_")
-            parts.append(sql.SQL(text.decode()))
+            parts.append(sql.SQL(f"({text.decode()})"))
             params |= values
         return sql.SQL(" UNION ALL ").join(parts), params
 
@@ -197,12 +207,10 @@ def _prefixed(text: bytes, params: dict[str, Any], prefix: str) -> tuple[bytes, 
 def _page_query(bounds: tuple[str, ...]) -> bytes:
     """The page query for tickers whose keyset bounds are `bounds` ("" for none): one text
     per shape, built once."""
+    within = _WITHIN.format(start="%s", end="%s")
     parts = [
-        f"(SELECT {COLUMNS} FROM candles WHERE ticker = %s AND tf_min = %s"
-        " AND ts >= coalesce(%s::timestamptz, '-infinity')"
-        " AND ts <= coalesce(%s::timestamptz, 'infinity')"
-        f"{f' AND ts {op} %s' if op else ''} ORDER BY ts LIMIT %s)"
-        for op in bounds
+        f"({plain_sql(COLUMNS, '%s', '%s', bounds=within + after, limit='%s')})"
+        for after in (f" AND ts {op} %s" if op else "" for op in bounds)
     ]
     return (
         f"SELECT * FROM ({' UNION ALL '.join(parts)}) merged ORDER BY ts, ticker LIMIT %s".encode()

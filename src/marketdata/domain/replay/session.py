@@ -17,7 +17,7 @@ import msgspec
 
 from marketdata.domain.bar_options import bar_close, labelled
 from marketdata.domain.candles import Candle, LiveEvent, Removed, parse_timestamp
-from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
+from marketdata.domain.errors import InvalidParameter, InvalidQuery, no_candles
 from marketdata.domain.replay.commands import Command, Controls
 from marketdata.domain.replay.pacing import Pacing, Schedule, Wake
 from marketdata.domain.replay.paging import pages, steps
@@ -129,9 +129,8 @@ class ReplaySession:
         if total is None:
             total = await self._source.count(self.selection)
         if total == 0:  # nothing to replay (a live subscription alone: WS /ws/live)
-            raise NotFound(
-                f"No candles found for {','.join(self.selection.tickers)} with "
-                f"tf_min={','.join(map(str, self.selection.tf_mins))}"
+            raise no_candles(
+                ",".join(self.selection.tickers), ",".join(map(str, self.selection.tf_mins))
             )
         if self._from_seq > total:
             raise InvalidParameter("from_seq", f"must be at most {total}, got {self._from_seq}")

@@ -17,7 +17,7 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
-from litestar import Response
+from litestar import Request, Response
 
 import marketdata
 from marketdata.entrypoints.settings import Settings
@@ -57,6 +57,18 @@ def headers(settings: Settings, tag: str) -> dict[str, str]:
 
 def not_modified(settings: Settings, tag: str) -> Response[Any]:
     return Response(b"", status_code=304, headers=headers(settings, tag))
+
+
+def conditional(
+    request: Request[Any, Any, Any], settings: Settings, version: int | str, output: str = "json"
+) -> tuple[str, Response[Any] | None]:
+    """The one ETag rule of every GET: the tag of an answer made of `version` in the
+    representation `output` (each its own: JSON, CSV, NDJSON, Parquet, Arrow), and a 304
+    when the client has it already."""
+    tag = etag(settings, version if output == "json" else f"{version}.{output}")
+    if matches(request.headers.get("if-none-match"), tag):
+        return tag, not_modified(settings, tag)
+    return tag, None
 
 
 def answer(

@@ -4,18 +4,17 @@ as JSON or streamed (exports)."""
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import msgspec
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
-from marketdata.domain.bar_options import BarOptions, bar_options
+from marketdata.domain.bar_options import bar_options
 from marketdata.domain.candles import Order, parse_timestamp
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import ColumnarReader
-from marketdata.domain.queries import CandleQueries
+from marketdata.domain.queries import CandleQueries, CandleQuery
 from marketdata.entrypoints.http import caching, writes
 from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.http.cursor import decode_cursor, encode_cursor
@@ -96,21 +95,15 @@ class CandlesController(Controller):
         format: Format = None,
         accept: Accept = None,
     ) -> Response[CandlesBody] | Stream:
-        output = output_format(format, accept)
-        options = bar_options(tz, day_start, session, fill, label)
-        tag, kept = await _conditional(
-            request, queries, settings, answers, output, ticker, tf_min, options
+        query = CandleQuery(
+            ticker=ticker,
+            tf_min=tf_min,
+            limit=limit,
+            order=order,
+            options=bar_options(tz, day_start, session, fill, label),
+            export=output_format(format, accept) != "json",
         )
-        if isinstance(kept, Response):
-            return kept
-        if (wanted := columnar(output)) is not None:
-            chunks = await queries.export_columns(wanted, ticker, tf_min, order, limit, options)
-            return _tagged(streamed_columns(chunks, wanted), settings, tag)
-        if output != "json":
-            exported = await queries.export(ticker, tf_min, order, limit, options)
-            return _tagged(streamed(exported, output, options), settings, tag)
-        found = await queries.candles(ticker, tf_min, limit, order, options)
-        return _answered(request, settings, answers, tag, CandlesBody(data=found, count=len(found)))
+        return await _answer(request, queries, settings, answers, query, format, accept)
 
     @get(
         "/range",
@@ -161,35 +154,17 @@ class CandlesController(Controller):
         format: Format = None,
         accept: Accept = None,
     ) -> Response[CandlesBody] | Stream:
-        start_ts = parse_timestamp(start, "start")
-        end_ts = parse_timestamp(end, "end")
-        after = decode_cursor(cursor) if cursor is not None else None
-        output = output_format(format, accept)
-        options = bar_options(tz, day_start, session, fill, label)
-        tag, kept = await _conditional(
-            request, queries, settings, answers, output, ticker, tf_min, options
+        query = CandleQuery(
+            ticker=ticker,
+            tf_min=tf_min,
+            limit=limit,
+            start=parse_timestamp(start, "start"),
+            end=parse_timestamp(end, "end"),
+            after=decode_cursor(cursor) if cursor is not None else None,
+            options=bar_options(tz, day_start, session, fill, label),
+            export=output_format(format, accept) != "json",
         )
-        if isinstance(kept, Response):
-            return kept
-        if (wanted := columnar(output)) is not None:
-            chunks = await queries.export_columns(
-                wanted, ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
-            )
-            return _tagged(streamed_columns(chunks, wanted), settings, tag)
-        if output != "json":
-            exported = await queries.export(
-                ticker, tf_min, Order.ASC, limit, options, start_ts, end_ts, after
-            )
-            return _tagged(streamed(exported, output, options), settings, tag)
-        page = await queries.candle_range(ticker, start_ts, end_ts, tf_min, limit, options, after)
-        if not page.more or page.last is None:
-            body = CandlesBody(data=page.candles, count=len(page.candles))
-            return _answered(request, settings, answers, tag, body)
-        next_cursor = encode_cursor(page.last)
-        query = {k: v for k, v in request.query_params.items() if k != "cursor"}
-        link = f"{request.url.path}?{urlencode({**query, 'cursor': next_cursor})}"
-        body = CandlesBody(data=page.candles, count=len(page.candles), next=next_cursor)
-        return _answered(request, settings, answers, tag, body, {"Link": f'<{link}>; rel="next"'})
+        return await _answer(request, queries, settings, answers, query, format, accept)
 
     @post(
         "/",
@@ -244,53 +219,56 @@ class CandlesController(Controller):
         return await writes.delete(request, settings, imports, ticker, tf_min, start, end)
 
 
-_encode = msgspec.json.Encoder().encode
-
-
-async def _conditional(
+async def _answer(
     request: Request[Any, Any, Any],
     queries: CandleQueries,
     settings: Settings,
     answers: Answers,
-    output: str,
-    ticker: str,
-    tf_min: int | None,
-    options: BarOptions,
-) -> tuple[str | None, Response[Any] | None]:
-    """The answer's ETag (None when there is nothing to answer: the query says why), and a
-    response already: 304 when the client has it, or the answer kept for this URL."""
-    version = await queries.version(ticker, tf_min, options)
-    if version is None:
-        return None, None
-    # each representation its own tag: the JSON body, CSV, NDJSON, Parquet, Arrow
-    tag = caching.etag(settings, version if output == "json" else f"{version}.{output}")
-    if caching.matches(request.headers.get("if-none-match"), tag):
-        return tag, caching.not_modified(settings, tag)
-    if output == "json" and (kept := answers.get(_url(request), tag)) is not None:
-        return tag, caching.answer(settings, tag, *kept)
-    return tag, None
+    query: CandleQuery,
+    format: str | None,
+    accept: str | None,
+) -> Response[Any] | Stream:
+    """Every GET of candles: one plan, its ETag (a 304 before any read), the answer kept
+    for the URL under that tag, or the read of the plan: JSON made by the database, or
+    streamed as CSV, NDJSON, Parquet or Arrow. One round trip at most: a plan this process
+    cannot check without one is checked by its read (the ETag decided after it)."""
+    output = output_format(format, accept)
+    plan = queries.draft(query)
+    if not plan.checked and output != "json":
+        plan = await queries.checked(plan)  # a stream's tag goes before its first bytes
+    url = f"{request.url.path}?{request.scope['query_string'].decode('latin-1')}"
+    if plan.checked:
+        tag, cached = caching.conditional(request, settings, plan.version, output)
+        if cached is not None:
+            return cached
+        if (wanted := columnar(output)) is not None:
+            chunks = await queries.export_columns(wanted, plan)
+            return _tagged(streamed_columns(chunks, wanted), settings, tag)
+        if output != "json":
+            stream = streamed(await queries.export(plan), output, plan.options)
+            return _tagged(stream, settings, tag)
+        if (kept := answers.get(url, tag)) is not None:
+            return caching.answer(settings, tag, *kept)
+    page = await queries.page(plan)
+    if not plan.checked:
+        plan = page.plan
+        tag, cached = caching.conditional(request, settings, plan.version, output)
+        if cached is not None:
+            return cached
+    count = min(page.bars.count, plan.limit) if plan.limit is not None else page.bars.count
+    body = b'{"data":[' + page.bars.items + b'],"count":' + str(count).encode()
+    extra: dict[str, str] = {}
+    if page.more and page.last is not None:
+        next_cursor = encode_cursor(page.last)
+        params = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        link = f"{request.url.path}?{urlencode({**params, 'cursor': next_cursor})}"
+        extra["Link"] = f'<{link}>; rel="next"'
+        body += b',"next":"' + next_cursor.encode() + b'"'
+    body += b"}"
+    answers.keep(url, tag, body, extra)
+    return caching.answer(settings, tag, body, extra)
 
 
-def _url(request: Request[Any, Any, Any]) -> str:
-    return f"{request.url.path}?{request.scope['query_string'].decode('latin-1')}"
-
-
-def _answered(
-    request: Request[Any, Any, Any],
-    settings: Settings,
-    answers: Answers,
-    tag: str | None,
-    body: CandlesBody,
-    extra: dict[str, str] | None = None,
-) -> Response[Any]:
-    encoded = _encode(body)
-    if tag is None:
-        return Response(encoded, media_type="application/json", headers=extra)
-    answers.keep(_url(request), tag, encoded, extra or {})
-    return caching.answer(settings, tag, encoded, extra)
-
-
-def _tagged(response: Stream, settings: Settings, tag: str | None) -> Stream:
-    if tag is not None:
-        response.headers.update(caching.headers(settings, tag))
+def _tagged(response: Stream, settings: Settings, tag: str) -> Stream:
+    response.headers.update(caching.headers(settings, tag))
     return response

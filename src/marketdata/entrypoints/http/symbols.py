@@ -55,9 +55,9 @@ class SymbolsController(Controller):
             ),
         ] = None,
     ) -> Response[SymbolsBody]:
-        tag = caching.etag(settings, await queries.symbols_version())
-        if caching.matches(request.headers.get("if-none-match"), tag):
-            return caching.not_modified(settings, tag)
+        tag, cached = caching.conditional(request, settings, await queries.symbols_version())
+        if cached is not None:
+            return cached
         found = await queries.symbols(prefix, limit)
         body = SymbolsBody(symbols=found, count=len(found))
         return Response(body, headers=caching.headers(settings, tag))
@@ -83,13 +83,12 @@ class SymbolsController(Controller):
         settings: FromDishka[Settings],
         ticker: TickerPath,
     ) -> Response[CoverageBody]:
-        version = await queries.coverage_version(ticker)
-        tag = caching.etag(settings, version) if version is not None else None
-        if tag is not None and caching.matches(request.headers.get("if-none-match"), tag):
-            return caching.not_modified(settings, tag)
-        stored = await queries.coverage(ticker)
-        body = CoverageBody(ticker=ticker, timeframes=stored, served=await queries.served(ticker))
-        return Response(body, headers=caching.headers(settings, tag) if tag else None)
+        stored, served, version = await queries.coverage(ticker)
+        tag, cached = caching.conditional(request, settings, version)
+        if cached is not None:
+            return cached
+        body = CoverageBody(ticker=ticker, timeframes=stored, served=served)
+        return Response(body, headers=caching.headers(settings, tag))
 
     @get(
         "/{ticker:str}/gaps",
