@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--setting", action="append", default=[])
+    parser.add_argument("--raw", type=Path, help="keep py-spy's raw samples here")
     args = parser.parse_args()
     settings = dict(s.split("=", 1) for s in args.setting)
     dsn = ensure_data(ADMIN_URL)
@@ -92,6 +93,8 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=20)
+        if args.raw is not None:
+            args.raw.write_text(out.read_text())
         samples: Counter[str] = Counter()
         for line in out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")

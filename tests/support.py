@@ -74,7 +74,9 @@ def embedded_home() -> Iterator[Path]:
 def reset(url: str) -> None:
     """Empty every table of the service's data (the schema stays)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE candles, candle_series, candle_rollups, rollup_timeframes")
+        conn.execute(
+            "TRUNCATE candles, candle_series, candle_rollups, rollup_timeframes, travel_sessions"
+        )
 
 
 def run_sql(url: str, statement: str) -> None:

@@ -1,7 +1,7 @@
 """What the domain needs from the outside world, as Protocols the adapters implement."""
 
 import enum
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -10,6 +10,7 @@ import msgspec
 from marketdata.domain.bar_options import PLAIN, BarOptions
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ingest import Batch, IngestOptions, Row, Rows, WriteResult
+from marketdata.domain.sessions import SessionClock, TravelSession
 from marketdata.domain.timeframes import Holdings, Resample
 
 
@@ -191,4 +192,30 @@ class ReplicaStatus(msgspec.Struct, frozen=True, kw_only=True):
 class ReplicaHealth(Protocol):
     def status(self) -> list[ReplicaStatus]:
         """Every configured replica, in the configured order (none configured: empty)."""
+        ...
+
+
+class Sessions(Protocol):
+    """Time-travel sessions, kept where every instance reads the same (domain/sessions.py).
+    Each raises NotFound for a session that is not (never made, or ended)."""
+
+    async def create(self, session: TravelSession) -> None: ...
+
+    async def get(self, sid: str) -> TravelSession:
+        """The session as it stands (what this process knows of it while it hears every
+        change, else read)."""
+        ...
+
+    async def control(
+        self, sid: str, change: Callable[[SessionClock], SessionClock]
+    ) -> TravelSession:
+        """The session with its clock changed by `change`, given the clock as it stands;
+        controls from any instance apply one after the other."""
+        ...
+
+    async def delete(self, sid: str) -> None: ...
+
+    def watch(self, sid: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` whenever the session changes (or may have: its changes could not be
+        heard for a while); returns the way to stop."""
         ...

@@ -13,6 +13,7 @@ from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.adapters.postgres.replicas import ReplicaSet
+from marketdata.adapters.postgres.sessions import PostgresSessions, SessionWatch
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import (
@@ -20,6 +21,7 @@ from marketdata.domain.ports import (
     CandleWriter,
     ColumnarReader,
     ReplicaHealth,
+    Sessions,
     StoreHealth,
 )
 from marketdata.domain.queries import CandleQueries, QueryLimits
@@ -65,6 +67,8 @@ class PostgresProvider(Provider):
         return PostgresCandleRepository(database, known)
 
     known = provide(KnownSeries)  # the catalog as this process knows it (live listener)
+    session_watch = provide(SessionWatch)  # who follows which session (live listener)
+    sessions = provide(PostgresSessions, provides=Sessions)
     health = provide(PostgresHealth, provides=StoreHealth)
     replay_source = provide(PostgresReplaySource, provides=ReplaySource)
 
@@ -111,9 +115,10 @@ class PostgresProvider(Provider):
         metrics: Metrics,
         known: KnownSeries,
         settings: Settings,
+        sessions: SessionWatch,
     ) -> AsyncIterator[LiveFeed]:
         limits = LiveLimits(settings.live_max_bytes, settings.live_stall_seconds)
-        feed = PostgresLiveFeed(config, database, known, limits)
+        feed = PostgresLiveFeed(config, database, known, limits, sessions)
         await feed.start()
         metrics.watch_live(lambda: feed.subscribers, lambda: feed.delivered)
         yield feed

@@ -35,6 +35,7 @@ from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig, connect
 from marketdata.adapters.postgres.reads import holdings_of
+from marketdata.adapters.postgres.sessions import SessionWatch, changed_session
 from marketdata.domain.bar_options import BarOptions, Fill
 from marketdata.domain.candles import Candle, LiveEvent, Order, Removed, TimeRange
 from marketdata.domain.errors import StoreUnavailable, TooSlow
@@ -176,8 +177,10 @@ class PostgresLiveFeed:
         database: Database,
         known: KnownSeries | None = None,
         limits: LiveLimits | None = None,
+        sessions: SessionWatch | None = None,
     ) -> None:
         self.known = known or KnownSeries()
+        self.sessions = sessions or SessionWatch()
         self.limits = limits or LiveLimits()
         self._config = config
         self._db = database
@@ -259,6 +262,7 @@ class PostgresLiveFeed:
                 self.connected.clear()
                 self.known.reset(enabled=False)  # changes may go unheard meanwhile
                 self.known.pending = None
+                self.sessions.reset()
                 log.warning("live listener lost its connection; reconnecting", error=str(error))
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -275,6 +279,7 @@ class PostgresLiveFeed:
             self._snapshot, self._seen = now, set()
             self.known.reset(enabled=True)
             self.known.pending = lambda: _readable(conn)
+            self.sessions.reset()
             self.connected.set()
             log.info("live listener listening")
             marker: str | None = None
@@ -294,6 +299,9 @@ class PostgresLiveFeed:
                         continue
                     if note.payload == FLUSH:
                         self.known.reset(enabled=True)
+                        continue
+                    if (session := changed_session(note.payload)) is not None:
+                        self.sessions.changed(session)
                         continue
                     await self._notified(note.payload)
                     heard = True

@@ -4,6 +4,7 @@ description (docs), exports and the page cursor."""
 
 from marketdata.entrypoints.http.candles import CandlesController
 from marketdata.entrypoints.http.health import HealthController
+from marketdata.entrypoints.http.sessions import SessionsController
 from marketdata.entrypoints.http.symbols import SymbolsController
 
-ROUTES = [HealthController, SymbolsController, CandlesController]
+ROUTES = [HealthController, SymbolsController, CandlesController, SessionsController]

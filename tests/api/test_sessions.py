@@ -1,0 +1,93 @@
+"""Time-travel sessions over REST: made, read, controlled and ended, the same seen through
+every instance (the clock is data in the database, changes announced to all)."""
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from tests.support import AppFactory, Client
+
+START = "2024-03-01T14:30:00Z"
+
+
+def present(client: Client, sid: str) -> datetime:
+    response = client.get(f"/sessions/{sid}")
+    assert response.status_code == 200, response.text
+    return datetime.fromisoformat(response.json()["present"])
+
+
+def made(client: Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/sessions", json={"start": START, **body})
+    assert response.status_code == 201, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_a_session_s_present_moves_and_obeys_its_controls(client: Client) -> None:
+    session = made(client, speed=3600, tickers=["AAPL", "MSFT"])
+    sid = session["id"]
+    assert session["state"] == "running"
+    assert session["tickers"] == ["AAPL", "MSFT"]
+    base = f"http://testserver.local/sessions/{sid}"
+    assert session["urls"]["binance"] == f"{base}/binance/api/v3"
+    assert session["urls"]["replay"] == f"ws://testserver.local/sessions/{sid}/ws/replay"
+    first = present(client, sid)
+    time.sleep(0.05)
+    assert present(client, sid) > first  # an hour a second
+    paused = client.post(f"/sessions/{sid}/pause").json()
+    assert paused["state"] == "paused"
+    held = datetime.fromisoformat(paused["present"])
+    time.sleep(0.05)
+    assert present(client, sid) == held
+    sought = client.post(f"/sessions/{sid}/seek", json={"to": "2024-01-02T00:00:00Z"}).json()
+    assert sought["present"] == "2024-01-02T00:00:00Z"
+    assert sought["state"] == "paused"  # a seek keeps the pause
+    client.post(f"/sessions/{sid}/speed", json={"step_seconds": 1, "tf_min": 60})
+    resumed = client.post(f"/sessions/{sid}/resume").json()
+    assert resumed["speed"] == 3600
+    assert resumed["state"] == "running"
+    assert client.delete(f"/sessions/{sid}").status_code == 204
+    gone = client.get(f"/sessions/{sid}")
+    assert gone.status_code == 404
+    assert sid in gone.json()["error"]
+    assert client.post(f"/sessions/{sid}/pause").status_code == 404
+
+
+def test_a_session_ends_at_its_end(client: Client) -> None:
+    session = made(client, speed=1_000_000, end="2024-03-01T15:00:00Z")
+    time.sleep(0.01)
+    read = client.get(f"/sessions/{session['id']}").json()
+    assert read["state"] == "ended"
+    assert read["present"] == "2024-03-01T15:00:00Z"
+
+
+def test_bad_sessions_are_refused_naming_what_is_wrong(client: Client) -> None:
+    for body, named in [
+        ({}, "start"),
+        ({"start": START}, "speed"),
+        ({"start": START, "speed": 1, "step_seconds": 1}, "speed"),
+        ({"start": START, "speed": -1}, "speed"),
+        ({"start": START, "speed": 1, "end": "2024-01-01"}, "end"),
+        ({"start": "soon", "speed": 1}, "start"),
+        ({"start": START, "speed": 1, "tickers": ["ok", "b\x00d"]}, "ticker"),
+        ({"start": START, "speed": 1, "colour": "red"}, "colour"),
+    ]:
+        response = client.post("/sessions", json=body)
+        assert response.status_code in (400, 422), (body, response.text)
+        assert named in response.text, (body, response.text)
+    assert client.post("/sessions/nope/seek", json={"to": "then"}).status_code in (400, 404)
+    broken = client.post("/sessions", content=b"{", headers={"content-type": "application/json"})
+    assert broken.status_code == 400
+
+
+def test_every_instance_sees_the_same_session_and_its_changes(app_factory: AppFactory) -> None:
+    with app_factory() as one, app_factory() as two:
+        sid = made(one, speed=60)["id"]
+        assert abs(present(one, sid) - present(two, sid)) < timedelta(seconds=5)
+        for _ in range(3):  # what `two` knew is forgotten as soon as `one` changes it
+            paused = one.post(f"/sessions/{sid}/pause").json()
+            assert present(two, sid) == datetime.fromisoformat(paused["present"])
+            one.post(f"/sessions/{sid}/seek", json={"to": "2020-01-01T00:00:00Z"})
+            assert present(two, sid) == datetime.fromisoformat("2020-01-01T00:00:00Z")
+            one.post(f"/sessions/{sid}/resume")
+            assert present(two, sid) > datetime.fromisoformat("2020-01-01T00:00:00Z")
