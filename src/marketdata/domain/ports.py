@@ -38,6 +38,9 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     ranged: bool = False  # a range was asked for (`requested`)
     requested: TimeRange | None = None
     empty: bool = False  # nothing is left of the range after the cursor
+    # only what has closed by then: bars of stored candles that closed, a bar made of finer
+    # ones as it stood then (a time-travel session's present; no rollup, kept from later)
+    as_of: datetime | None = None
     # the source and version were read with the catalog; else they are a guess (what this
     # process last knew of the ticker, or that the timeframe is stored) that the read checks
     checked: bool = True

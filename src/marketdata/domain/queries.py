@@ -52,6 +52,7 @@ class CandleQuery(msgspec.Struct, frozen=True, kw_only=True):
     after: datetime | None = None
     options: BarOptions = PLAIN
     export: bool = False
+    as_of: datetime | None = None  # what was known then (Plan.as_of)
 
 
 class Page(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,12 +157,14 @@ class CandleQueries:
             ranged=ranged,
             empty=ranged and window is None,
             requested=time_range,
+            as_of=query.as_of,
         )
 
     @staticmethod
     def _served(plan: Plan, held: Holdings) -> Plan:
         """The plan with the source that serves its timeframe in `held`, and its version."""
-        served = serving(plan.tf_min, held.series, plan.options, held.rollups)
+        rollups = held.rollups if plan.as_of is None else ()  # kept from candles after it
+        served = serving(plan.tf_min, held.series, plan.options, rollups)
         if not served.available:
             raise served.not_found(plan.ticker)
         source = served.resample.source_tf if served.resample is not None else plan.tf_min
@@ -252,8 +255,11 @@ class CandleQueries:
         limit: int | None = None,
         order: Order = Order.ASC,
         options: BarOptions = PLAIN,
+        as_of: datetime | None = None,
     ) -> list[Candle]:
-        query = CandleQuery(ticker=ticker, tf_min=tf_min, limit=limit, order=order, options=options)
+        query = CandleQuery(
+            ticker=ticker, tf_min=tf_min, limit=limit, order=order, options=options, as_of=as_of
+        )
         return (await self.bars(await self.plan(query))).candles
 
     async def candle_range(
@@ -265,6 +271,7 @@ class CandleQueries:
         limit: int | None = None,
         options: BarOptions = PLAIN,
         after: datetime | None = None,
+        as_of: datetime | None = None,
     ) -> CandlePage:
         """Candles in [start, end]; `after` (from a cursor) skips those up to it."""
         query = CandleQuery(
@@ -275,6 +282,7 @@ class CandleQueries:
             end=end,
             after=after,
             options=options,
+            as_of=as_of,
         )
         return await self.bars(await self.plan(query))
 

@@ -49,6 +49,7 @@ class Shape(msgspec.Struct, frozen=True):
     intraday: bool = False  # buckets shorter than a day (a session filters fill's buckets)
     keyset: bool = False  # only bars closing after %(after_close)s (a page after a cursor)
     live: bool = False  # forming bars of the buckets from %(first)s to %(last)s (live)
+    as_of: bool = False  # only source candles closed by %(as_of)s (Plan.as_of)
 
 
 def shape_of(
@@ -59,6 +60,7 @@ def shape_of(
     ranged: bool,
     keyset: bool = False,
     live: bool = False,
+    as_of: bool = False,
 ) -> Shape:
     session = options.session
     direct = (
@@ -79,6 +81,7 @@ def shape_of(
         intraday=tf_min < MINUTES_PER_DAY,
         keyset=keyset,
         live=live,
+        as_of=as_of,
     )
 
 
@@ -102,6 +105,8 @@ def _source(shape: Shape) -> str:
             " OR ts >= %(after_close)s::timestamptz - %(stride)s - interval '2 hours')"
         )
     session = f" AND {_in_session('ts AT TIME ZONE %(tz)s', shape)}" if shape.session else ""
+    if shape.as_of:
+        bounds += " AND ts <= %(as_of)s::timestamptz - %(source_stride)s"
     ticker = "%(ticker)s"
     if shape.live:  # a change's series, as the change left it (not later transactions)
         ticker, session = "q.ticker", f"{session} AND xact <= q.xid"
@@ -417,7 +422,12 @@ def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
     and `extra` more (None: all); after its cursor, only bars closing after it."""
     resampled = plan.resample is not None
     shape = shape_of(
-        plan.tf_min, plan.resample, plan.options, plan.order, plan.time_range is not None
+        plan.tf_min,
+        plan.resample,
+        plan.options,
+        plan.order,
+        plan.time_range is not None,
+        as_of=plan.as_of is not None,
     )
     after = plan.after
     params = bars_params(
@@ -429,6 +439,7 @@ def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
         time_range=plan.time_range,
         after_close=bar_close(after, plan.tf_min, plan.options.tz, resampled) if after else None,
     )
+    params["as_of"] = plan.as_of
     return bars_sql(shape), params
 
 
