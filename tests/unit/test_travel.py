@@ -1,0 +1,126 @@
+"""A session's stream on a virtual clock: each bar sent when the session's present reaches
+its close, never before; pause, seek and speed made meanwhile (by anyone) followed."""
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from marketdata.domain.errors import NotFound
+from marketdata.domain.replay import ReplaySelection, Stop, key_of
+from marketdata.domain.replay.travel import TravelReplay
+from marketdata.domain.sessions import SessionClock, TravelSession
+from tests.factories import series
+from tests.fakes import FakeClock, InMemoryReplaySource, RecordingSink
+
+OPEN = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+WALL = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+MINUTES = series("X", 60, tf_min=1, start=OPEN)  # 10:00 to 10:59
+
+
+class FakeSessions:
+    """The Sessions port over one session in memory; a change wakes its watchers."""
+
+    def __init__(self, session: TravelSession) -> None:
+        self.session: TravelSession | None = session
+        self.watchers: set[Callable[[], None]] = set()
+
+    async def get(self, sid: str) -> TravelSession:
+        if self.session is None:
+            raise NotFound("ended")
+        return self.session
+
+    def change(self, clock: SessionClock) -> None:
+        assert self.session is not None
+        self.session = TravelSession(
+            id="s", start=self.session.start, clock=clock, created=self.session.created
+        )
+        for wake in list(self.watchers):
+            wake()
+
+    def watch(self, sid: str, wake: Callable[[], None]) -> Callable[[], None]:
+        self.watchers.add(wake)
+        return lambda: self.watchers.discard(wake)
+
+
+def travel(start: datetime, speed: float) -> tuple[TravelReplay, FakeSessions, RecordingSink]:
+    clock = FakeClock(0.0)
+    session = TravelSession(
+        id="s", start=start, clock=SessionClock(start, WALL, speed), created=WALL
+    )
+    sessions = FakeSessions(session)
+    sink = RecordingSink(clock)
+    replay = TravelReplay(
+        InMemoryReplaySource(MINUTES),
+        clock,
+        sink,
+        ReplaySelection(("X",), (1,)),
+        sessions,  # type: ignore[arg-type]
+        "s",
+        wall=lambda: WALL + timedelta(seconds=clock.now()),
+    )
+    return replay, sessions, sink
+
+
+async def test_each_bar_comes_when_the_present_reaches_its_close() -> None:
+    replay, sessions, sink = travel(OPEN + timedelta(minutes=10, seconds=30), speed=60.0)
+
+    async def stop_after(seq: int, _: object) -> None:
+        if seq == 9:
+            await replay.apply(Stop())
+
+    sink.on_candle = stop_after
+    await asyncio.wait_for(replay.run(), 5)
+    bars = [c for _, _, c in sink.received]
+    assert bars == MINUTES[10:20]  # the first: the minute of 10:10, closing at 10:11
+    for t, _, bar in sink.received:  # sent exactly when the present reached its close
+        assert sessions.session is not None
+        assert sessions.session.present(WALL + timedelta(seconds=t)) == key_of(bar).close
+
+
+async def test_pause_seek_and_speed_are_followed() -> None:
+    replay, sessions, sink = travel(OPEN, speed=60.0)
+
+    async def control(seq: int, bar: object) -> None:
+        assert sessions.session is not None
+        now = WALL + timedelta(seconds=sink.clock.now())
+        clock = sessions.session.clock
+        if seq == 4:  # pause for a minute of wall time, then resume
+            sessions.change(clock.pause(now))
+            sink.clock.advance(60)
+            later = WALL + timedelta(seconds=sink.clock.now())
+            sessions.change(sessions.session.clock.resume(later))
+        elif seq == 9:  # seek to 10:40: on from there
+            sessions.change(clock.seek(now, OPEN + timedelta(minutes=40)))
+        elif seq == 14:  # ten times faster
+            sessions.change(clock.with_speed(now, 600.0))
+        elif seq == 19:
+            await replay.apply(Stop())
+
+    sink.on_candle = control
+    await asyncio.wait_for(replay.run(), 5)
+    bars = [c for _, _, c in sink.received]
+    assert bars == MINUTES[0:10] + MINUTES[40:50]
+    times = sink.times
+    assert times[4] == 5.0
+    assert times[5] == 66.0  # after the minute paused
+    assert times[14] - times[13] == 1.0
+    assert times[15] - times[14] == pytest.approx(0.1)  # faster
+    assert times[10] == times[9] + 1.0  # 10:40 to 10:41 after the seek
+
+
+async def test_a_stream_ends_with_its_session() -> None:
+    replay, sessions, sink = travel(OPEN, speed=60.0)
+
+    async def end(seq: int, _: object) -> None:
+        if seq == 2:
+            sessions.session = None
+            for wake in list(sessions.watchers):
+                wake()
+
+    sink.on_candle = end
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(replay.run(), 5)
+    assert len(sink.received) == 3
+    assert not sessions.watchers  # nothing left behind
