@@ -45,6 +45,7 @@ from marketdata.entrypoints.providers import (
     database_config,
 )
 from marketdata.entrypoints.settings import Settings
+from marketdata.entrypoints.vendors.alpaca_polygon_common import PresentProvider
 from marketdata.entrypoints.websocket import ReplayRegistry, live_candles, replay
 
 log = structlog.get_logger(logger_name="marketdata")
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         PostgresProvider(),
         ReplayProvider(),
         UseCaseProvider(),
+        PresentProvider(),
         *providers,
         context={Settings: settings, Metrics: metrics},
     )
