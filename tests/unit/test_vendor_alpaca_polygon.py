@@ -12,6 +12,7 @@ from marketdata.domain.candles import Candle, LiveEvent
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, TooSlow
 from marketdata.domain.replay import Stream, Wake
 from marketdata.domain.timeframes import Holdings
+from marketdata.entrypoints.vendors import alpaca_bars as alpaca
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     Microseconds,
     Window,
@@ -22,6 +23,38 @@ from marketdata.entrypoints.vendors.alpaca_polygon_common import (
 from marketdata.entrypoints.vendors.alpaca_polygon_live import LiveBars
 
 T = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "minutes"),
+    [
+        ("1Min", 1),
+        ("59T", 59),
+        ("5Min", 5),
+        ("1Hour", 60),
+        ("4H", 240),
+        ("1Day", 1440),
+        ("1D", 1440),
+        ("1Week", 10080),
+        ("1W", 10080),
+    ],
+)
+def test_alpaca_timeframes(timeframe: str, minutes: int) -> None:
+    assert alpaca.minutes_of(timeframe) == minutes
+
+
+@pytest.mark.parametrize(
+    "timeframe", ["", "0Min", "60Min", "24Hour", "2Day", "2Week", "1Month", "3M", "5min", "1Sec"]
+)
+def test_alpaca_timeframes_refused(timeframe: str) -> None:
+    with pytest.raises(InvalidParameter) as raised:
+        alpaca.minutes_of(timeframe)
+    assert raised.value.name == "timeframe"
+
+
+def test_alpaca_crypto_pairs() -> None:
+    assert alpaca.crypto_tickers("BTC/USD") == ["BTC/USD", "BTCUSD"]
+    assert alpaca.stock_tickers("AAPL") == ["AAPL"]
 
 
 def test_a_window_ends_at_the_present_and_reads_a_bucket_further() -> None:
