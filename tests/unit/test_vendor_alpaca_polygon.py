@@ -5,7 +5,6 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import pytest
 
 from marketdata.domain.candles import Candle, LiveEvent
@@ -13,8 +12,8 @@ from marketdata.domain.errors import InvalidParameter, InvalidQuery, TooSlow
 from marketdata.domain.replay import Stream, Wake
 from marketdata.domain.timeframes import Holdings
 from marketdata.entrypoints.vendors import alpaca_bars as alpaca
+from marketdata.entrypoints.vendors import polygon_aggs as polygon
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
-    Microseconds,
     Window,
     decode_token,
     encode_token,
@@ -52,9 +51,35 @@ def test_alpaca_timeframes_refused(timeframe: str) -> None:
     assert raised.value.name == "timeframe"
 
 
-def test_alpaca_crypto_pairs() -> None:
+def test_polygon_bounds() -> None:
+    assert polygon.bound("1704205800000", "from", "UTC", end=False) == T
+    # a date's day in its zone: New York's from 05:00 UTC in winter, to its end
+    assert polygon.bound("2024-01-02", "from", "America/New_York", end=False) == T.replace(
+        hour=5, minute=0
+    )
+    assert polygon.bound("2024-01-02", "to", "America/New_York", end=True) == datetime(
+        2024, 1, 3, 4, 59, 59, 999999, tzinfo=UTC
+    )
+    for bad in ("2024-1-2", "yesterday", "9" * 16, "9999-12-31T00:00"):
+        with pytest.raises(InvalidQuery):
+            polygon.bound(bad, "from", "UTC", end=False)
+    with pytest.raises(InvalidQuery):
+        polygon.bound("9999-12-31", "to", "UTC", end=True)
+
+
+def test_polygon_timespans() -> None:
+    assert polygon.minutes_of("15", "minute") == 15
+    assert polygon.minutes_of("2", "hour") == 120
+    assert polygon.minutes_of("1", "week") == 10080
+    for multiplier, timespan in [("0", "minute"), ("-1", "minute"), ("1", "month"), ("1", "x")]:
+        with pytest.raises(InvalidParameter):
+            polygon.minutes_of(multiplier, timespan)
+
+
+def test_polygon_tickers() -> None:
+    assert polygon.tickers_of("AAPL") == (["AAPL"], "America/New_York")
+    assert polygon.tickers_of("X:BTCUSD") == (["X:BTCUSD", "BTCUSD"], "UTC")
     assert alpaca.crypto_tickers("BTC/USD") == ["BTC/USD", "BTCUSD"]
-    assert alpaca.stock_tickers("AAPL") == ["AAPL"]
 
 
 def test_a_window_ends_at_the_present_and_reads_a_bucket_further() -> None:
@@ -73,22 +98,13 @@ def test_a_window_ends_at_the_present_and_reads_a_bucket_further() -> None:
         window(T, T - timedelta(minutes=1), present, 5, stored=True)
 
 
-class Token(msgspec.Struct, frozen=True):
-    symbol: str
-    at: Microseconds
-
-
-class Other(msgspec.Struct):
-    limit: int = 5
-
-
 def test_tokens_round_trip_and_refuse_forgeries() -> None:
-    token = Token("AAPL", 1704205800000000)
-    assert decode_token(Token, encode_token(token), "page_token") == token
-    far = encode_token(Token("AAPL", 10**19))  # past any datetime
-    for forged in ("", "!!!", "e30", encode_token(Other()), far):
+    token = alpaca.PageToken("AAPL", 1704205800000000)
+    assert decode_token(alpaca.PageToken, encode_token(token), "page_token") == token
+    far = encode_token(alpaca.PageToken("AAPL", 10**19))  # past any datetime
+    for forged in ("", "!!!", "e30", encode_token(polygon.AggsQuery()), far):
         with pytest.raises(InvalidParameter):
-            decode_token(Token, forged, "page_token")
+            decode_token(alpaca.PageToken, forged, "page_token")
 
 
 # -- live bars ---------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ def _document_validation_as_422(app: Litestar) -> None:
     """Litestar documents a 400 for every handler with parameters; we answer such errors
     with 422 (the seed's contract), so a 400 stays only where a handler declares one."""
     declared = {
-        (route.path, method.lower()): handler.responses or {}
+        (route.path_format or "/", method.lower()): handler.responses or {}
         for route in app.routes
         for handler in getattr(route, "route_handlers", [])
         for method in getattr(handler, "http_methods", ())

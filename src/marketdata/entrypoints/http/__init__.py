@@ -7,11 +7,12 @@ from litestar.types import ControllerRouterHandler
 from marketdata.entrypoints.http.candles import CandlesController
 from marketdata.entrypoints.http.health import HealthController
 from marketdata.entrypoints.http.symbols import SymbolsController
-from marketdata.entrypoints.vendors import alpaca
+from marketdata.entrypoints.vendors import alpaca, polygon
 
 ROUTES: list[ControllerRouterHandler] = [
     HealthController,
     SymbolsController,
     CandlesController,
     alpaca.ROUTER,
+    polygon.ROUTER,
 ]
