@@ -40,7 +40,8 @@ class QueryLimits(msgspec.Struct, frozen=True):
 
 class CandleQuery(msgspec.Struct, frozen=True, kw_only=True):
     """What a GET of candles asks, as its edge decodes it: the oldest or newest candles
-    (`/candles`), or those between `start` and `end` (`/candles/range`, `after` its cursor);
+    (`/candles`), or those between `start` and `end` (`/candles/range`, `after` its cursor;
+    `order` descending only from a vendor's newest-first pages, without a cursor);
     `export`: streamed whole (CSV, NDJSON, Parquet, Arrow), without the MAX_LIMIT cap."""
 
     ticker: str
@@ -150,7 +151,7 @@ class CandleQueries:
             ticker=ticker,
             tf_min=tf_min,
             limit=self._limit(query, ranged),
-            order=Order.ASC if ranged else query.order,
+            order=query.order,
             time_range=window,
             after=query.after,
             options=query.options,

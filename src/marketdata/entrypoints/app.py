@@ -45,6 +45,7 @@ from marketdata.entrypoints.providers import (
     database_config,
 )
 from marketdata.entrypoints.settings import Settings
+from marketdata.entrypoints.vendors.alpaca_polygon_common import PresentProvider
 from marketdata.entrypoints.websocket import ReplayRegistry, live_candles, replay
 
 log = structlog.get_logger(logger_name="marketdata")
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         PostgresProvider(),
         ReplayProvider(),
         UseCaseProvider(),
+        PresentProvider(),
         *providers,
         context={Settings: settings, Metrics: metrics},
     )
@@ -189,7 +191,7 @@ def _document_validation_as_422(app: Litestar) -> None:
     """Litestar documents a 400 for every handler with parameters; we answer such errors
     with 422 (the seed's contract), so a 400 stays only where a handler declares one."""
     declared = {
-        (route.path, method.lower()): handler.responses or {}
+        (route.path_format or "/", method.lower()): handler.responses or {}
         for route in app.routes
         for handler in getattr(route, "route_handlers", [])
         for method in getattr(handler, "http_methods", ())

@@ -2,9 +2,19 @@
 the handlers by resource (health, symbols, candles), writes and their API keys, the API's
 description (docs), exports and the page cursor."""
 
+from litestar.types import ControllerRouterHandler
+
 from marketdata.entrypoints.http.candles import CandlesController
 from marketdata.entrypoints.http.health import HealthController
 from marketdata.entrypoints.http.sessions import SessionsController
 from marketdata.entrypoints.http.symbols import SymbolsController
+from marketdata.entrypoints.vendors import alpaca, polygon
 
-ROUTES = [HealthController, SymbolsController, CandlesController, SessionsController]
+ROUTES: list[ControllerRouterHandler] = [
+    HealthController,
+    SymbolsController,
+    CandlesController,
+    SessionsController,
+    alpaca.ROUTER,
+    polygon.ROUTER,
+]

@@ -1,0 +1,275 @@
+"""What the Alpaca and Polygon (Massive) protocols share: the present they answer as of,
+their query strings decoded at the edge, vendor symbols resolved to stored tickers, a page
+of one series' bars in either order through CandleQueries, resume tokens, the errors they
+report. A stream connection's live bars are in `alpaca_polygon_live`."""
+
+import base64
+import binascii
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+import msgspec
+import structlog
+from dishka import Provider, Scope, provide
+from litestar import Request
+from litestar.exceptions import HTTPException, ValidationException
+
+from marketdata.domain.bar_options import MINUTES_PER_DAY, PLAIN, BarOptions
+from marketdata.domain.candles import Candle, Order, TimeRange, ticker_of
+from marketdata.domain.errors import DomainError, InvalidParameter, NotFound, StoreUnavailable
+from marketdata.domain.queries import CandleQueries, CandleQuery
+
+log = structlog.get_logger(logger_name="marketdata.vendors")
+
+S = TypeVar("S")
+
+NEW_YORK = "America/New_York"
+MICROSECOND = timedelta(microseconds=1)
+
+
+# -- the present ---------------------------------------------------------------------------
+
+
+class Present(Protocol):
+    """Now, as the vendor protocols answer: their default ends, and the end past which no
+    bar is served. The wall clock by default; one callable, so that a simulated present can
+    take its place without the handlers changing."""
+
+    def __call__(self) -> datetime: ...
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class PresentProvider(Provider):
+    """The present of the vendor protocols: the wall clock (tests and a simulated present
+    override it with a provider of their own)."""
+
+    scope = Scope.APP
+
+    @provide
+    def present(self) -> Present:
+        return wall_clock
+
+
+# -- the edge --------------------------------------------------------------------------------
+
+
+def decoded(kind: type[S], **values: str | None) -> S:
+    """Query parameters as they came (text) into their Struct, each converted and checked
+    there; a bad one raises InvalidParameter naming it. Absent and empty ones take the
+    Struct's defaults; parameters the Struct does not name are not given here."""
+    given = {name: value for name, value in values.items() if value}
+    try:
+        return msgspec.convert(given, kind, strict=False)
+    except msgspec.ValidationError as error:
+        detail, _, at = str(error).partition(" - at `$.")
+        name = at.rstrip("`") or "query"
+        shown = f"{given[name]!r} " if name in given else ""
+        raise InvalidParameter(name, f"{shown}is not valid ({detail.replace('`', '')})") from None
+
+
+def day_start(at: datetime, zone: str) -> datetime:
+    """Midnight of `at`'s day in `zone`, as UTC."""
+    local = at.astimezone(ZoneInfo(zone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def bar_options_for(tf_min: int, day_zone: str) -> BarOptions:
+    """Days and weeks made from finer candles are cut in `day_zone` (an equity's day is New
+    York's, from its midnight, as both vendors stamp it); shorter bars on the UTC epoch.
+    Stored timeframes are served as stored either way."""
+    return BarOptions(tz=day_zone) if tf_min >= MINUTES_PER_DAY else PLAIN
+
+
+class Window(msgspec.Struct, frozen=True):
+    """The bars a vendor asks for: those opening in [start, end] (its bounds; `end` at most
+    the present, after which no bar opens). Our range reads return a resampled bar only
+    when its whole bucket lies in the range, so they read up to `reads_to`, a bucket past
+    `end` (never past the present), and the bars opening after `end` are left out."""
+
+    start: datetime
+    end: datetime
+    reads_to: datetime
+
+
+def window(
+    start: datetime, end: datetime, present: datetime, tf_min: int, stored: bool
+) -> Window | None:
+    """The window of a vendor's [start, end] (start after end is the caller's error) for
+    bars of `tf_min`, stored or made of finer candles. None when nothing is left of it."""
+    TimeRange(start, end)
+    last = min(end, present)
+    if start > last:
+        return None
+    if stored or end >= present:
+        return Window(start, last, last)
+    return Window(start, last, min(end + timedelta(minutes=tf_min) - MICROSECOND, present))
+
+
+# -- symbols ---------------------------------------------------------------------------------
+
+
+class UnknownSymbol(NotFound):
+    """A vendor symbol that names no stored ticker."""
+
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"no stored ticker for the symbol {symbol!r}")
+        self.symbol = symbol
+
+
+def symbols_of(text: str) -> list[str]:
+    """`A,B,A` as its distinct symbols, sorted (the vendors answer in symbol order)."""
+    return sorted({s.strip() for s in text.split(",") if s.strip()})
+
+
+class Held(msgspec.Struct, frozen=True):
+    """The stored ticker a vendor symbol names, and the timeframes it stores."""
+
+    ticker: str
+    tf_mins: frozenset[int]
+
+
+async def resolved(queries: CandleQueries, symbol: str, candidates: Sequence[str]) -> Held:
+    """The first of `candidates` (the stored tickers a vendor symbol may name, in order of
+    preference) that is stored; UnknownSymbol when none is. The catalog answers it, from
+    what this process knows when it can."""
+    for ticker in candidates:
+        ticker_of(ticker)
+        with contextlib.suppress(NotFound):
+            stored, _, _ = await queries.coverage(ticker)
+            return Held(ticker, frozenset(s.tf_min for s in stored))
+    raise UnknownSymbol(symbol)
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+
+class Slice(msgspec.Struct, frozen=True):
+    """Bars of one series for a page, and where its next page resumes (the open time of the
+    last bar sent; None: the series is done)."""
+
+    bars: list[Candle]
+    resume: datetime | None = None
+
+
+# bars a descending read may meet past `end` before its first: a bucket opening in the
+# window's last bucket-length (two with a 23-hour day)
+_PAST_END = 2
+
+
+async def read_slice(
+    queries: CandleQueries,
+    ticker: str,
+    tf_min: int,
+    span: Window,
+    options: BarOptions,
+    limit: int,
+    *,
+    descending: bool,
+    resume: datetime | None = None,
+) -> Slice:
+    """Up to `limit` bars of a series opening in `span`, oldest or newest first, after (or
+    before) `resume`: the page reads of our own API, so the same bars. Ascending pages are
+    `/candles/range`'s (its cursor); descending ones its export's newest-first read, with
+    the range ending before `resume`. No bars (nothing in the span, or a timeframe the
+    stored candles cannot make) is an empty slice."""
+    if not descending:
+        try:
+            page = await queries.candle_range(
+                ticker, span.start, span.reads_to, tf_min, limit, options, after=resume
+            )
+        except NotFound:
+            return Slice([])
+        kept = [bar for bar in page.candles if bar.ts <= span.end]
+        more = page.more and len(kept) == len(page.candles)
+        return Slice(kept, page.last if more else None)
+    reads_to = span.reads_to if resume is None else min(span.reads_to, resume - MICROSECOND)
+    if reads_to < span.start:
+        return Slice([])
+    query = CandleQuery(
+        ticker=ticker,
+        tf_min=tf_min,
+        limit=limit + 1 + _PAST_END,
+        order=Order.DESC,
+        start=span.start,
+        end=reads_to,
+        options=options,
+        export=True,
+    )
+    try:
+        newest = await queries.export(await queries.plan(query))
+    except NotFound:
+        return Slice([])
+    found: list[Candle] = []
+    async with contextlib.aclosing(newest):
+        async for bar in newest:
+            if bar.ts <= span.end:
+                found.append(bar)
+                if len(found) > limit:
+                    break
+    bars = found[:limit]
+    return Slice(bars, bars[-1].ts if len(found) > limit else None)
+
+
+# an instant in a token: microseconds since the epoch, within the years datetime holds
+Microseconds = Annotated[int, msgspec.Meta(ge=-62135596800000000, le=253402300799999999)]
+
+
+def microseconds(at: datetime) -> int:
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // MICROSECOND
+
+
+def from_microseconds(value: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + value * MICROSECOND
+
+
+def encode_token(value: msgspec.Struct) -> str:
+    """A resume token: the Struct as JSON in URL-safe base64 (opaque to clients)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(value)).decode().rstrip("=")
+
+
+def decode_token(kind: type[S], text: str, name: str) -> S:
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        return msgspec.json.decode(base64.urlsafe_b64decode(padded.encode()), type=kind)
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidParameter(name, "is not a token this service issued") from None
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """An error as a vendor's handler reports it: what kind of failure, its HTTP status
+    (for `http`) and the words. Each vendor shapes and numbers it its own way."""
+
+    kind: Literal["symbol", "request", "unavailable", "internal", "http"]
+    message: str
+    status: int = 400
+
+
+def failure_of(request: Request[Any, Any, Any], error: Exception) -> Failure:
+    """Any error of a vendor's handler, classified once for both vendors: an unknown symbol
+    or another fault of the request (4xx), or ours (5xx: the store's outages counted in the
+    metrics as our own API's are; anything else logged, its details in the log only)."""
+    if isinstance(error, StoreUnavailable):
+        log.warning("database unavailable", reason=error.message, kind=error.kind)
+        request.app.state.metrics.db_errors.labels(error.kind).inc()
+        return Failure("unavailable", "service unavailable: the database does not answer", 503)
+    if isinstance(error, UnknownSymbol):
+        return Failure("symbol", error.symbol)
+    if isinstance(error, InvalidParameter):
+        return Failure("request", f"invalid {error.name}: {error.reason}")
+    if isinstance(error, DomainError):
+        return Failure("request", error.message)
+    if isinstance(error, ValidationException):
+        return Failure("request", f"invalid request: {error.detail}")
+    if isinstance(error, HTTPException):
+        return Failure("http", str(error.detail), error.status_code)
+    log.exception("unhandled error", path=request.url.path)
+    return Failure("internal", "internal server error", 500)

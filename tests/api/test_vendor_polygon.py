@@ -1,0 +1,253 @@
+"""Polygon (Massive) aggregates under /polygon, through the app against real PostgreSQL:
+our own API's candles in Polygon's shapes; `next_url` followed as a browser follows it and
+as the massive client does; Polygon's errors; the stream's minute aggregates."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from marketdata.domain.candles import Candle
+from tests.alpaca_polygon_support import fixed_present, minute_bar, ms, ours, sessions
+from tests.support import AppFactory, Client, insert
+
+AGGS = "/polygon/v2/aggs/ticker"
+WHOLE = {"start": "2024-01-02T05:00:00Z", "end": "2024-01-04T04:59:59.999999Z"}  # NY days
+
+
+@pytest.fixture
+def stored(db_url: str) -> dict[str, list[Candle]]:
+    held = {
+        "AAPL": sessions("AAPL", base=180.0),
+        "BTCUSD": sessions("BTCUSD", days=1, tf_min=1, base=42000.0),
+    }
+    insert(db_url, [c for candles in held.values() for c in candles])
+    return held
+
+
+def aggs(client: Client, path: str) -> Any:
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def polygon_agg(candle: dict[str, Any]) -> dict[str, Any]:
+    """One of our candles as Polygon's aggregate."""
+    return {
+        "v": candle["volume"],
+        "o": candle["open"],
+        "c": candle["close"],
+        "h": candle["high"],
+        "l": candle["low"],
+        "t": ms(candle["ts"]),
+    }
+
+
+def test_aggregates_are_our_candles(client: Client, stored: dict[str, list[Candle]]) -> None:
+    response = client.get(f"{AGGS}/AAPL/range/5/minute/2024-01-02/2024-01-03")
+    body = response.json()
+    expected = [polygon_agg(c) for c in ours(client, "AAPL", **WHOLE, tf_min=5)]
+    assert len(expected) == 156
+    assert body == {
+        "ticker": "AAPL",
+        "queryCount": 156,
+        "resultsCount": 156,
+        "adjusted": True,
+        "status": "OK",
+        "request_id": response.headers["x-request-id"],
+        "count": 156,
+        "results": expected,
+    }
+    # the same bounds in Unix milliseconds
+    start, end = ms(WHOLE["start"]), ms(WHOLE["end"])
+    assert aggs(client, f"{AGGS}/AAPL/range/5/minute/{start}/{end}")["results"] == expected
+
+
+def test_resampled_aggregates(client: Client, stored: dict[str, list[Candle]]) -> None:
+    hours = aggs(client, f"{AGGS}/AAPL/range/1/hour/2024-01-02/2024-01-03")["results"]
+    assert hours == [polygon_agg(c) for c in ours(client, "AAPL", **WHOLE, tf_min=60)]
+    days = aggs(client, f"{AGGS}/AAPL/range/1/day/2024-01-02/2024-01-03?adjusted=false")
+    new_york = ours(client, "AAPL", **WHOLE, tf_min=1440, tz="America/New_York")
+    assert days["results"] == [polygon_agg(c) for c in new_york]
+    assert [d["t"] for d in days["results"]] == [
+        ms("2024-01-02T05:00:00Z"),
+        ms("2024-01-03T05:00:00Z"),
+    ]
+    assert days["adjusted"] is False
+    # a bar comes when it opens in [from, to]: the 15:00 hour by a `to` of 15:00
+    to = ms("2024-01-02T15:00:00Z")
+    last = aggs(client, f"{AGGS}/AAPL/range/1/hour/2024-01-02/{to}")["results"]
+    assert [a["t"] for a in last] == [ms("2024-01-02T14:00:00Z"), to]
+    assert last[-1] == hours[1]
+
+
+def test_a_crypto_ticker_is_its_stored_pair_with_utc_days(
+    client: Client, stored: dict[str, list[Candle]]
+) -> None:
+    body = aggs(client, f"{AGGS}/X:BTCUSD/range/1/day/2024-01-02/2024-01-02")
+    assert body["ticker"] == "X:BTCUSD"
+    assert [a["t"] for a in body["results"]] == [ms("2024-01-02T00:00:00Z")]
+    assert body["results"][0]["v"] == sum(c.volume for c in stored["BTCUSD"])
+
+
+def follow(client: Client, first: str, doubled: bool) -> list[Any]:
+    """Every page from `first`: each `next_url` followed as a browser follows it (its path
+    as given), or as massive does (its base, `.../polygon`, before the path)."""
+    pages = [aggs(client, first)]
+    while "next_url" in pages[-1]:
+        url = urlparse(pages[-1]["next_url"])
+        assert url.path.startswith("/polygon/v2/aggs/")
+        assert set(url.query.split("=")[0:1]) == {"cursor"}
+        path = f"{url.path}?{url.query}"
+        pages.append(aggs(client, "/polygon" + path if doubled else path))
+    return pages
+
+
+@pytest.mark.parametrize("doubled", [False, True])
+@pytest.mark.parametrize("sort", ["asc", "desc"])
+def test_next_url_reaches_every_page(
+    client: Client, stored: dict[str, list[Candle]], doubled: bool, sort: str
+) -> None:
+    pages = follow(
+        client, f"{AGGS}/AAPL/range/5/minute/2024-01-02/2024-01-03?limit=50&sort={sort}", doubled
+    )
+    assert [p["resultsCount"] for p in pages] == [50, 50, 50, 6]
+    assert "next_url" not in pages[-1]  # absent, not null, on the last page
+    got = [a for p in pages for a in p["results"]]
+    expected = [polygon_agg(c) for c in ours(client, "AAPL", **WHOLE, tf_min=5)]
+    assert got == (expected if sort == "asc" else expected[::-1])
+
+
+def test_a_page_holds_at_most_max_limit(
+    app_factory: AppFactory, stored: dict[str, list[Candle]]
+) -> None:
+    with app_factory(max_limit=100) as client:
+        pages = follow(
+            client, f"{AGGS}/AAPL/range/5/minute/2024-01-02/2024-01-03?limit=50000", False
+        )
+    assert [p["resultsCount"] for p in pages] == [100, 56]
+
+
+def test_nothing_in_range(client: Client, stored: dict[str, list[Candle]]) -> None:
+    body = aggs(client, f"{AGGS}/AAPL/range/5/minute/2023-01-02/2023-01-03")
+    assert body["resultsCount"] == 0
+    assert "results" not in body
+    assert "next_url" not in body
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("AAPL/range/5/fortnight/2024-01-02/2024-01-03", "invalid timespan"),
+        ("AAPL/range/1/month/2024-01-02/2024-01-03", "not served"),
+        ("AAPL/range/1/second/2024-01-02/2024-01-03", "not served"),
+        ("AAPL/range/0/minute/2024-01-02/2024-01-03", "invalid multiplier"),
+        ("AAPL/range/x/minute/2024-01-02/2024-01-03", "invalid multiplier"),
+        ("AAPL/range/5/minute/2024-13-02/2024-01-03", "time parameter: 'from'"),
+        ("AAPL/range/5/minute/2024-01-02/tomorrow", "time parameter: 'to'"),
+        ("AAPL/range/5/minute/2024-01-03/2024-01-02", "must not be after"),
+        ("AAPL/range/5/minute/2024-01-02/2024-01-03?limit=0", "invalid limit"),
+        ("AAPL/range/5/minute/2024-01-02/2024-01-03?limit=50001", "invalid limit"),
+        ("AAPL/range/5/minute/2024-01-02/2024-01-03?sort=up", "invalid sort"),
+        ("AAPL/range/5/minute/2024-01-02/2024-01-03?adjusted=maybe", "invalid adjusted"),
+        ("AAPL/range/5/minute/2024-01-02/2024-01-03?cursor=zzz", "invalid cursor"),
+    ],
+)
+def test_errors_are_polygons(
+    client: Client, stored: dict[str, list[Candle]], path: str, words: str
+) -> None:
+    response = client.get(f"{AGGS}/{path}")
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body == {
+        "status": "ERROR",
+        "request_id": response.headers["x-request-id"],
+        "error": body["error"],
+    }
+    assert words in body["error"]
+
+
+def test_an_unknown_ticker_is_not_found(client: Client, stored: dict[str, list[Candle]]) -> None:
+    response = client.get(f"{AGGS}/NOPE/range/5/minute/2024-01-02/2024-01-03")
+    assert response.status_code == 404
+    assert response.json() == {
+        "status": "NOT_FOUND",
+        "request_id": response.headers["x-request-id"],
+        "message": "Ticker not found: NOPE",
+    }
+
+
+def test_the_present_ends_every_read(
+    app_factory: AppFactory, stored: dict[str, list[Candle]]
+) -> None:
+    with app_factory(fixed_present(datetime(2024, 1, 2, 15, 2, tzinfo=UTC))) as client:
+        body = aggs(client, f"{AGGS}/AAPL/range/5/minute/2024-01-02/2024-01-03")
+        assert [a["t"] for a in body["results"]][-1] == ms("2024-01-02T15:00:00Z")
+        assert body["resultsCount"] == 7
+        # the present's hour is not over: its bar is not made yet
+        hours = aggs(client, f"{AGGS}/AAPL/range/1/hour/2024-01-02/2024-01-03")["results"]
+        assert [a["t"] for a in hours] == [ms("2024-01-02T14:00:00Z")]
+
+
+def test_described_in_the_openapi_document(client: Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    polygon = [p for p in paths if p.startswith("/polygon")]
+    assert polygon == [
+        "/polygon/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from_}/{to}"
+    ]
+    operation = paths[polygon[0]]["get"]
+    assert operation["tags"] == ["polygon"]
+    assert {"200", "400", "404", "500", "503"} <= set(operation["responses"])
+
+
+# -- the stream ------------------------------------------------------------------------------
+
+MINUTE = datetime(2024, 1, 5, 14, 30, tzinfo=UTC)
+
+
+def received(ws: Any) -> list[dict[str, Any]]:
+    frame: list[dict[str, Any]] = json.loads(ws.receive_text())
+    return frame
+
+
+@pytest.mark.timeout(60)
+def test_stream_sends_minute_aggregates_as_written(app_factory: AppFactory, db_url: str) -> None:
+    with app_factory() as client, client.websocket_connect("/polygon/stocks") as ws:
+        assert received(ws) == [
+            {"status": "connected", "message": "Connected Successfully", "ev": "status"}
+        ]
+        ws.send_text(json.dumps({"action": "subscribe", "params": "AM.AAPL"}))
+        assert received(ws)[0]["status"] == "error"  # not authorised yet
+        ws.send_text(json.dumps({"action": "auth", "params": "any-key"}))
+        assert received(ws) == [
+            {"status": "auth_success", "message": "authenticated", "ev": "status"}
+        ]
+        ws.send_text(json.dumps({"action": "subscribe", "params": "AM.AAPL,T.AAPL,AM.MSFT"}))
+        statuses = received(ws)
+        assert [(s["status"], s["message"]) for s in statuses] == [
+            ("success", "subscribed to: AM.AAPL"),
+            ("success", "subscribed to: AM.MSFT"),
+            ("error", "not served: T.AAPL (only AM.<ticker>)"),
+        ]
+        insert(db_url, [minute_bar("IBM", MINUTE)])
+        insert(db_url, [minute_bar("AAPL", MINUTE, 187.5)])
+        assert received(ws) == [
+            {
+                "sym": "AAPL",
+                "v": 100.0,
+                "o": 187.5,
+                "c": 188.0,
+                "h": 188.5,
+                "l": 186.5,
+                "s": ms("2024-01-05T14:30:00Z"),
+                "e": ms("2024-01-05T14:31:00Z"),
+                "ev": "AM",
+            }
+        ]
+        ws.send_text(json.dumps({"action": "unsubscribe", "params": "AM.AAPL"}))
+        assert received(ws)[0]["message"] == "unsubscribed to: AM.AAPL"
+        later = MINUTE + timedelta(minutes=1)
+        insert(db_url, [minute_bar("AAPL", later), minute_bar("MSFT", later)])
+        assert [(a["ev"], a["sym"]) for a in received(ws)] == [("AM", "MSFT")]
