@@ -2,8 +2,16 @@
 the handlers by resource (health, symbols, candles), writes and their API keys, the API's
 description (docs), exports and the page cursor."""
 
+from litestar.types import ControllerRouterHandler
+
 from marketdata.entrypoints.http.candles import CandlesController
 from marketdata.entrypoints.http.health import HealthController
 from marketdata.entrypoints.http.symbols import SymbolsController
+from marketdata.entrypoints.vendors.binance import BINANCE
 
-ROUTES = [HealthController, SymbolsController, CandlesController]
+ROUTES: list[ControllerRouterHandler] = [
+    HealthController,
+    SymbolsController,
+    CandlesController,
+    BINANCE,
+]
