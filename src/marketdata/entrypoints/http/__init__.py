@@ -8,10 +8,12 @@ from marketdata.entrypoints.http.candles import CandlesController
 from marketdata.entrypoints.http.health import HealthController
 from marketdata.entrypoints.http.symbols import SymbolsController
 from marketdata.entrypoints.vendors.binance import BINANCE
+from marketdata.entrypoints.vendors.udf import UDF
 
 ROUTES: list[ControllerRouterHandler] = [
     HealthController,
     SymbolsController,
     CandlesController,
     BINANCE,
+    UDF,
 ]
