@@ -415,6 +415,12 @@ def test_streams_in_the_url_raw_and_combined(live: Client, db_url: str) -> None:
     assert all(c["data"]["e"] == "kline" for c in combined)
 
 
+def test_url_streams_not_served_stop_no_other(live: Client) -> None:
+    path = "/binance/ws/nopeusdt@kline_1m/liveusdt@kline_1m/liveusdt@kline_7m"
+    with live.websocket_connect(path) as ws:
+        assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == ["liveusdt@kline_1m"]
+
+
 def test_ccxt_stream_index_paths_are_no_streams(live: Client, db_url: str) -> None:
     with live.websocket_connect("/binance/ws/0") as ws:  # ccxt.pro's URL
         assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == []

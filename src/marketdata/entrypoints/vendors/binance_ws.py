@@ -336,9 +336,9 @@ async def serve_streams(
     registry: ReplayRegistry,
     metrics: Metrics,
 ) -> None:
-    """One connection: the streams named in its URL (other path segments, such as ccxt's
-    `/ws/0`, are not streams and are ignored), then what it asks for, until it leaves, is
-    cut for reading too slowly or the server shuts down."""
+    """One connection: the streams named in its URL (what is not a stream we serve, such
+    as ccxt's `/ws/0`, is ignored), then what it asks for, until it leaves, is cut for
+    reading too slowly or the server shuts down."""
     async with registry.admitted():
         await socket.accept()
         stop = registry.enter()
@@ -350,7 +350,8 @@ async def serve_streams(
             streams = Streams(
                 socket, group, source, live, clock, present, metrics, combined=combined
             )
-            await streams.subscribe([n for n in names if stream_of(n) is not None])
+            for name in names:  # each on its own: one that is not served stops no other
+                await streams.subscribe([name])
             receive = group.create_task(streams.receive())
             shutdown = group.create_task(stop.wait())
             await asyncio.wait((receive, shutdown), return_when=asyncio.FIRST_COMPLETED)
