@@ -35,6 +35,10 @@ class Counting(PostgresCandleRepository):
         Counting.reads["candle_range" if plan.ranged else "candles"] += 1
         return await super().encoded(plan, extra)
 
+    async def bars(self, plan: Any, extra: int = 0) -> Any:  # (the vendor protocols' reads)
+        Counting.reads["candle_range" if plan.ranged else "candles"] += 1
+        return await super().bars(plan, extra)
+
     async def holdings(self, tickers: Any) -> Any:
         if self.known(tickers[0]) is None:
             Counting.reads["holdings"] += 1

@@ -104,6 +104,10 @@ async def _chain(
 
 
 class CandleQueries:
+    # what every answer is as of: None for the present itself (a time-travel session's
+    # present in TravelQueries); an answer as of a moment is not kept
+    as_of: datetime | None = None
+
     def __init__(self, repository: CandleRepository, limits: QueryLimits) -> None:
         self._repository = repository
         self._limits = limits

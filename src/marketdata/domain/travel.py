@@ -53,7 +53,7 @@ class TravelQueries(CandleQueries):
     ) -> None:
         super().__init__(repository, limits)
         self.session = session
-        self.present = session.present(wall)
+        self.as_of = self.present = session.present(wall)
         self.offset = session.offset(wall)
 
     def now(self) -> datetime:

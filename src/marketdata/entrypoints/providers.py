@@ -29,6 +29,7 @@ from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
 from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.settings import Settings
+from marketdata.entrypoints.vendors.common import Present, wall_clock
 from marketdata.entrypoints.websocket import ReplayRegistry
 
 
@@ -128,6 +129,10 @@ class PostgresProvider(Provider):
 class ReplayProvider(Provider):
     scope = Scope.APP
     clock = provide(SystemClock, provides=Clock)
+
+    @provide
+    def present(self) -> Present:
+        return wall_clock  # the vendor protocols' "now"
 
     @provide
     def registry(self, settings: Settings) -> ReplayRegistry:

@@ -9,6 +9,7 @@ from dotenv import dotenv_values
 
 from marketdata.domain.errors import InvalidParameter
 from marketdata.domain.timeframes import Rollup, rollup_of
+from marketdata.entrypoints.vendors.common import named_pairs
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -87,6 +88,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # may name a zone (1440@America/New_York: its local days). Empty (or "off") keeps none.
     # Built for existing data by `marketdata migrate`, `marketdata rollups` and at start-up.
     rollup_tf_mins: str = "15,60,1440"
+    # The vendor protocols' base and quote assets of tickers whose name does not say them
+    # (BTCUSDT is BTC/USDT by itself): comma-separated TICKER=BASE/QUOTE, e.g. SBER=SBER/RUB.
+    vendor_assets: str = ""
 
     def __repr__(self) -> str:
         # The URLs may carry a password: never let them reach a log line or a traceback.
@@ -214,4 +218,8 @@ def _cross_field_problems(s: Settings) -> list[str]:
             f"ROLLUP_TF_MINS: {error.reason} (comma-separated minutes above 1, whole days may"
             " name a zone: 15,60,1440,1440@America/New_York; empty for none)"
         )
+    try:
+        named_pairs(s.vendor_assets)
+    except ValueError as error:
+        problems.append(f"VENDOR_ASSETS: {error}")
     return problems

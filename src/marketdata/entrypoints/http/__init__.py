@@ -9,6 +9,8 @@ from marketdata.entrypoints.http.health import HealthController
 from marketdata.entrypoints.http.sessions import SessionsController
 from marketdata.entrypoints.http.symbols import SymbolsController
 from marketdata.entrypoints.vendors import alpaca, polygon
+from marketdata.entrypoints.vendors.binance import BINANCE
+from marketdata.entrypoints.vendors.udf import UDF
 
 ROUTES: list[ControllerRouterHandler] = [
     HealthController,
@@ -17,4 +19,6 @@ ROUTES: list[ControllerRouterHandler] = [
     SessionsController,
     alpaca.ROUTER,
     polygon.ROUTER,
+    BINANCE,
+    UDF,
 ]
