@@ -9,7 +9,7 @@ import psycopg
 from dishka import Provider, Scope, provide
 
 from marketdata.domain.candles import Candle
-from marketdata.entrypoints.vendors.alpaca_polygon_common import Present
+from marketdata.entrypoints.vendors.common import Present
 from tests.support import Client
 
 FIRST_OPEN = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)  # 09:30 in New York

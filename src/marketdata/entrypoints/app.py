@@ -45,7 +45,7 @@ from marketdata.entrypoints.providers import (
     database_config,
 )
 from marketdata.entrypoints.settings import Settings
-from marketdata.entrypoints.vendors.alpaca_polygon_common import PresentProvider
+from marketdata.entrypoints.travel import DEPENDENCIES
 from marketdata.entrypoints.websocket import ReplayRegistry, live_candles, replay
 
 log = structlog.get_logger(logger_name="marketdata")
@@ -94,7 +94,6 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         PostgresProvider(),
         ReplayProvider(),
         UseCaseProvider(),
-        PresentProvider(),
         *providers,
         context={Settings: settings, Metrics: metrics},
     )
@@ -134,6 +133,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
     app = Litestar(
         route_handlers=[*ROUTES, replay, live_candles, *static_files()],
         on_startup=[open_store],
+        dependencies=DEPENDENCIES,  # what a vendor's handlers answer as of (travel.py)
         on_shutdown=[close_container],
         after_request=json_not_found,
         middleware=[DefineMiddleware(access_log_middleware, metrics=metrics)],

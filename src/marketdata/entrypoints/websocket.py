@@ -233,7 +233,7 @@ async def replay(
     metrics: FromDishka[Metrics],
 ) -> None:
     """History at its pace; with `live=true`, then what is committed, as it comes."""
-    await _session(socket, settings, source, live, clock, registry, metrics, history=True)
+    await serve(socket, settings, source, live, clock, registry, metrics, history=True)
 
 
 @websocket("/ws/live")
@@ -248,10 +248,10 @@ async def live_candles(
     metrics: FromDishka[Metrics],
 ) -> None:
     """Every candle committed from now on, by any writer of the database."""
-    await _session(socket, settings, source, live, clock, registry, metrics, history=False)
+    await serve(socket, settings, source, live, clock, registry, metrics, history=False)
 
 
-async def _session(
+async def serve(
     socket: Socket,
     settings: Settings,
     source: ReplaySource,

@@ -4,7 +4,7 @@ sends."""
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -64,6 +64,7 @@ class Subscription(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable  # (checked as a handler's dependency, entrypoints/travel.py)
 class LiveFeed(Protocol):
     def subscribe(self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event) -> Subscription:
         """Start receiving; `wake` is set whenever something arrives, `cut` when the client

@@ -8,9 +8,8 @@ from marketdata.entrypoints.http.candles import CandlesController
 from marketdata.entrypoints.http.health import HealthController
 from marketdata.entrypoints.http.sessions import SessionsController
 from marketdata.entrypoints.http.symbols import SymbolsController
-from marketdata.entrypoints.vendors import alpaca, polygon
-from marketdata.entrypoints.vendors.binance import BINANCE
-from marketdata.entrypoints.vendors.udf import UDF
+from marketdata.entrypoints.travel import sessions_router
+from marketdata.entrypoints.vendors import alpaca, binance, polygon, udf
 
 ROUTES: list[ControllerRouterHandler] = [
     HealthController,
@@ -19,6 +18,8 @@ ROUTES: list[ControllerRouterHandler] = [
     SessionsController,
     alpaca.ROUTER,
     polygon.ROUTER,
-    BINANCE,
-    UDF,
+    binance.BINANCE,
+    udf.UDF,
+    # every protocol again under /sessions/{id}, as of that time-travel session
+    sessions_router([alpaca.router(), polygon.router(), binance.router(), udf.router()]),
 ]

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Request, Response, Router, get
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -29,12 +30,12 @@ from marketdata.entrypoints.vendors.alpaca_bars import (
 )
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     NEW_YORK,
-    Present,
     decoded,
     failure_of,
     symbols_of,
 )
 from marketdata.entrypoints.vendors.alpaca_stream import stock_stream
+from marketdata.entrypoints.vendors.common import Present
 
 
 def _doc(description: str, example: str | int | None = None) -> QueryParameter:
@@ -120,9 +121,9 @@ _BARS = (
 )
 @inject
 async def stock_bars(
-    queries: FromDishka[CandleQueries],
+    queries: NamedDependency[CandleQueries],
     settings: FromDishka[Settings],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     symbols: Symbols = None,
     timeframe: Timeframe = None,
     start: Start = None,
@@ -164,9 +165,9 @@ async def stock_bars(
 )
 @inject
 async def stock_symbol_bars(
-    queries: FromDishka[CandleQueries],
+    queries: NamedDependency[CandleQueries],
     settings: FromDishka[Settings],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     symbol: Annotated[str, PathParameter(description="A stored ticker.", max_length=64)],
     timeframe: Timeframe = None,
     start: Start = None,
@@ -209,9 +210,9 @@ async def stock_symbol_bars(
 )
 @inject
 async def crypto_bars(
-    queries: FromDishka[CandleQueries],
+    queries: NamedDependency[CandleQueries],
     settings: FromDishka[Settings],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     symbols: Symbols = None,
     timeframe: Timeframe = None,
     start: Start = None,
@@ -255,13 +256,19 @@ def alpaca_error(request: Request[Any, Any, Any], error: Exception) -> Response[
     return Response(AlpacaError(status * 100_000 + 10_000, message), status_code=status)
 
 
-ROUTER = Router(
-    path="/alpaca",
-    route_handlers=[stock_bars, stock_symbol_bars, crypto_bars, stock_stream],
-    exception_handlers={
-        DomainError: alpaca_error,
-        ValidationException: alpaca_error,
-        HTTPException: alpaca_error,
-        Exception: alpaca_error,
-    },
-)
+def router() -> Router:
+    """The protocol's routes (served at its prefix, and again under each time-travel
+    session: entrypoints/travel.py)."""
+    return Router(
+        path="/alpaca",
+        route_handlers=[stock_bars, stock_symbol_bars, crypto_bars, stock_stream],
+        exception_handlers={
+            DomainError: alpaca_error,
+            ValidationException: alpaca_error,
+            HTTPException: alpaca_error,
+            Exception: alpaca_error,
+        },
+    )
+
+
+ROUTER = router()

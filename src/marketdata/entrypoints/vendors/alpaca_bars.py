@@ -17,7 +17,6 @@ from marketdata.domain.queries import CandleQueries
 from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     Microseconds,
-    Present,
     bar_options_for,
     day_start,
     decode_token,
@@ -28,6 +27,7 @@ from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     resolved,
     window,
 )
+from marketdata.entrypoints.vendors.common import Present
 
 MAX_PAGE = 10_000  # Alpaca's largest `limit`
 DEFAULT_PAGE = 1_000

@@ -8,12 +8,11 @@ import binascii
 import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
 import structlog
-from dishka import Provider, Scope, provide
 from litestar import Request
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -28,32 +27,6 @@ S = TypeVar("S")
 
 NEW_YORK = "America/New_York"
 MICROSECOND = timedelta(microseconds=1)
-
-
-# -- the present ---------------------------------------------------------------------------
-
-
-class Present(Protocol):
-    """Now, as the vendor protocols answer: their default ends, and the end past which no
-    bar is served. The wall clock by default; one callable, so that a simulated present can
-    take its place without the handlers changing."""
-
-    def __call__(self) -> datetime: ...
-
-
-def wall_clock() -> datetime:
-    return datetime.now(UTC)
-
-
-class PresentProvider(Provider):
-    """The present of the vendor protocols: the wall clock (tests and a simulated present
-    override it with a provider of their own)."""
-
-    scope = Scope.APP
-
-    @provide
-    def present(self) -> Present:
-        return wall_clock
 
 
 # -- the edge --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject_websocket
 from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import PathParameter
 
@@ -250,7 +251,7 @@ class Connection:
 async def stock_stream(
     socket: Socket,
     feed: Annotated[str, PathParameter(description="iex, sip, delayed_sip, boats, ...")],
-    live: FromDishka[LiveFeed],
+    live: NamedDependency[LiveFeed],
     source: FromDishka[ReplaySource],
     registry: FromDishka[ReplayRegistry],
     metrics: FromDishka[Metrics],

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, Request, Response, Router, get
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -46,6 +47,7 @@ from marketdata.entrypoints.vendors.common import (
     ms_of,
     named_pairs,
     pair_of,
+    wall_clock,
     zone_of_offset,
 )
 
@@ -304,12 +306,11 @@ class BinanceRest(Controller):
         "/time",
         responses=ANSWERS,
         summary="Binance: server time",
-        description='`{"serverTime": ms}`: the present the vendor protocols answer as of '
-        "(the wall clock).",
+        description='`{"serverTime": ms}`: the wall clock (under a time-travel session too: '
+        "a bot compares it with its own clock).",
     )
-    @inject
-    async def time(self, present: FromDishka[Present]) -> ServerTime:
-        return ServerTime(ms_of(present()))
+    async def time(self) -> ServerTime:
+        return ServerTime(ms_of(wall_clock()))
 
     @get(
         "/exchangeInfo",
@@ -325,9 +326,9 @@ class BinanceRest(Controller):
     async def exchange_info(
         self,
         request: Request[Any, Any, Any],
-        queries: FromDishka[CandleQueries],
+        queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
-        present: FromDishka[Present],
+        present: NamedDependency[Present],
         symbol: Annotated[str | None, _param("symbol", "One symbol.", "BTCUSDT")] = None,
         symbols: Annotated[
             str | None, _param("symbols", "A JSON array of symbols.", '["BTCUSDT","ETHUSDT"]')
@@ -364,9 +365,9 @@ class BinanceRest(Controller):
     async def klines(
         self,
         request: Request[Any, Any, Any],
-        queries: FromDishka[CandleQueries],
+        queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
-        present: FromDishka[Present],
+        present: NamedDependency[Present],
         answers: FromDishka[Answers],
         symbol: Annotated[str, _param("symbol", "A symbol of exchangeInfo.", "BTCUSDT")],
         interval: Annotated[str, _param("interval", "1m .. 1w.", "1m")],
@@ -388,9 +389,9 @@ class BinanceRest(Controller):
     async def ui_klines(
         self,
         request: Request[Any, Any, Any],
-        queries: FromDishka[CandleQueries],
+        queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
-        present: FromDishka[Present],
+        present: NamedDependency[Present],
         answers: FromDishka[Answers],
         symbol: Annotated[str, _param("symbol", "A symbol of exchangeInfo.", "BTCUSDT")],
         interval: Annotated[str, _param("interval", "1m .. 1w.", "1m")],
@@ -498,14 +499,20 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
     )
 
 
-BINANCE = Router(
-    path="/binance",
-    route_handlers=[BinanceRest, raw_streams, combined_streams],
-    exception_handlers={
-        BinanceError: _binance_error,
-        DomainError: _domain_error,
-        ValidationException: _validation_error,
-        HTTPException: _http_error,
-        Exception: _unexpected,
-    },
-)
+def router() -> Router:
+    """The protocol's routes (served at its prefix, and again under each time-travel
+    session: entrypoints/travel.py)."""
+    return Router(
+        path="/binance",
+        route_handlers=[BinanceRest, raw_streams, combined_streams],
+        exception_handlers={
+            BinanceError: _binance_error,
+            DomainError: _domain_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+
+
+BINANCE = router()

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject_websocket
 from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.domain.bar_options import BarOptions
@@ -375,9 +376,9 @@ async def serve_streams(
 async def raw_streams(
     socket: Socket,
     source: FromDishka[ReplaySource],
-    live: FromDishka[LiveFeed],
+    live: NamedDependency[LiveFeed],
     clock: FromDishka[Clock],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     registry: FromDishka[ReplayRegistry],
     metrics: FromDishka[Metrics],
 ) -> None:
@@ -402,9 +403,9 @@ async def raw_streams(
 async def combined_streams(
     socket: Socket,
     source: FromDishka[ReplaySource],
-    live: FromDishka[LiveFeed],
+    live: NamedDependency[LiveFeed],
     clock: FromDishka[Clock],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     registry: FromDishka[ReplayRegistry],
     metrics: FromDishka[Metrics],
 ) -> None:

@@ -9,7 +9,7 @@ import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -28,6 +28,7 @@ _US = timedelta(microseconds=1)
 # -- the present -------------------------------------------------------------------------
 
 
+@runtime_checkable
 class Present(Protocol):
     """The present a vendor protocol answers as of ("now"): its time endpoints say it, and
     no bar opening after it is served, by REST or by a stream. The wall clock by default
@@ -218,7 +219,12 @@ class VendorReads:
     by the domain from the finest stored timeframe that divides them), each whole as it
     stands: the bar that is forming now is served with the candles it has so far."""
 
-    def __init__(self, queries: CandleQueries, present: Present, max_limit: int) -> None:
+    def __init__(
+        self,
+        queries: CandleQueries,
+        present: Present,
+        max_limit: int,
+    ) -> None:
         self._queries = queries
         self._present = present
         self.max_limit = max_limit

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Request, Response, Router, get
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -30,10 +31,10 @@ from marketdata.domain.errors import DomainError
 from marketdata.domain.queries import CandleQueries
 from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
-    Present,
     decoded,
     failure_of,
 )
+from marketdata.entrypoints.vendors.common import Present
 from marketdata.entrypoints.vendors.polygon_aggs import (
     PREFIX,
     AggsBody,
@@ -160,9 +161,9 @@ AGGS = "/v2/aggs/ticker/{ticker:str}/range/{multiplier:str}/{timespan:str}/{from
 @inject
 async def aggregates(
     request: Request[Any, Any, Any],
-    queries: FromDishka[CandleQueries],
+    queries: NamedDependency[CandleQueries],
     settings: FromDishka[Settings],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     ticker: TickerParam,
     multiplier: MultiplierParam,
     timespan: TimespanParam,
@@ -182,9 +183,9 @@ async def aggregates(
 @inject
 async def aggregates_doubled(
     request: Request[Any, Any, Any],
-    queries: FromDishka[CandleQueries],
+    queries: NamedDependency[CandleQueries],
     settings: FromDishka[Settings],
-    present: FromDishka[Present],
+    present: NamedDependency[Present],
     ticker: TickerParam,
     multiplier: MultiplierParam,
     timespan: TimespanParam,
@@ -218,13 +219,19 @@ def polygon_error(
     return Response(PolygonError("ERROR", request_id(), failure.message), status_code=status)
 
 
-ROUTER = Router(
-    path=PREFIX,
-    route_handlers=[aggregates, aggregates_doubled, stocks_stream],
-    exception_handlers={
-        DomainError: polygon_error,
-        ValidationException: polygon_error,
-        HTTPException: polygon_error,
-        Exception: polygon_error,
-    },
-)
+def router() -> Router:
+    """The protocol's routes (served at its prefix, and again under each time-travel
+    session: entrypoints/travel.py)."""
+    return Router(
+        path=PREFIX,
+        route_handlers=[aggregates, aggregates_doubled, stocks_stream],
+        exception_handlers={
+            DomainError: polygon_error,
+            ValidationException: polygon_error,
+            HTTPException: polygon_error,
+            Exception: polygon_error,
+        },
+    )
+
+
+ROUTER = router()

@@ -8,6 +8,7 @@ import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject_websocket
 from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.domain.bar_options import PLAIN
@@ -177,7 +178,7 @@ class Connection:
 @inject_websocket
 async def stocks_stream(
     socket: Socket,
-    live: FromDishka[LiveFeed],
+    live: NamedDependency[LiveFeed],
     source: FromDishka[ReplaySource],
     registry: FromDishka[ReplayRegistry],
     metrics: FromDishka[Metrics],

@@ -12,6 +12,7 @@ import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, MediaType, Request, Response, Router, get
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -33,6 +34,7 @@ from marketdata.entrypoints.vendors.common import (
     pair_of,
     resolution_minutes,
     resolution_of,
+    wall_clock,
 )
 
 log = structlog.get_logger(logger_name="marketdata.udf")
@@ -232,7 +234,7 @@ class UdfController(Controller):
     @inject
     async def symbols(
         self,
-        queries: FromDishka[CandleQueries],
+        queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
         symbol: Annotated[str, _param("symbol", "A ticker, or EXCHANGE:TICKER.", "BTCUSDT")],
     ) -> SymbolInfo:
@@ -266,7 +268,7 @@ class UdfController(Controller):
     async def search(
         self,
         request: Request[Any, Any, Any],
-        queries: FromDishka[CandleQueries],
+        queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
         text: Annotated[str | None, _param("query", "Start of a ticker.", "BT")] = None,
         type: Annotated[str | None, _param("type", "crypto or stock.", "crypto")] = None,
@@ -287,14 +289,13 @@ class UdfController(Controller):
     @get(
         "/time",
         summary="UDF: server time",
-        description="Unix seconds, as plain text: the present the vendor protocols answer as "
-        "of (the wall clock).",
+        description="Unix seconds, as plain text: the wall clock (under a time-travel session "
+        "too).",
         media_type=MediaType.TEXT,
         responses=ANSWERS,
     )
-    @inject
-    async def time(self, present: FromDishka[Present]) -> str:
-        return str(int(present().timestamp()))
+    async def time(self) -> str:
+        return str(int(wall_clock().timestamp()))
 
     @get(
         "/history",
@@ -310,9 +311,9 @@ class UdfController(Controller):
     async def history(
         self,
         request: Request[Any, Any, Any],
-        queries: FromDishka[CandleQueries],
+        queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
-        present: FromDishka[Present],
+        present: NamedDependency[Present],
         symbol: Annotated[str, _param("symbol", "The symbol's ticker.", "BTCUSDT")],
         resolution: Annotated[str, _param("resolution", "5, 60, 1D, 1W.", "60")],
         start: Annotated[int, _param("from", "Unix seconds, inclusive.", 1659312000)],
@@ -405,14 +406,20 @@ def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[A
     return _answer("internal error", 500)
 
 
-UDF = Router(
-    path="/udf",
-    route_handlers=[UdfController],
-    exception_handlers={
-        UdfError: _udf_error,
-        DomainError: _domain_error,
-        ValidationException: _validation_error,
-        HTTPException: _http_error,
-        Exception: _unexpected,
-    },
-)
+def router() -> Router:
+    """The protocol's routes (served at its prefix, and again under each time-travel
+    session: entrypoints/travel.py)."""
+    return Router(
+        path="/udf",
+        route_handlers=[UdfController],
+        exception_handlers={
+            UdfError: _udf_error,
+            DomainError: _domain_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+
+
+UDF = router()

@@ -1,0 +1,114 @@
+"""Time travel at the edge: every vendor protocol, and a live stream of our own, served again
+under `/sessions/{id}`, as of that session's present.
+
+A vendor's handlers take three things by name: `queries` (CandleQueries), `live` (the
+LiveFeed) and `present` (the now they answer as of). Outside a session they are the
+service's own (the wall clock); under `/sessions/{id}` they are the session's:
+TravelQueries (reads as of its present, shifted as it says), TravelFeed (its bars as its
+present passes them) and its present as the client sees it. The handlers do not change: a
+protocol is translated once and served both ways."""
+
+from datetime import datetime
+from typing import Any
+
+from dishka import AsyncContainer
+from litestar import Router, WebSocket, websocket
+from litestar.di import NamedDependency, Provide
+from litestar.types import ControllerRouterHandler, Scope
+
+from marketdata.domain.ports import CandleRepository, Sessions
+from marketdata.domain.queries import CandleQueries, QueryLimits
+from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
+from marketdata.domain.sessions import TravelSession, wall_now
+from marketdata.domain.travel import TravelFeed, TravelQueries
+from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.settings import Settings
+from marketdata.entrypoints.vendors.common import Present
+from marketdata.entrypoints.websocket import ReplayRegistry, serve
+
+
+def _container(scope: Scope) -> AsyncContainer:
+    container: AsyncContainer = scope["state"]["dishka_container"]
+    return container
+
+
+async def _no_session() -> TravelSession | None:
+    return None
+
+
+async def _session(session_id: str, scope: Scope) -> TravelSession | None:
+    """The session of the URL (NotFound, in the protocol's own error shape, when there is
+    none)."""
+    sessions: Sessions = await _container(scope).get(Sessions)
+    return await sessions.get(session_id)
+
+
+async def _present(travel: NamedDependency[TravelSession | None], scope: Scope) -> Present:
+    if travel is None:
+        present: Present = await _container(scope).get(Present)
+        return present
+
+    def seen() -> datetime:  # as the client sees it: shifted, the wall clock itself
+        wall = wall_now()
+        return travel.present(wall) + travel.offset(wall)
+
+    return seen
+
+
+async def _queries(travel: NamedDependency[TravelSession | None], scope: Scope) -> CandleQueries:
+    container = _container(scope)
+    repository = await container.get(CandleRepository)
+    limits = await container.get(QueryLimits)
+    if travel is None:
+        return CandleQueries(repository, limits)
+    return TravelQueries(repository, limits, travel, wall_now())
+
+
+async def _live(travel: NamedDependency[TravelSession | None], scope: Scope) -> LiveFeed:
+    container = _container(scope)
+    if travel is None:
+        live: LiveFeed = await container.get(LiveFeed)
+        return live
+    return TravelFeed(
+        await container.get(ReplaySource),
+        await container.get(Clock),
+        await container.get(Sessions),
+        travel.id,
+    )
+
+
+# what the app gives every handler that names them; a session's router gives its own travel
+DEPENDENCIES = {
+    "travel": Provide(_no_session),
+    "present": Provide(_present),
+    "queries": Provide(_queries),
+    "live": Provide(_live),
+}
+
+
+@websocket("/ws/replay")
+async def session_stream(socket: WebSocket[Any, Any, Any], live: NamedDependency[LiveFeed]) -> None:
+    """Our own stream under a session: `/ws/live`'s messages, the session's bars as its
+    present passes their close (the query string of `/ws/live`)."""
+    container = _container(socket.scope)
+    await serve(
+        socket,
+        await container.get(Settings),
+        await container.get(ReplaySource),
+        live,
+        await container.get(Clock),
+        await container.get(ReplayRegistry),
+        await container.get(Metrics),
+        history=False,
+    )
+
+
+def sessions_router(protocols: list[ControllerRouterHandler]) -> Router:
+    """Every protocol again under `/sessions/{session_id}`, as of that session (left out
+    of the API's description: each is described once, at its own prefix)."""
+    return Router(
+        path="/sessions/{session_id:str}",
+        route_handlers=[*protocols, session_stream],
+        dependencies={"travel": Provide(_session)},
+        include_in_schema=False,
+    )
