@@ -9,11 +9,12 @@ present passes them) and its present as the client sees it. The handlers do not 
 protocol is translated once and served both ways."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from dishka import AsyncContainer
 from litestar import Router, WebSocket, websocket
 from litestar.di import NamedDependency, Provide
+from litestar.params import PathParameter
 from litestar.types import ControllerRouterHandler, Scope
 
 from marketdata.domain.ports import CandleRepository, Sessions
@@ -36,7 +37,9 @@ async def _no_session() -> TravelSession | None:
     return None
 
 
-async def _session(session_id: str, scope: Scope) -> TravelSession | None:
+async def _session(
+    session_id: Annotated[str, PathParameter()], scope: Scope
+) -> TravelSession | None:
     """The session of the URL (NotFound, in the protocol's own error shape, when there is
     none)."""
     sessions: Sessions = await _container(scope).get(Sessions)

@@ -147,7 +147,7 @@ class SessionsController(Controller):
         "/{session_id:str}/seek",
         summary="Move the present to `to` (ISO 8601)",
         status_code=200,
-        responses=ERRORS,
+        responses={**ERRORS, 400: BAD_REQUEST},
     )
     @inject
     async def seek(
@@ -164,7 +164,7 @@ class SessionsController(Controller):
         "/{session_id:str}/speed",
         summary="Change the pace: `speed` or `step_seconds`",
         status_code=200,
-        responses=ERRORS,
+        responses={**ERRORS, 400: BAD_REQUEST},
     )
     @inject
     async def speed(
