@@ -3,9 +3,10 @@
 
 import asyncio
 import contextlib
+import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import ReplicaStatus
 from tests.factories import series
 from tests.replication import Replication
-from tests.support import AppFactory, insert, metric, run
+from tests.support import AppFactory, Client, insert, metric, run, wire
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -343,3 +344,140 @@ def test_a_write_through_a_replica_is_refused(replicated: Replication) -> None:
         pytest.raises(psycopg.errors.ReadOnlySqlTransaction),
     ):
         conn.execute("CREATE TABLE nope (x int)")
+
+
+# -- through the HTTP API, with two instances --
+
+KEY = "replica-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@contextlib.contextmanager
+def two_instances(
+    pair: Replication, app_factory: AppFactory, **overrides: Any
+) -> Iterator[tuple[Client, Client]]:
+    """Two instances of the service on the pair, each with its pool and replica monitor."""
+    settings = {
+        "url": pair.primary_url(),
+        "database_replica_urls": pair.replica_url(),
+        "api_keys": KEY,
+        **overrides,
+    }
+    with app_factory(**settings) as first, app_factory(**settings) as second:
+        for client in (first, second):
+            wait_until_ready(client)
+        yield first, second
+
+
+def wait_until_ready(client: Client, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while (ready := client.get("/health/ready")).json() != {"status": "ready"}:
+        assert time.monotonic() < deadline, ready.text
+        time.sleep(0.05)
+
+
+def replica_reads(client: Client, pair: Replication) -> float:
+    text = client.get("/metrics").text
+    return metric(text, "marketdata_replica_reads_total", replica=pair.replica_name)
+
+
+def closes(client: Client, ticker: str, **params: Any) -> list[float]:
+    response = client.get("/candles", params={"ticker": ticker, "tf_min": 5, **params})
+    assert response.status_code == 200, response.text
+    return [candle["close"] for candle in response.json()["data"]]
+
+
+def test_a_caught_up_replica_serves_the_reads_of_both_instances(
+    replicated: Replication, app_factory: AppFactory
+) -> None:
+    stored = series("RR", 12)
+    insert(replicated.primary_url(), stored)
+    replicated.caught_up()
+    with two_instances(replicated, app_factory) as (first, second):
+        for client in (first, second):
+            before = replica_reads(client, replicated)
+            assert closes(client, "RR") == [c.close for c in stored]
+            csv = client.get("/candles", params={"ticker": "RR", "tf_min": 5, "format": "csv"})
+            assert csv.status_code == 200
+            assert len(csv.text.strip().splitlines()) == 1 + len(stored)
+            assert closes(client, "RR", resample=15) != []  # resampled, in SQL, there too
+            assert replica_reads(client, replicated) >= before + 3
+
+
+def test_a_post_through_one_instance_is_read_through_the_other_while_replay_is_paused(
+    replicated: Replication, app_factory: AppFactory
+) -> None:
+    stored = series("PP", 12)
+    insert(replicated.primary_url(), stored[:6])
+    replicated.caught_up()
+    with two_instances(replicated, app_factory) as (first, second):
+        assert closes(second, "PP") == [c.close for c in stored[:6]]
+        etag = second.get("/candles", params={"ticker": "PP", "tf_min": 5}).headers["etag"]
+        replicated.pause_replay()
+        for candle in stored[6:]:
+            body = [wire(candle)]
+            assert first.post("/candles", json=body, headers=AUTH).status_code == 200
+            # at once, through the other instance: the paused replica has not replayed it
+            assert closes(second, "PP") == [c.close for c in stored[: stored.index(candle) + 1]]
+        newest = second.get("/candles", params={"ticker": "PP", "tf_min": 5, "order": "desc"})
+        assert newest.json()["data"][0]["ts"] == wire(stored[-1])["ts"]
+        assert (
+            second.get(
+                "/candles", params={"ticker": "PP", "tf_min": 5}, headers={"If-None-Match": etag}
+            ).status_code
+            == 200
+        )  # the old version's tag no longer matches
+        assert replicated.replay_paused  # read from the primary, not from a replica caught up
+        replicated.resume_replay()
+
+
+def test_a_replay_whose_pages_come_from_different_servers_skips_and_repeats_nothing(
+    replicated: Replication, app_factory: AppFactory
+) -> None:
+    stored = series("RP", 40)
+    insert(replicated.primary_url(), stored)
+    replicated.caught_up()
+    later = series("RP", 45)[40:]
+    with (
+        two_instances(replicated, app_factory, ws_page_size=4) as (first, second),
+        second.websocket_connect("/ws/replay?ticker=RP&tf_min=5&step_seconds=0.02") as ws,
+    ):
+        received: list[dict[str, Any]] = []
+        while True:
+            message = json.loads(ws.receive_text(timeout=10))
+            if message["type"] == "CANDLE":
+                received.append(message)
+                if len(received) == 10:  # pages from here on: the primary's
+                    replicated.pause_replay()
+                    body = [wire(c) for c in later]
+                    assert first.post("/candles", json=body, headers=AUTH).status_code == 200
+                if len(received) == 25:  # and from here on the replica's again
+                    replicated.resume_replay()
+            elif message["type"] == "STATUS" and message["message"] == "replay_complete":
+                break
+    assert [m["seq"] for m in received] == list(range(len(received)))
+    timestamps = [m["candle"]["ts"] for m in received]
+    assert timestamps == sorted(set(timestamps))  # none repeated, in order
+    assert timestamps[:40] == [wire(c)["ts"] for c in stored]  # none skipped
+
+
+def test_reads_go_on_through_a_stopped_replica_and_return_to_it(
+    replicated: Replication, app_factory: AppFactory
+) -> None:
+    stored = series("SR", 8)
+    insert(replicated.primary_url(), stored)
+    replicated.caught_up()
+    with two_instances(replicated, app_factory) as (first, second):
+        replicated.stop_replica()  # no wait: the first reads may meet it going down
+        for _ in range(20):
+            for client in (first, second):
+                assert closes(client, "SR") == [c.close for c in stored]
+                export = client.get("/candles", params={"ticker": "SR", "format": "ndjson"})
+                assert export.status_code == 200
+                assert len(export.text.splitlines()) == len(stored)
+        replicated.start_replica()
+        for client in (first, second):
+            wait_until_ready(client, within=10)
+            before = replica_reads(client, replicated)
+            assert closes(client, "SR") == [c.close for c in stored]
+            assert replica_reads(client, replicated) == before + 1

@@ -12,7 +12,7 @@ from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
-from marketdata.adapters.postgres.replicas import ReplicaSet
+from marketdata.adapters.postgres.replicas import Reads, ReplicaSet
 from marketdata.adapters.postgres.sessions import PostgresSessions, SessionWatch
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport
@@ -64,14 +64,21 @@ class PostgresProvider(Provider):
     scope = Scope.APP
 
     @provide
-    def repository(self, database: Database, known: KnownSeries) -> CandleRepository:
-        return PostgresCandleRepository(database, known)
+    def repository(self, database: Database, known: KnownSeries, reads: Reads) -> CandleRepository:
+        return PostgresCandleRepository(database, known, reads)
+
+    @provide
+    def reads(self, database: Database, replicas: ReplicaSet) -> Reads:
+        return Reads(database, replicas)
+
+    @provide
+    def replay_source(self, database: Database, reads: Reads) -> ReplaySource:
+        return PostgresReplaySource(database, reads)
 
     known = provide(KnownSeries)  # the catalog as this process knows it (live listener)
     session_watch = provide(SessionWatch)  # who follows which session (live listener)
     sessions = provide(PostgresSessions, provides=Sessions)
     health = provide(PostgresHealth, provides=StoreHealth)
-    replay_source = provide(PostgresReplaySource, provides=ReplaySource)
 
     @provide
     def config(self, settings: Settings) -> DatabaseConfig:

@@ -2,8 +2,9 @@
 what is stored read from the series catalog rather than counted."""
 
 import functools
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 
@@ -11,9 +12,13 @@ from marketdata.adapters.postgres import exports
 from marketdata.adapters.postgres.bars import bar_of, json_sql, plan_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database
+from marketdata.adapters.postgres.replicas import Reads, ReplicaSet
 from marketdata.domain.candles import Candle
+from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import Columnar, Encoded, Gap, Plan
 from marketdata.domain.timeframes import Holdings, Rollup, Series
+
+T = TypeVar("T")
 
 # The catalog holds one row per series: what is stored is read there, never counted.
 # The prefix is compared literally (no LIKE patterns) and case-insensitively.
@@ -59,11 +64,16 @@ async def holdings_of(database: Database, tickers: list[str]) -> Holdings:
 
 
 class PostgresCandleRepository:
-    """CandleRepository over the pool."""
+    """CandleRepository over the pool. Candles are read where `reads` sends them (a replica
+    that has replayed far enough, or the primary); the catalog, and so every version and
+    ETag, on the primary."""
 
-    def __init__(self, database: Database, known: KnownSeries | None = None) -> None:
+    def __init__(
+        self, database: Database, known: KnownSeries | None = None, reads: Reads | None = None
+    ) -> None:
         self._db = database
         self._known = known or KnownSeries()
+        self._reads = reads or Reads(database, ReplicaSet((), database.config))
 
     async def symbols(self, prefix: str, limit: int) -> list[str]:
         rows = await self._db.fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})
@@ -71,7 +81,7 @@ class PostgresCandleRepository:
 
     async def bars(self, plan: Plan, extra: int = 0) -> list[Candle]:
         statement, params = plan_sql(plan, extra)
-        rows = await self._db.fetch(statement, params)
+        rows = await self._reads.fetch(statement, params)
         return [bar_of(plan.ticker, plan.tf_min, row, plan.options) for row in rows]
 
     async def encoded(self, plan: Plan, extra: int = 0) -> Encoded:
@@ -80,7 +90,7 @@ class PostgresCandleRepository:
         options = plan.options
         read = json_sql(statement, options.label, options.fill, plan.order)
         epoch = self._known.epoch
-        rows = await self._db.fetch(
+        rows = await self._reads.fetch(
             read if plan.checked else _with_holdings(read),
             params
             | {"keep": keep, "ticker_json": _json_text(plan.ticker), "tf_text": str(plan.tf_min)},
@@ -115,7 +125,7 @@ class PostgresCandleRepository:
         return f"{rows[0][0]}-{rows[0][1]}"
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
-        rows = await self._db.fetch(
+        rows = await self._reads.fetch(
             "SELECT ts, next_ts FROM (SELECT ts, lead(ts) OVER (ORDER BY ts) AS next_ts"
             " FROM candles WHERE ticker = %s AND tf_min = %s) s"
             " WHERE next_ts - ts > %s ORDER BY ts LIMIT %s",
@@ -124,10 +134,28 @@ class PostgresCandleRepository:
         return [Gap(a, b, (b - a).total_seconds() / 60) for a, b in rows]
 
     def export(self, plan: Plan) -> AsyncGenerator[Candle, None]:
-        return exports.candles(self._db, plan)
+        return self._streamed(lambda database: exports.candles(database, plan))
 
     def export_columns(self, output: Columnar, plan: Plan) -> AsyncGenerator[bytes, None]:
-        return exports.encoded(self._db, output, plan)
+        return self._streamed(lambda database: exports.encoded(database, output, plan))
+
+    async def _streamed(
+        self, stream: Callable[[Database], AsyncGenerator[T, None]]
+    ) -> AsyncGenerator[T, None]:
+        """An export, from where `reads` sends it; read again on the primary when it fails
+        on a replica before anything was sent."""
+        database = await self._reads.source()
+        sent = False
+        try:
+            async for item in stream(database):
+                sent = True
+                yield item
+            return
+        except StoreUnavailable as error:
+            if sent or not self._reads.retry_on_primary(database, error):
+                raise
+        async for item in stream(self._reads.primary):
+            yield item
 
 
 @functools.lru_cache(maxsize=128)

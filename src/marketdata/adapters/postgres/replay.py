@@ -26,6 +26,7 @@ from marketdata.adapters.postgres.bars import (
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.reads import holdings_of
+from marketdata.adapters.postgres.replicas import Reads, ReplicaSet
 from marketdata.domain.bar_options import bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.replay import ReplayKey, ReplaySelection, Stream, key_of
@@ -40,11 +41,17 @@ _WITHIN = (
 
 
 class PostgresReplaySource:
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    """Pages, counts and positions where `reads` sends them (a replica that has replayed
+    what the primary had committed when each was asked for, or the primary): a replay
+    whose pages come from different servers reads each after the one before, on a server
+    at least as far on, so it never skips or repeats a candle. What is held: the primary."""
+
+    def __init__(self, database: Database, reads: Reads | None = None) -> None:
+        self._primary = database
+        self._db = reads or Reads(database, ReplicaSet((), database.config))
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
-        return await holdings_of(self._db, list(tickers))
+        return await holdings_of(self._primary, list(tickers))
 
     # -- positions: counts and keys over every bar of the selection --
 
