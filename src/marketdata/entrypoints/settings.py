@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_replica_urls: str = ""
     replica_max_lag_seconds: PositiveFloat = 5.0
     # How long a read waits for a replica to replay what it needs before it reads the primary.
-    replica_wait_ms: NonNegative = 50
+    replica_wait_ms: NonNegative = 0
     host: str = "127.0.0.1"
     port: Port = 8000
     # Server processes; each has its own pool of up to DB_POOL_MAX_SIZE connections.

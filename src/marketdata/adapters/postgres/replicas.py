@@ -63,6 +63,7 @@ POOL_TIMEOUT = 1.0
 _HISTORY_SECONDS = 60.0  # the primary's WAL positions are kept this long (at least)
 
 _PRIMARY_LSN = "SELECT pg_current_wal_lsn()::text"
+_REPLAYED = "SELECT coalesce(pg_last_wal_replay_lsn(), '0/0')::text"
 _REPLICA_STATE = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
     " extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8"
@@ -96,6 +97,13 @@ async def primary_lsn(source: Database | Connection) -> int:
     row = await cursor.fetchone()
     assert row is not None
     return lsn_of(row[0])
+
+
+async def replay_lsn(database: Database) -> int:
+    """How far a replica has replayed the primary's WAL, asked now (0 before it replayed
+    any). Raises StoreUnavailable."""
+    rows = await database.fetch(_REPLAYED, None)
+    return lsn_of(rows[0][0])
 
 
 class _PrimaryWal:
@@ -405,6 +413,24 @@ class ReplicaSet:
             assert replica.database is not None
             await replica.database.close()
 
+    def in_service(self) -> list[tuple[Database, int]]:
+        """The replicas in service, each with its replay position as last polled, starting
+        with the next in turn."""
+        count = len(self._replicas)
+        turn = [self._replicas[(self._next + step) % count] for step in range(count)]
+        return [
+            (r.database, r.replay_lsn)
+            for r in turn
+            if r.up and r.database is not None and r.replay_lsn is not None
+        ]
+
+    def served(self, database: Database) -> None:
+        """A read goes to `database`: counted, and the next read starts with the one after."""
+        for index, replica in enumerate(self._replicas):
+            if replica.database is database:
+                replica.reads += 1
+                self._next = (index + 1) % len(self._replicas)
+
     def reader(self, required_lsn: int) -> Database | None:
         """A replica in service that has replayed up to `required_lsn` (as last polled),
         round-robin among those that have; None when none has. The read is counted."""
@@ -483,11 +509,27 @@ class Reads:
         self._next: asyncio.Future[int] | None = None  # the one to ask after it
 
     async def source(self) -> Database:
-        """The database this read may use now."""
+        """The database this read may use now: the first replica in service, in turn, that
+        has replayed `required` (as last polled, or else as it says when asked now, one
+        short round trip); then, with REPLICA_WAIT_MS, one that does within that time;
+        else the primary."""
         if not self._replicas.configured:
             return self.primary
         required = await self._moment()
-        return await self._replicas.reader_within(required) or self.primary
+        for database, polled in self._replicas.in_service():
+            if polled < required:
+                try:
+                    replayed = await replay_lsn(database)
+                except StoreUnavailable as error:
+                    self._replicas.failed(database, error)
+                    continue
+                if replayed < required:
+                    continue
+            self._replicas.served(database)
+            return database
+        if self._replicas.wait_seconds > 0:
+            return await self._replicas.reader_within(required) or self.primary
+        return self.primary
 
     def retry_on_primary(self, database: Database, error: StoreUnavailable) -> bool:
         """Whether a read that failed on `database` may be read again on the primary: it
