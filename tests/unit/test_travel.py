@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from marketdata.domain.errors import NotFound
-from marketdata.domain.replay import ReplaySelection, Stop, key_of
+from marketdata.domain.candles import Candle
+from marketdata.domain.errors import NotFound, StoreUnavailable
+from marketdata.domain.replay import ReplaySelection, Stop, Stream, key_of
+from marketdata.domain.replay.pacing import Wake
 from marketdata.domain.replay.travel import TravelReplay
 from marketdata.domain.sessions import SessionClock, TravelSession
+from marketdata.domain.travel import TravelFeed
 from tests.factories import series
 from tests.fakes import FakeClock, InMemoryReplaySource, RecordingSink
 
@@ -44,7 +47,9 @@ class FakeSessions:
         return lambda: self.watchers.discard(wake)
 
 
-def travel(start: datetime, speed: float) -> tuple[TravelReplay, FakeSessions, RecordingSink]:
+def travel(
+    start: datetime, speed: float, since: datetime | None = None
+) -> tuple[TravelReplay, FakeSessions, RecordingSink]:
     clock = FakeClock(0.0)
     session = TravelSession(
         id="s", start=start, clock=SessionClock(start, WALL, speed), created=WALL
@@ -59,6 +64,7 @@ def travel(start: datetime, speed: float) -> tuple[TravelReplay, FakeSessions, R
         sessions,  # type: ignore[arg-type]
         "s",
         wall=lambda: WALL + timedelta(seconds=clock.now()),
+        since=since,
     )
     return replay, sessions, sink
 
@@ -77,6 +83,22 @@ async def test_each_bar_comes_when_the_present_reaches_its_close() -> None:
     for t, _, bar in sink.received:  # sent exactly when the present reached its close
         assert sessions.session is not None
         assert sessions.session.present(WALL + timedelta(seconds=t)) == key_of(bar).close
+
+
+async def test_a_stream_starts_at_the_present_of_when_it_was_asked_for() -> None:
+    """Bars that close while the stream reads the session and the catalog are sent too: a
+    client that read REST up to the present, then subscribed, misses none."""
+    replay, _, sink = travel(OPEN + timedelta(minutes=10, seconds=30), speed=60.0, since=WALL)
+    sink.clock.advance(150)  # 2.5 bars of wall time went by before it ran
+
+    async def stop_after(seq: int, _: object) -> None:
+        if seq == 4:
+            await replay.apply(Stop())
+
+    sink.on_candle = stop_after
+    await asyncio.wait_for(replay.run(), 5)
+    assert [c for _, _, c in sink.received] == MINUTES[10:15]  # from 10:10, closing 10:11
+    assert sink.times[:3] == [150.0, 150.0, 150.0]  # the three already closed: at once
 
 
 async def test_pause_seek_and_speed_are_followed() -> None:
@@ -124,3 +146,20 @@ async def test_a_stream_ends_with_its_session() -> None:
         await asyncio.wait_for(replay.run(), 5)
     assert len(sink.received) == 3
     assert not sessions.watchers  # nothing left behind
+
+
+class DownSource(InMemoryReplaySource):
+    async def page(self, *args: object, **kwargs: object) -> list[Candle]:
+        raise StoreUnavailable("127.0.0.1", "5432", "connection refused")
+
+
+async def test_a_stream_that_cannot_read_ends_as_the_database_s_failure_not_the_client_s() -> None:
+    """The client's socket closes 1011 (the store), not 1008 (too slow), as live reads do."""
+    session = TravelSession(id="s", start=OPEN, clock=SessionClock(OPEN, WALL, 60.0), created=WALL)
+    feed = TravelFeed(DownSource(MINUTES), FakeClock(0.0), FakeSessions(session), "s")  # type: ignore[arg-type]
+    cut = asyncio.Event()
+    subscription = feed.subscribe([Stream("X", 1)], Wake(), cut)
+    await asyncio.wait_for(cut.wait(), 5)
+    with pytest.raises(StoreUnavailable):
+        subscription.take(10)
+    subscription.close()

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from marketdata.domain.candles import Candle, LiveEvent, Removed
-from marketdata.domain.errors import DomainError, TooSlow
+from marketdata.domain.errors import DomainError, StoreUnavailable, TooSlow
 from marketdata.domain.ports import CandleRepository, Coverage, Plan, Sessions
 from marketdata.domain.queries import CandlePage, CandleQueries, CandleQuery, QueryLimits
 from marketdata.domain.replay.pacing import Wake
@@ -126,6 +126,7 @@ class TravelFeed:
         self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event
     ) -> "TravelSubscription":
         subscription = TravelSubscription(wake, cut)
+        since = self._wall()  # every stream from the present of this moment on
         for stream in streams:
             selection = ReplaySelection(
                 (stream.ticker,), (stream.tf_min,), options=stream.options, forming=stream.forming
@@ -139,6 +140,7 @@ class TravelFeed:
                 self._sessions,
                 self._id,
                 wall=self._wall,
+                since=since,
             )
             subscription.start(sink.replay)
         return subscription
@@ -154,6 +156,7 @@ class TravelSubscription:
         self._waiting: deque[LiveEvent] = deque()
         self._tasks: set[asyncio.Task[object]] = set()
         self.reason: str | None = None
+        self._failure: StoreUnavailable | None = None  # raised as is: not the client's doing
 
     def start(self, replay: TravelReplay) -> None:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self._play(replay))
@@ -163,7 +166,10 @@ class TravelSubscription:
     async def _play(self, replay: TravelReplay) -> object:
         try:
             return await replay.run()
-        except DomainError as error:  # the session ended (NotFound), or the store is down
+        except StoreUnavailable as error:  # the client's stream ends as on any live read
+            self._failure = error
+            self._end(error.message)
+        except DomainError as error:  # the session ended (NotFound)
             self._end(f"the session's stream ended: {error.message}")
         return None
 
@@ -180,6 +186,8 @@ class TravelSubscription:
             self._wake.set()
 
     def take(self, most: int) -> list[LiveEvent]:
+        if self._failure is not None:
+            raise self._failure
         if self.reason is not None:
             raise TooSlow(self.reason)
         count = min(most, len(self._waiting))

@@ -46,6 +46,7 @@ class TravelReplay:
         *,
         page_size: int = 100,
         wall: Callable[[], datetime] = wall_now,
+        since: datetime | None = None,
     ) -> None:
         self._source = source
         self._clock = clock
@@ -55,6 +56,10 @@ class TravelReplay:
         self._id = session_id
         self._page_size = page_size
         self._wall = wall  # the wall clock the session's present is computed from
+        # the wall time the client asked for the stream: it starts at the present of then,
+        # not of when it has read the session and the catalog (a bar closing in between
+        # would be sent to nobody)
+        self._since = since
         self._wake = Wake()
         self._changed = True  # read the session before anything
         self._stopped = False
@@ -78,7 +83,8 @@ class TravelReplay:
         assert self.session is not None
         unwatch = self._sessions.watch(self._id, self._heard)
         try:
-            after = after_present(self.session.present(self._wall()))
+            since = self._wall() if self._since is None else self._since
+            after = after_present(self.session.present(since))
             await self._sink.status(self._status("live"))
             while not self._stopped:
                 if self._changed:
