@@ -78,17 +78,17 @@ def test_repr_hides_the_database_url() -> None:
 
 def test_replica_urls_are_read_as_a_list() -> None:
     s = settings_from({"DATABASE_URL": "postgresql://u:p@db/x"})
-    assert (s.replica_url_list, s.replica_max_lag_seconds, s.replica_wait_ms) == ([], 5, 50)
+    assert (s.replica_url_list, s.replica_max_lag_seconds, s.replica_wait_ms) == ([], 5, 0)
     s = settings_from(
         {
             "DATABASE_URL": "postgresql://u:p@db/x",
             "DATABASE_REPLICA_URLS": " postgresql+psycopg://u:p@r1/x , postgres://u:p@r2:5433/x,",
             "REPLICA_MAX_LAG_SECONDS": "0.5",
-            "REPLICA_WAIT_MS": "0",
+            "REPLICA_WAIT_MS": "25",
         }
     )
     assert s.replica_url_list == ["postgresql://u:p@r1/x", "postgres://u:p@r2:5433/x"]
-    assert (s.replica_max_lag_seconds, s.replica_wait_ms) == (0.5, 0)
+    assert (s.replica_max_lag_seconds, s.replica_wait_ms) == (0.5, 25)
 
 
 def test_replica_settings_are_checked_without_echoing_a_url() -> None:
