@@ -163,6 +163,7 @@ async def write_for(
     await writer.open()
     per_request = 10
     requests = int(rate * seconds / per_request)
+    fresh = 0  # requests of new candles so far
     started = time.monotonic()
     for r in range(requests):
         due = started + r * per_request / rate
@@ -175,8 +176,9 @@ async def write_for(
                 revision = sum(1 for w in written[ticker] if w[0] == ts)
                 rows.append((ticker, ts, close + 0.5))
                 written[ticker].append((ts, revision, close + 0.5))
-        else:
-            offset = (r * per_request) % len(names)
+        else:  # the next tickers in turn (a correction takes no one's turn)
+            offset = (fresh * per_request) % len(names)
+            fresh += 1
             if offset == 0:
                 minute += 1
             for ticker in names[offset : offset + per_request]:
