@@ -214,7 +214,10 @@ async def _check_replicas(config: DatabaseConfig, settings: Settings) -> int:
 
 async def _check_data(config: DatabaseConfig) -> int:
     started = time.monotonic()
-    drifted = await catalog.drift(config)
+    with progress_bar() as bar:  # one statement: no share done to show, the time it runs
+        if bar is not None:
+            bar.add_task("check: the series catalog against every candle", total=None, rate="")
+        drifted = await catalog.drift(config)
     print(f"series catalog compared with the table in {time.monotonic() - started:.1f} s")
     for d in drifted:
         print(
