@@ -235,7 +235,9 @@ def test_a_wrong_guess_is_read_again_and_answers_right(client: Client, db_url: s
     stored = client.get(url).json()["data"]
     run_sql(db_url, "DELETE FROM candles WHERE ticker = 'A' AND tf_min = 1440")
     trips, response = round_trips(client, f"{url}&again")  # guessed stored: now resampled
-    assert trips == 2
+    # 2: the guess read with the catalog's row, then the right read; 3 when the DELETE's
+    # notification had not arrived yet (the known plan found nothing, and is read again)
+    assert trips in (2, 3)
     assert response.json()["data"] != stored
     assert response.json() == client.get("/candles?ticker=A&tf_min=1440&limit=5&x").json()
     run_sql(db_url, "DELETE FROM candles WHERE ticker = 'A'")

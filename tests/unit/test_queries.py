@@ -4,12 +4,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from marketdata.domain.bar_options import bar_options
-from marketdata.domain.candles import Order
+from marketdata.domain.candles import Candle, Order
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, NotFound
 from marketdata.domain.queries import CandleQueries, CandleQuery, QueryLimits
 from marketdata.domain.timeframes import Holdings, Rollup
 from tests.factories import series
-from tests.fakes import InMemoryCandleRepository, resample_reference
+from tests.fakes import InMemoryCandleRepository, holdings_of, resample_reference
 from tests.support import read_plan
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -184,3 +184,26 @@ async def test_symbols_sorted_with_prefix_and_limit(queries: CandleQueries) -> N
         await queries.symbols("x" * 65)
     with pytest.raises(InvalidParameter, match="control characters"):
         await queries.symbols("a\x00")
+
+
+class KnowsTooMuch(InMemoryCandleRepository):
+    """What the process knew before a write it has not heard of yet."""
+
+    def __init__(self, candles: list[Candle], known: Holdings) -> None:
+        super().__init__(candles)
+        self.knowledge = known
+
+    def known(self, ticker: str) -> Holdings | None:
+        return self.knowledge
+
+
+async def test_nothing_where_the_known_catalog_says_candles_is_read_again_not_a_404() -> None:
+    """Another writer deleted the stored hourly candles; this process has not heard it yet:
+    the read it planned from what it knew finds nothing, and reads again with the catalog's
+    row (now resampled from five minutes) instead of answering 'No candles found'."""
+    before = series("AAA", 300) + series("AAA", 10, tf_min=60)
+    repo = KnowsTooMuch(series("AAA", 300), holdings_of(before, ["AAA"]))
+    queries = CandleQueries(repo, QueryLimits(default_tf_min=5, max_limit=250))
+    page = await queries.page(queries.draft(CandleQuery(ticker="AAA", tf_min=60, limit=3)))
+    assert page.plan.resample is not None  # served as it is now: resampled
+    assert page.bars.count == 3

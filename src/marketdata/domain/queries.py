@@ -202,6 +202,13 @@ class CandleQueries:
             return Page(bars=Encoded(b"", 0, None), more=False, plan=await self.checked(plan))
         extra = 1 if plan.ranged else 0
         read = await self._repository.encoded(plan, extra)
+        if not read.count and read.holdings is None and plan.after is None:
+            # Nothing where what this process knows said there are candles: a write it has
+            # not heard of yet (its notification on the way). Read again with the catalog's
+            # row, as for a plan not checked, rather than answer 404 from what it knew.
+            read = await self._repository.encoded(
+                msgspec.structs.replace(plan, checked=False), extra
+            )
         if read.holdings is not None:
             exact = self._served(plan, read.holdings)
             if exact.resample != plan.resample:
