@@ -3,7 +3,8 @@
 import pytest
 
 from marketdata.adapters.postgres.pool import DatabaseConfig
-from marketdata.adapters.postgres.replicas import ReplicaSet, _PrimaryWal, lsn_of, lsn_text
+from marketdata.adapters.postgres.replica_monitor import PrimaryWal
+from marketdata.adapters.postgres.replicas import ReplicaSet, lsn_of, lsn_text
 
 
 def test_wal_positions_read_as_numbers() -> None:
@@ -17,7 +18,7 @@ def test_wal_positions_read_as_numbers() -> None:
 
 
 def test_lag_is_the_time_since_the_primary_had_what_the_replica_lacks() -> None:
-    wal = _PrimaryWal(keep=60)
+    wal = PrimaryWal(keep=60)
     assert wal.lag(100, now=0, replay_age=None) is None  # the primary never sampled
     wal.note(0.0, 100)
     wal.note(1.0, 200)
@@ -30,14 +31,14 @@ def test_lag_is_the_time_since_the_primary_had_what_the_replica_lacks() -> None:
 
 
 def test_an_idle_primary_makes_no_replica_late() -> None:
-    wal = _PrimaryWal(keep=60)
+    wal = PrimaryWal(keep=60)
     wal.note(0.0, 100)
     # an hour without a write; the replica's last replayed commit is an hour old
     assert wal.lag(100, now=3600, replay_age=3600) == 0
 
 
 def test_lag_beyond_the_samples_kept_takes_the_replica_s_own_estimate() -> None:
-    wal = _PrimaryWal(keep=10)
+    wal = PrimaryWal(keep=10)
     wal.note(0.0, 100)
     wal.note(5.0, 200)
     wal.note(20.0, 300)  # the samples of 0.0 and 5.0 are dropped

@@ -12,7 +12,8 @@ from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.adapters.postgres.replay import PostgresReplaySource
-from marketdata.adapters.postgres.replicas import Reads, ReplicaSet
+from marketdata.adapters.postgres.replicas import ReplicaSet
+from marketdata.adapters.postgres.routing import Reads
 from marketdata.adapters.postgres.sessions import PostgresSessions, SessionWatch
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport

@@ -12,7 +12,7 @@ from marketdata.adapters.postgres import exports
 from marketdata.adapters.postgres.bars import bar_of, json_sql, plan_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database
-from marketdata.adapters.postgres.replicas import Reads, ReplicaSet
+from marketdata.adapters.postgres.routing import Reads
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import StoreUnavailable
 from marketdata.domain.ports import Columnar, Encoded, Gap, Plan
@@ -73,7 +73,7 @@ class PostgresCandleRepository:
     ) -> None:
         self._db = database
         self._known = known or KnownSeries()
-        self._reads = reads or Reads(database, ReplicaSet((), database.config))
+        self._reads = reads or Reads.primary_only(database)
 
     async def symbols(self, prefix: str, limit: int) -> list[str]:
         rows = await self._db.fetch(_SYMBOLS, {"prefix": prefix, "limit": limit})

@@ -26,7 +26,7 @@ from marketdata.adapters.postgres.bars import (
 from marketdata.adapters.postgres.buckets import COLUMNS
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.reads import holdings_of
-from marketdata.adapters.postgres.replicas import Reads, ReplicaSet
+from marketdata.adapters.postgres.routing import Reads
 from marketdata.domain.bar_options import bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.replay import ReplayKey, ReplaySelection, Stream, key_of
@@ -48,7 +48,7 @@ class PostgresReplaySource:
 
     def __init__(self, database: Database, reads: Reads | None = None) -> None:
         self._primary = database
-        self._db = reads or Reads(database, ReplicaSet((), database.config))
+        self._db = reads or Reads.primary_only(database)
 
     async def holdings(self, tickers: Sequence[str]) -> Holdings:
         return await holdings_of(self._primary, list(tickers))
