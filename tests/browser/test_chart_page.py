@@ -384,6 +384,8 @@ def test_errors_read_as_messages(chart_server: ChartServer, tab: OpenTab) -> Non
         page.inner_text("#message-text")
         == 'Unknown ticker "NOPE.US": no candles are stored for it.'
     )
+    # the chart is drawn again on the next animation frame (late on a loaded machine)
+    page.wait_for_function("window.marketdata.state().drawn === 0", timeout=10_000)
     assert opened.state()["drawn"] == 0
     opened.shot("unknown-ticker")
 
