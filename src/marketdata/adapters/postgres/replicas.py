@@ -128,6 +128,13 @@ class ReplicaSet:
             if r.up and r.database is not None and r.replay_lsn is not None
         ]
 
+    def replayed(self, database: Database, lsn: int) -> None:
+        """`database` said it has replayed up to `lsn`: the reads after this one need not
+        ask it again until the primary has moved past that."""
+        for replica in self._replicas:
+            if replica.database is database and lsn > (replica.replay_lsn or 0):
+                replica.replay_lsn = lsn
+
     def served(self, database: Database) -> None:
         """A read goes to `database`: counted, and the next read starts with the one after."""
         for index, replica in enumerate(self._replicas):

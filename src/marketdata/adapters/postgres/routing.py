@@ -46,6 +46,7 @@ class Reads:
                 except StoreUnavailable as error:
                     self._replicas.failed(database, error)
                     continue
+                self._replicas.replayed(database, replayed)
                 if replayed < required:
                     continue
             self._replicas.served(database)
