@@ -192,6 +192,47 @@ def test_a_database_of_the_last_version_gets_the_triggers_and_is_mended_on_the_w
     assert "schema up to date" in run(["migrate"], {"DATABASE_URL": url}, tmp_path).stdout
 
 
+def test_a_database_of_0007_gets_new_checksums_and_its_drift_is_still_found(
+    database_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    """Migrations up to 0007 (the checksums of the old row hash), one series written under
+    the triggers, one changed behind them (`session_replication_role = replica`), then
+    `marketdata migrate`: every checksum is made with the new hash, the changed series is
+    mended and named, the other is not, and `check` finds nothing afterwards."""
+    url = database_factory()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, text in migration_files():
+            if version < "0008":
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume) VALUES"
+            " ('KEPT', 5, '2024-01-02 14:30+00', 1, 2, 0.5, 1.5, 3),"
+            " ('BEHIND', 5, '2024-01-02 14:30+00', 1, 2, 0.5, 1.5, 3)"
+        )
+        before = dict(conn.execute("SELECT ticker, checksum FROM candle_series").fetchall())
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE candles SET close = 1.75 WHERE ticker = 'BEHIND'")
+    migrated = run(["migrate"], {"DATABASE_URL": url}, tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrations applied: 0008_write_cost" in migrated.stdout
+    assert "mended BEHIND tf_min=5: the catalog had 1, the table has 1" in migrated.stdout
+    assert "KEPT" not in migrated.stdout
+    with psycopg.connect(url) as conn:
+        after = dict(conn.execute("SELECT ticker, checksum FROM candle_series").fetchall())
+    assert after["KEPT"] != before["KEPT"]  # the new hash's
+    assert asyncio.run(catalog.drift(DatabaseConfig(url=url))) == []
+    with psycopg.connect(url, autocommit=True) as conn:  # and a write behind them is found
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE candles SET volume = 4 WHERE ticker = 'KEPT'")
+    drifted = asyncio.run(catalog.drift(DatabaseConfig(url=url)))
+    assert [(d.ticker, d.what) for d in drifted] == [("KEPT", "candles changed")]
+
+
 def test_an_older_timescaledb_is_named_not_drifted_past() -> None:
     """TimescaleDB is not installable here: the rule that start-up and `check` apply."""
     refused = timescale_message("2.17.2", hypertable=True)
