@@ -1,18 +1,21 @@
 """A vendor stream connection's live bars through the LiveFeed (the one `/ws/live` uses),
-and how such a connection runs and ends."""
+and how such a connection runs and ends (`BarStream`: Alpaca's and Polygon's streams say
+it in their own words)."""
 
+import abc
 import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
+import structlog
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.domain.bar_options import PLAIN, BarOptions
 from marketdata.domain.candles import LiveEvent
-from marketdata.domain.errors import InvalidParameter
+from marketdata.domain.errors import InvalidParameter, TooSlow
 from marketdata.domain.replay import (
     MAX_TICKERS,
     LiveFeed,
@@ -23,6 +26,18 @@ from marketdata.domain.replay import (
     Wake,
     planned,
 )
+from marketdata.entrypoints.errors import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+)
+from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.websocket import ReplayRegistry
+
+log = structlog.get_logger(logger_name="marketdata.vendors")
+
+Socket = WebSocket[Any, Any, Any]
 
 MAX_FOLLOWED = 1000  # the most tickers one vendor stream connection follows
 
@@ -143,3 +158,121 @@ async def first_done(jobs: Mapping[str, Awaitable[Any]]) -> str:
 
 async def _awaited(job: Awaitable[Any]) -> Any:
     return await job
+
+
+MAX_MESSAGE = 65536  # bytes of one client message
+BATCH = 1000  # bars per frame at most
+
+
+class BarStream(abc.ABC):
+    """One client of a vendor's stream of live bars: what every such stream does (the
+    client's messages in, the followed tickers' bars out, side by side; a refusal, a
+    shutdown, a slow client or a failure ending it with its close code), leaving what it
+    says, in its vendor's words, to a subclass."""
+
+    vendor = ""  # named in the log when a connection fails
+
+    def __init__(self, socket: Socket, bars: LiveBars, metrics: Metrics) -> None:
+        self.socket = socket
+        self.bars = bars
+        self._metrics = metrics
+
+    @abc.abstractmethod
+    async def send(self, messages: list[Any]) -> None:
+        """One frame of the vendor's messages."""
+
+    @abc.abstractmethod
+    async def handle(self, data: str | bytes) -> None:
+        """One message of the client, applied (a bad one answered as the vendor does)."""
+
+    @abc.abstractmethod
+    def message_of(self, event: LiveEvent) -> Any | None:
+        """The vendor's message for an event of the feed, or None (not one it sends, or of
+        a ticker not subscribed)."""
+
+    @abc.abstractmethod
+    def hello(self) -> list[Any]:
+        """What the connection says first."""
+
+    @abc.abstractmethod
+    def busy(self) -> list[Any]:
+        """The last word to a client over the connection limit."""
+
+    @abc.abstractmethod
+    def too_large(self) -> list[Any]:
+        """The answer to a message over MAX_MESSAGE bytes."""
+
+    @abc.abstractmethod
+    def slow(self, reason: str | None) -> list[Any]:
+        """The last word to a client cut for reading too slowly."""
+
+    @abc.abstractmethod
+    def failed(self) -> list[Any]:
+        """The last word when the server fails."""
+
+    def refusal(self) -> list[Any] | None:
+        """The last word to a connection refused as asked for (an unknown feed), or None."""
+        return None
+
+    async def greet(self) -> None:
+        await self.send(self.hello())
+
+    async def serve(self, registry: ReplayRegistry) -> None:
+        """The accepted connection until it ends: refused, over the limit, at shutdown, cut
+        for reading too slowly, gone, or failed, each with its close code."""
+        stop = registry.enter()
+        try:
+            if (refused := self.refusal()) is not None:
+                await farewell(self.socket, CLOSE_POLICY, self.send(refused))
+                return
+            if stop is None:
+                await farewell(self.socket, CLOSE_TRY_AGAIN, self.send(self.busy()))
+                return
+            await self.greet()
+            ended = await first_done(
+                {
+                    "left": self.receive(),
+                    "delivered": self.deliver(),
+                    "shutdown": stop.wait(),
+                    "cut": self.bars.cut.wait(),
+                }
+            )
+            if ended == "shutdown":
+                await farewell(self.socket, CLOSE_GOING_AWAY)
+            elif ended == "cut":
+                await farewell(self.socket, CLOSE_POLICY, self.send(self.slow(self.bars.reason)))
+        except* (WebSocketDisconnect, OSError, RuntimeError):
+            pass  # the client went away while we were sending
+        except* TooSlow:
+            await farewell(self.socket, CLOSE_POLICY, self.send(self.slow(self.bars.reason)))
+        except* Exception:
+            log.exception("stream failed", vendor=self.vendor)
+            await farewell(self.socket, CLOSE_INTERNAL, self.send(self.failed()))
+        finally:
+            self.bars.close()
+            if stop is not None:
+                registry.leave(stop)
+
+    async def receive(self) -> None:
+        """The client's messages until it leaves."""
+        while True:
+            try:
+                message = await self.socket.receive()
+            except WebSocketDisconnect:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
+            if len(data) > MAX_MESSAGE:
+                await self.send(self.too_large())
+                continue
+            await self.handle(data)
+
+    async def deliver(self) -> None:
+        """The vendor's messages for the bars the live feed hands over, a frame at a time."""
+        while True:
+            events = await self.bars.next(BATCH)
+            messages = [m for e in events if (m := self.message_of(e)) is not None]
+            if messages:
+                await self.send(messages)
+                self._metrics.candles_sent += len(messages)

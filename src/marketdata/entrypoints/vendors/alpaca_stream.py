@@ -7,37 +7,23 @@ Timestamp), JSON text otherwise."""
 import contextlib
 import enum
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import msgspec
-import structlog
 from dishka.integrations.litestar import FromDishka, inject_websocket
-from litestar import WebSocket, websocket
+from litestar import websocket
 from litestar.di import NamedDependency
-from litestar.exceptions import WebSocketDisconnect
 from litestar.params import PathParameter
 
 from marketdata.domain.bar_options import PLAIN
 from marketdata.domain.candles import Candle, LiveEvent
-from marketdata.domain.errors import DomainError, StoreUnavailable, TooSlow
+from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.replay import LiveFeed, ReplaySource
-from marketdata.entrypoints.errors import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
-    CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
-)
 from marketdata.entrypoints.metrics import Metrics
-from marketdata.entrypoints.vendors.alpaca_polygon_live import LiveBars, farewell, first_done
+from marketdata.entrypoints.vendors.alpaca_polygon_live import BarStream, LiveBars, Socket
 from marketdata.entrypoints.websocket import ReplayRegistry
 
-log = structlog.get_logger(logger_name="marketdata.vendors")
-
-Socket = WebSocket[Any, Any, Any]
-
 FEEDS = frozenset({"iex", "sip", "delayed_sip", "boats", "overnight", "otc"})
-MAX_MESSAGE = 65536
-BATCH = 1000  # bars per frame at most
 _CHANNELS = (
     "trades",
     "quotes",
@@ -150,13 +136,14 @@ def decode_action(data: str | bytes) -> Action:
 # -- one connection ------------------------------------------------------------------------
 
 
-class Connection:
+class Connection(BarStream):
     """One client: its encoding, whether it authenticated, what it subscribed to."""
 
-    def __init__(self, socket: Socket, bars: LiveBars, metrics: Metrics) -> None:
-        self._socket = socket
-        self._bars = bars
-        self._metrics = metrics
+    vendor = "alpaca"
+
+    def __init__(self, socket: Socket, bars: LiveBars, metrics: Metrics, feed: str) -> None:
+        super().__init__(socket, bars, metrics)
+        self._feed = feed
         wanted = socket.headers.get("content-type", "").split(";")[0].strip().lower()
         self.encoding = Encoding.MSGPACK if wanted == "application/msgpack" else Encoding.JSON
         self.authenticated = False
@@ -164,47 +151,63 @@ class Connection:
 
     async def send(self, messages: list[Any]) -> None:
         if self.encoding is Encoding.MSGPACK:
-            await self._socket.send_bytes(_msgpack.encode(messages))
+            await self.socket.send_bytes(_msgpack.encode(messages))
         else:
-            await self._socket.send_text(_json.encode(messages).decode())
+            await self.socket.send_text(_json.encode(messages).decode())
 
-    async def error(self, code: int, message: str) -> None:
-        await self.send([Control("error", message, code)])
+    @staticmethod
+    def error(code: int, message: str) -> list[Any]:
+        return [Control("error", message, code)]
 
-    async def receive(self) -> None:
-        """Actions until the client leaves; bad ones get Alpaca's error and change nothing."""
-        while True:
-            try:
-                message = await self._socket.receive()
-            except WebSocketDisconnect:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
-            if len(data) > MAX_MESSAGE:
-                await self.error(400, "invalid syntax: message too large")
-                continue
-            try:
-                action = decode_action(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                await self.error(400, "invalid syntax")
-                continue
-            await self.apply(action)
+    def hello(self) -> list[Any]:
+        return [Control("success", "connected")]
+
+    def refusal(self) -> list[Any] | None:
+        if self._feed in FEEDS:
+            return None
+        return self.error(404, f"unknown feed: {', '.join(sorted(FEEDS))}")
+
+    def busy(self) -> list[Any]:
+        return self.error(406, "connection limit exceeded")
+
+    def too_large(self) -> list[Any]:
+        return self.error(400, "invalid syntax: message too large")
+
+    def slow(self, reason: str | None) -> list[Any]:
+        return self.error(407, f"slow client: {reason}")
+
+    def failed(self) -> list[Any]:
+        return self.error(500, "internal error")
+
+    async def greet(self) -> None:
+        await super().greet()
+        if self.socket.headers.get("apca-api-key-id"):  # keys in the handshake: authenticated
+            await self.apply(Auth())
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            action = decode_action(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            await self.send(self.error(400, "invalid syntax"))
+            return
+        await self.apply(action)
 
     async def apply(self, action: Action) -> None:
+        """Alpaca's answer to an action; a bad one gets its error and changes nothing."""
         if isinstance(action, Auth):
             if self.authenticated:
-                await self.error(403, "already authenticated")
+                await self.send(self.error(403, "already authenticated"))
                 return
             self.authenticated = True  # any key: reads are open, as on our own API
             await self.send([Control("success", "authenticated")])
             return
         if not self.authenticated:
-            await self.error(401, "not authenticated")
+            await self.send(self.error(401, "not authenticated"))
             return
         asked = {"bars": set(action.bars), "updatedBars": set(action.updatedBars)}
         if "*" in asked["bars"] | asked["updatedBars"]:
-            await self.error(410, 'invalid subscribe action: "*" (every symbol) is not served')
+            refused = 'invalid subscribe action: "*" (every symbol) is not served'
+            await self.send(self.error(410, refused))
             return
         adding = isinstance(action, Subscribe)
         channels = {
@@ -212,12 +215,12 @@ class Connection:
             for name, held in self.channels.items()
         }
         try:
-            await self._bars.follow(sorted(channels["bars"] | channels["updatedBars"]))
+            await self.bars.follow(sorted(channels["bars"] | channels["updatedBars"]))
         except StoreUnavailable:
-            await self.error(500, "internal error: the database does not answer")
+            await self.send(self.error(500, "internal error: the database does not answer"))
             return
         except DomainError as failed:
-            await self.error(400, f"invalid subscribe action: {failed.message}")
+            await self.send(self.error(400, f"invalid subscribe action: {failed.message}"))
             return
         self.channels = channels
         await self.send([self.subscriptions()])
@@ -226,17 +229,9 @@ class Connection:
         lists = {name: sorted(self.channels.get(name, ())) for name in _CHANNELS}
         return Subscriptions("subscription", **lists)
 
-    async def deliver(self) -> None:
-        """Minute bars as the live feed hands them over, each to the channels that want
-        it: a bar's first version to `bars`, later ones to `updatedBars`; deleted spans have
-        no Alpaca message."""
-        while True:
-            messages = [m for e in await self._bars.next(BATCH) if (m := self._bar(e))]
-            if messages:
-                await self.send(messages)
-                self._metrics.candles_sent += len(messages)
-
-    def _bar(self, event: LiveEvent) -> StreamBar | None:
+    def message_of(self, event: LiveEvent) -> StreamBar | None:
+        """A minute bar to the channel that wants it: its first version to `bars`, later
+        ones to `updatedBars`; deleted spans and forming bars have no Alpaca message."""
         if not isinstance(event, Candle) or event.final is False:
             return None
         kind, channel = ("u", "updatedBars") if event.revision else ("b", "bars")
@@ -259,42 +254,4 @@ async def stock_stream(
     """Alpaca's stock stream: minute bars of the subscribed symbols, as they are written."""
     await socket.accept()
     bars = LiveBars(live, source, tf_min=1, options=PLAIN)
-    connection = Connection(socket, bars, metrics)
-    stop = registry.enter()
-    try:
-        if feed not in FEEDS:
-            known = ", ".join(sorted(FEEDS))
-            await farewell(socket, CLOSE_POLICY, connection.error(404, f"unknown feed: {known}"))
-            return
-        if stop is None:
-            busy = connection.error(406, "connection limit exceeded")
-            await farewell(socket, CLOSE_TRY_AGAIN, busy)
-            return
-        await connection.send([Control("success", "connected")])
-        if socket.headers.get("apca-api-key-id"):  # keys in the handshake: authenticated
-            await connection.apply(Auth())
-        ended = await first_done(
-            {
-                "left": connection.receive(),
-                "delivered": connection.deliver(),
-                "shutdown": stop.wait(),
-                "cut": bars.cut.wait(),
-            }
-        )
-        if ended == "shutdown":
-            await farewell(socket, CLOSE_GOING_AWAY)
-        elif ended == "cut":
-            await farewell(
-                socket, CLOSE_POLICY, connection.error(407, f"slow client: {bars.reason}")
-            )
-    except* (WebSocketDisconnect, OSError, RuntimeError):
-        pass  # the client went away while we were sending
-    except* TooSlow:
-        await farewell(socket, CLOSE_POLICY, connection.error(407, f"slow client: {bars.reason}"))
-    except* Exception:
-        log.exception("alpaca stream failed")
-        await farewell(socket, CLOSE_INTERNAL, connection.error(500, "internal error"))
-    finally:
-        bars.close()
-        if stop is not None:
-            registry.leave(stop)
+    await Connection(socket, bars, metrics, feed).serve(registry)

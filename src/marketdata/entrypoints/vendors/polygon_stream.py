@@ -2,36 +2,22 @@
 `AM.<ticker>` minute aggregates from the live feed (the same subscription as `/ws/live`'s,
 one per connection). JSON text frames, each an array of events."""
 
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-import structlog
 from dishka.integrations.litestar import FromDishka, inject_websocket
-from litestar import WebSocket, websocket
+from litestar import websocket
 from litestar.di import NamedDependency
-from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.domain.bar_options import PLAIN
 from marketdata.domain.candles import Candle, LiveEvent
-from marketdata.domain.errors import DomainError, StoreUnavailable, TooSlow
+from marketdata.domain.errors import DomainError, StoreUnavailable
 from marketdata.domain.replay import LiveFeed, ReplaySource
-from marketdata.entrypoints.errors import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
-    CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
-)
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.vendors.alpaca_polygon_common import microseconds
-from marketdata.entrypoints.vendors.alpaca_polygon_live import LiveBars, farewell, first_done
+from marketdata.entrypoints.vendors.alpaca_polygon_live import BarStream, LiveBars, Socket
 from marketdata.entrypoints.websocket import ReplayRegistry
 
-log = structlog.get_logger(logger_name="marketdata.vendors")
-
-Socket = WebSocket[Any, Any, Any]
-
-MAX_MESSAGE = 65536
-BATCH = 1000  # aggregates per frame at most
 MINUTE_MS = 60_000
 
 
@@ -99,40 +85,44 @@ def aggregate_of(candle: Candle) -> MinuteAgg:
     )
 
 
-class Connection:
+class Connection(BarStream):
     """One client: whether it authenticated, the tickers of its `AM.` subscriptions."""
 
+    vendor = "polygon"
+
     def __init__(self, socket: Socket, bars: LiveBars, metrics: Metrics) -> None:
-        self._socket = socket
-        self._bars = bars
-        self._metrics = metrics
+        super().__init__(socket, bars, metrics)
         self.authenticated = False
         self.tickers: frozenset[str] = frozenset()
 
-    async def send(self, events: list[Any]) -> None:
-        await self._socket.send_text(_encode(events).decode())
+    async def send(self, messages: list[Any]) -> None:
+        await self.socket.send_text(_encode(messages).decode())
 
-    async def receive(self) -> None:
-        """Actions until the client leaves; bad ones get a status `error`."""
-        while True:
-            try:
-                message = await self._socket.receive()
-            except WebSocketDisconnect:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
-            if len(data) > MAX_MESSAGE:
-                await self.send([Status("error", "message too large")])
-                continue
-            try:
-                action = _decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                await self.send([Status("error", f"invalid message: {error}")])
-                continue
-            await self.apply(action)
+    def hello(self) -> list[Any]:
+        return [Status("connected", "Connected Successfully")]
+
+    def busy(self) -> list[Any]:
+        return [Status("max_connections", "connection limit exceeded")]
+
+    def too_large(self) -> list[Any]:
+        return [Status("error", "message too large")]
+
+    def slow(self, reason: str | None) -> list[Any]:
+        return [Status("error", f"slow consumer: {reason}")]
+
+    def failed(self) -> list[Any]:
+        return [Status("error", "internal error")]
+
+    async def handle(self, data: str | bytes) -> None:
+        try:
+            action = _decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            await self.send([Status("error", f"invalid message: {error}")])
+            return
+        await self.apply(action)
 
     async def apply(self, action: Action) -> None:
+        """Polygon's answer to an action: a status per topic; a bad one an `error`."""
         if isinstance(action, Auth):
             self.authenticated = True  # any key: reads are open, as on our own API
             await self.send([Status("auth_success", "authenticated")])
@@ -148,7 +138,7 @@ class Connection:
         adding = isinstance(action, Subscribe)
         tickers = self.tickers | named if adding else self.tickers - named
         try:
-            await self._bars.follow(sorted(tickers))
+            await self.bars.follow(sorted(tickers))
         except StoreUnavailable:
             await self.send([Status("error", "internal error: the database does not answer")])
             return
@@ -159,16 +149,9 @@ class Connection:
         done = "subscribed to" if adding else "unsubscribed to"
         await self.send([*(Status("success", f"{done}: {t}") for t in served), *refused])
 
-    async def deliver(self) -> None:
-        """Minute aggregates as the live feed hands them over (a minute written again is
-        sent again, as it now stands; deleted spans have no Polygon event)."""
-        while True:
-            events = [a for e in await self._bars.next(BATCH) if (a := self._aggregate(e))]
-            if events:
-                await self.send(events)
-                self._metrics.candles_sent += len(events)
-
-    def _aggregate(self, event: LiveEvent) -> MinuteAgg | None:
+    def message_of(self, event: LiveEvent) -> MinuteAgg | None:
+        """A minute's aggregate (a minute written again is sent again, as it now stands;
+        deleted spans and forming bars have no Polygon event)."""
         if not isinstance(event, Candle) or event.final is False:
             return None
         return aggregate_of(event) if event.ticker in self.tickers else None
@@ -186,42 +169,4 @@ async def stocks_stream(
     """Polygon's stock stream: minute aggregates of the subscribed tickers, as written."""
     await socket.accept()
     bars = LiveBars(live, source, tf_min=1, options=PLAIN)
-    connection = Connection(socket, bars, metrics)
-    stop = registry.enter()
-    try:
-        if stop is None:
-            busy = connection.send([Status("max_connections", "connection limit exceeded")])
-            await farewell(socket, CLOSE_TRY_AGAIN, busy)
-            return
-        await connection.send([Status("connected", "Connected Successfully")])
-        ended = await first_done(
-            {
-                "left": connection.receive(),
-                "delivered": connection.deliver(),
-                "shutdown": stop.wait(),
-                "cut": bars.cut.wait(),
-            }
-        )
-        if ended == "shutdown":
-            await farewell(socket, CLOSE_GOING_AWAY)
-        elif ended == "cut":
-            await farewell(
-                socket,
-                CLOSE_POLICY,
-                connection.send([Status("error", f"slow consumer: {bars.reason}")]),
-            )
-    except* (WebSocketDisconnect, OSError, RuntimeError):
-        pass  # the client went away while we were sending
-    except* TooSlow:
-        await farewell(
-            socket,
-            CLOSE_POLICY,
-            connection.send([Status("error", f"slow consumer: {bars.reason}")]),
-        )
-    except* Exception:
-        log.exception("polygon stream failed")
-        await farewell(socket, CLOSE_INTERNAL, connection.send([Status("error", "internal error")]))
-    finally:
-        bars.close()
-        if stop is not None:
-            registry.leave(stop)
+    await Connection(socket, bars, metrics).serve(registry)
