@@ -286,7 +286,7 @@ KLINES_DOC = (
     "and weeks in that offset. Each row: [open time ms, open, high, low, close, volume, "
     'close time ms (open + interval - 1), "0" (quote volume: not stored), 0 (trades), '
     '"0" (taker buy base), "0" (taker buy quote), "0"]; the bar forming now comes as it '
-    "stands."
+    "stands. `uiKlines` (which Binance tunes for charts) answers the same."
 )
 
 
@@ -360,33 +360,14 @@ class BinanceRest(Controller):
                 listed.append(SymbolInfo(ticker, pair.base, pair.quote))
         return ExchangeInfo(ms_of(present()), listed)
 
-    @get("/klines", summary="Binance: klines", description=KLINES_DOC, responses=KLINES)
-    @inject
-    async def klines(
-        self,
-        request: Request[Any, Any, Any],
-        queries: NamedDependency[CandleQueries],
-        settings: FromDishka[Settings],
-        present: NamedDependency[Present],
-        answers: FromDishka[Answers],
-        symbol: Annotated[str, _param("symbol", "A symbol of exchangeInfo.", "BTCUSDT")],
-        interval: Annotated[str, _param("interval", "1m .. 1w.", "1m")],
-        start_time: Annotated[int | None, _param("startTime", "ms, inclusive.", 0)] = None,
-        end_time: Annotated[int | None, _param("endTime", "ms, inclusive.", 1659398340000)] = None,
-        limit: Annotated[int | None, _param("limit", "1..1000, default 500.", 500)] = None,
-        time_zone: Annotated[str | None, _param("timeZone", "UTC offset.", "+08:00")] = None,
-    ) -> Response[bytes]:
-        reads = VendorReads(queries, present, settings.max_limit)
-        return await _klines(request, reads, queries, settings, answers)
-
     @get(
-        "/uiKlines",
+        ["/klines", "/uiKlines"],
+        summary="Binance: klines (and uiKlines, the same here)",
+        description=KLINES_DOC,
         responses=KLINES,
-        summary="Binance: klines for charts",
-        description="As `klines` (Binance tunes these for charts; here they are the same).",
     )
     @inject
-    async def ui_klines(
+    async def klines(
         self,
         request: Request[Any, Any, Any],
         queries: NamedDependency[CandleQueries],
