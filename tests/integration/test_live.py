@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from marketdata.adapters.postgres.live import EVENT_BYTES, LiveLimits, PostgresLiveFeed
+from marketdata.adapters.postgres.live import PostgresLiveFeed
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
+from marketdata.adapters.postgres.subscriptions import EVENT_BYTES, LiveLimits
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.bar_options import BarOptions, bar_options
 from marketdata.domain.candles import Candle

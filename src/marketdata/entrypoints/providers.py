@@ -7,7 +7,7 @@ from dishka import Provider, Scope, alias, from_context, provide
 from marketdata.adapters.clock import SystemClock
 from marketdata.adapters.columnar import ArrowBodies
 from marketdata.adapters.postgres.known import KnownSeries
-from marketdata.adapters.postgres.live import LiveLimits, PostgresLiveFeed
+from marketdata.adapters.postgres.live import PostgresLiveFeed
 from marketdata.adapters.postgres.migrations import PostgresHealth
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
@@ -15,6 +15,7 @@ from marketdata.adapters.postgres.replay import PostgresReplaySource
 from marketdata.adapters.postgres.replicas import ReplicaSet
 from marketdata.adapters.postgres.routing import Reads
 from marketdata.adapters.postgres.sessions import PostgresSessions, SessionWatch
+from marketdata.adapters.postgres.subscriptions import LiveLimits
 from marketdata.adapters.postgres.writes import PostgresCandleWriter
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ports import (

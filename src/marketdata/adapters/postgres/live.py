@@ -19,12 +19,9 @@ import contextlib
 import heapq
 import select
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import psycopg
 import structlog
 
@@ -33,13 +30,21 @@ from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql
 from marketdata.adapters.postgres.changes import Change, Heard, Snapshot
 from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
 from marketdata.adapters.postgres.known import KnownSeries
+from marketdata.adapters.postgres.live_events import (
+    Built,
+    as_stored,
+    delivery_order,
+    formed,
+    sent_as_written,
+    stored_in_session,
+)
 from marketdata.adapters.postgres.pool import Database, DatabaseConfig, connect
 from marketdata.adapters.postgres.reads import holdings_of
 from marketdata.adapters.postgres.sessions import SessionWatch, changed_session
-from marketdata.domain.bar_options import BarOptions, Fill
-from marketdata.domain.candles import Candle, LiveEvent, Order, Removed, TimeRange
-from marketdata.domain.errors import StoreUnavailable, TooSlow
-from marketdata.domain.replay import ReplaySelection, Stream, Wake, key_of
+from marketdata.adapters.postgres.subscriptions import LiveLimits, Subscription
+from marketdata.domain.candles import Candle, LiveEvent, Order, TimeRange
+from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.replay import ReplaySelection, Stream, Wake
 from marketdata.domain.replay.selection import planned_stream
 from marketdata.domain.timeframes import Resample
 
@@ -47,8 +52,6 @@ log = structlog.get_logger(logger_name="marketdata.live")
 
 _ADVANCE_EVERY = 5.0  # seconds between moves of the listener's snapshot
 _PRUNE_EVERY = 600.0
-# An event's share of the bytes a client has not taken yet: about a candle's JSON message
-EVENT_BYTES = 256
 
 
 def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -57,115 +60,6 @@ def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
         return bool(select.select([conn.pgconn.socket], [], [], 0)[0])
     except (OSError, ValueError, psycopg.OperationalError):
         return True
-
-
-class LiveLimits(msgspec.Struct, frozen=True):
-    """When a client that does not keep up is cut (LIVE_MAX_BYTES, LIVE_STALL_SECONDS): its
-    events waiting past `max_bytes`, or none taken for `stall_seconds` while some wait. A
-    client that keeps taking is never cut for the size of a burst below `max_bytes`."""
-
-    max_bytes: int = 32 * 2**20
-    stall_seconds: float = 10.0
-
-
-class Subscription:
-    """One client's live events: a queue bounded by progress, and a Wake set when something
-    arrives; `cut` is set (with the reason) when the client is cut, whatever it is doing."""
-
-    def __init__(
-        self,
-        feed: "PostgresLiveFeed",
-        streams: Sequence[Stream],
-        limits: LiveLimits,
-        wake: Wake,
-        cut: asyncio.Event,
-    ) -> None:
-        self._feed = feed
-        self.streams = tuple(streams)
-        self.limits = limits
-        self.wake = wake
-        self.cut = cut
-        self._queue: deque[LiveEvent] = deque()
-        self.progress = time.monotonic()  # the last take, or when the queue was empty
-        self.reason: str | None = None
-
-    def put(self, events: Iterable[LiveEvent]) -> None:
-        if self.reason is not None:
-            return
-        if not self._queue:
-            self.progress = time.monotonic()  # it had taken everything
-        self._queue.extend(events)
-        if len(self._queue) * EVENT_BYTES > self.limits.max_bytes:
-            self._cut(
-                f"more than {self.limits.max_bytes:,} bytes of live events waited for it"
-                " (LIVE_MAX_BYTES)"
-            )
-        self.wake.set()
-
-    def stalled(self, now: float) -> None:
-        """Cut the client when events wait and it took none for too long."""
-        if self._queue and self.reason is None and now - self.progress > self.limits.stall_seconds:
-            self._cut(
-                f"it took no live event for {self.limits.stall_seconds:g} s while"
-                f" {len(self._queue):,} waited (LIVE_STALL_SECONDS)"
-            )
-
-    def touch(self) -> None:
-        self.progress = time.monotonic()
-
-    def _cut(self, reason: str) -> None:
-        self.reason = reason
-        self._queue.clear()  # nothing more is kept for a client that is cut
-        self.cut.set()
-        self.wake.set()
-
-    def take(self, most: int) -> list[LiveEvent]:
-        """What arrived, oldest first, at most `most`; raises TooSlow when cut."""
-        if self.reason is not None:
-            raise TooSlow(f"the client reads too slowly: {self.reason}")
-        taken: list[LiveEvent] = []
-        while self._queue and len(taken) < most:
-            taken.append(self._queue.popleft())
-        self.progress = time.monotonic()
-        return taken
-
-    def close(self) -> None:
-        self._feed.unsubscribe(self)
-
-
-class _Built(msgspec.Struct, frozen=True):
-    """Streams whose live bars one statement builds, for every ticker at once: the same
-    timeframe, made of the same stored timeframe (None: stored itself), cut by the same
-    options (a label or a fill changes nothing of what is read)."""
-
-    tf_min: int
-    source_tf: int | None
-    options: BarOptions
-
-    @classmethod
-    def of(cls, stream: Stream) -> "_Built":
-        cut = msgspec.structs.replace(stream.options, label=None, fill=Fill.NONE)
-        source = stream.resample.source_tf if stream.resample is not None else None
-        return cls(stream.tf_min, source, cut)
-
-    @property
-    def reads(self) -> int:
-        """The stored timeframe its bars are made of."""
-        return self.source_tf if self.source_tf is not None else self.tf_min
-
-
-def _plain(stream: Stream) -> bool:
-    """Sent as written: a stored timeframe not kept to a session."""
-    return stream.resample is None and stream.options.session is None
-
-
-def _order(event: LiveEvent) -> tuple[datetime, int, str, int]:
-    """Events of one delivery in replay order (close, timeframe, ticker); a Removed before
-    the bars of its span sent again."""
-    if isinstance(event, Removed):
-        return event.start, event.tf_min, event.ticker, 0
-    key = key_of(event)
-    return key.close, key.tf_min, key.ticker, 1
 
 
 class PostgresLiveFeed:
@@ -227,7 +121,9 @@ class PostgresLiveFeed:
     def subscribe(
         self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event | None = None
     ) -> Subscription:
-        subscription = Subscription(self, streams, self.limits, wake, cut or asyncio.Event())
+        subscription = Subscription(
+            self.unsubscribe, streams, self.limits, wake, cut or asyncio.Event()
+        )
         for stream in subscription.streams:
             self._subscribers.setdefault((stream.ticker, stream.tf_min), set()).add(subscription)
             self._by_ticker.setdefault(stream.ticker, set()).add(subscription)
@@ -370,17 +266,17 @@ class PostgresLiveFeed:
         if not watched:
             return
         await self._planned(watched)
-        built: dict[_Built, dict[str, list[Subscription]]] = {}
+        built: dict[Built, dict[str, list[Subscription]]] = {}
         series: set[tuple[str, int]] = set()
         for ticker in watched:
             for subscription in self._by_ticker[ticker]:
                 for stream in subscription.streams:
                     if stream.ticker != ticker:
                         continue
-                    if _plain(stream):
+                    if sent_as_written(stream):
                         series.add((ticker, stream.tf_min))
                     else:
-                        group = _Built.of(stream)
+                        group = Built.of(stream)
                         built.setdefault(group, {}).setdefault(ticker, []).append(subscription)
                         series.add((ticker, group.reads))
         read = await changes.read_back(self._db, [h.xid for h in heard], sorted(series))
@@ -388,8 +284,8 @@ class PostgresLiveFeed:
         for change, candles in read:
             for subscription in self._subscribers.get((change.ticker, change.tf_min), ()):
                 plain = [s for s in subscription.streams if s.tf_min == change.tf_min]
-                if plain and _plain(plain[0]):
-                    out.setdefault(subscription, []).extend(_as_stored(change, candles))
+                if plain and sent_as_written(plain[0]):
+                    out.setdefault(subscription, []).extend(as_stored(change, candles))
         for group, watchers in built.items():
             altered = [
                 (change, candles)
@@ -404,7 +300,7 @@ class PostgresLiveFeed:
                 for subscription in watchers[change.ticker]:
                     out.setdefault(subscription, []).extend(events)
         for subscription, events in out.items():
-            subscription.put(heapq.nsmallest(len(events), events, key=_order))
+            subscription.put(heapq.nsmallest(len(events), events, key=delivery_order))
 
     async def _planned(self, tickers: list[str]) -> None:
         """Streams subscribed before anything could make them (a ticker with no candles
@@ -435,7 +331,7 @@ class PostgresLiveFeed:
             )
 
     async def _bars(
-        self, group: _Built, altered: list[tuple[Change, list[Candle]]]
+        self, group: Built, altered: list[tuple[Change, list[Candle]]]
     ) -> list[list[LiveEvent]]:
         """The bars of a group of streams that each change alters, from one statement for
         them all: for candles appended, each one's bar as it stands (a bar before them now
@@ -443,7 +339,7 @@ class PostgresLiveFeed:
         as its revision; a removed span first as a Removed of the buckets it touched."""
         if group.source_tf is None:  # a stored timeframe kept to a session
             return [
-                _stored_in_session(await self._read_stored(group, change), change, candles)
+                stored_in_session(await self._read_stored(group, change), change, candles)
                 for change, candles in altered
             ]
         resample = Resample(group.source_tf)
@@ -463,11 +359,11 @@ class PostgresLiveFeed:
         for row in rows:
             each.setdefault(row[0], []).append(row[1:])
         return [
-            _formed(group, change, candles, each.get(i, []))
+            formed(group, change, candles, each.get(i, []))
             for i, (change, candles) in enumerate(altered, 1)
         ]
 
-    async def _read_stored(self, group: _Built, change: Change) -> list[tuple[Any, ...]]:
+    async def _read_stored(self, group: Built, change: Change) -> list[tuple[Any, ...]]:
         if change.kind != "written":
             return []
         return await self._db.fetch(
@@ -481,59 +377,3 @@ class PostgresLiveFeed:
                 time_range=TimeRange(change.first, change.last),
             ),
         )
-
-
-def _as_stored(change: Change, candles: list[Candle]) -> list[LiveEvent]:
-    if change.kind == "removed":
-        return [Removed(change.ticker, change.tf_min, change.first, change.last)]
-    return list(candles) if change.kind == "written" else []
-
-
-def _formed(
-    group: _Built, change: Change, candles: list[Candle], rows: list[tuple[Any, ...]]
-) -> list[LiveEvent]:
-    """One change's events from its rows of the live forming statement: (first bucket,
-    last bucket, then each bar: bucket, open .. openint, its candle's close, final,
-    complete, its candle's open), in time order."""
-    events: list[LiveEvent] = []
-    if change.kind == "removed" and rows:
-        events.append(Removed(change.ticker, group.tf_min, rows[0][0], rows[0][1]))
-    written = {c.ts: c.revision for c in candles}
-    by_bucket: dict[datetime, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        if row[2] is not None:
-            by_bucket.setdefault(row[2], []).append(row[2:])
-    for bucket, held in by_bucket.items():
-        if change.kind == "removed":  # each bar of the span left, as it stands now
-            if rows[0][0] <= bucket <= rows[0][1]:
-                events.append(_forming(change.ticker, group.tf_min, held[-1], change.version))
-            continue
-        since = [b for b in held if b[10] >= change.first]
-        if not since:  # the bar before the change, final now that a later one began
-            if held[-1][8] and not held[-1][9]:
-                events.append(_forming(change.ticker, group.tf_min, held[-1], 0))
-        elif all(written.get(b[10]) == 0 for b in since):  # appended
-            events += [_forming(change.ticker, group.tf_min, b, 0) for b in since]
-        else:  # corrected, or a candle arrived out of order
-            events.append(_forming(change.ticker, group.tf_min, since[-1], change.version))
-    return events
-
-
-def _stored_in_session(
-    rows: list[tuple[Any, ...]], change: Change, candles: list[Candle]
-) -> list[LiveEvent]:
-    """A stored timeframe kept to a session: the candles written that the session keeps
-    (the rows of the history's statement), with their revision; a removed span as is."""
-    if change.kind == "removed":
-        return [Removed(change.ticker, change.tf_min, change.first, change.last)]
-    kept = {row[0] for row in rows}
-    return [c for c in candles if c.ts in kept]
-
-
-def _forming(ticker: str, tf_min: int, row: tuple[Any, ...], revision: int) -> Candle:
-    """A bar of the live forming statement: ordered by its source candle's close
-    (`ts_close`, as in replay), `final` as the statement says."""
-    bucket, o, h, low, c, v, oi, closes, final = row[:9]
-    return Candle(
-        ticker, tf_min, bucket, o, h, low, c, v, oi, ts_close=closes, final=final, revision=revision
-    )
