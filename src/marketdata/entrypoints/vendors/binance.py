@@ -9,7 +9,6 @@ times in ms, prices and volume as strings, the close time the open + interval - 
 and what we do not store (quote volume, trades, taker volumes) "0" or 0."""
 
 import functools
-import re
 from datetime import timedelta
 from itertools import repeat
 from operator import add, attrgetter, floordiv, sub
@@ -20,18 +19,26 @@ import structlog
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, Request, Response, Router, get
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
 from marketdata.domain.bar_options import BarOptions
 from marketdata.domain.candles import Candle
-from marketdata.domain.errors import DomainError, InvalidParameter, NotFound, StoreUnavailable
+from marketdata.domain.errors import NotFound
 from marketdata.domain.queries import CandleQueries, CandleQuery
 from marketdata.entrypoints.http import caching
 from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.settings import Settings
+from marketdata.entrypoints.vendors.binance_errors import (
+    HANDLERS,
+    BinanceError,
+    decoded,
+    illegal,
+    invalid_interval,
+    invalid_symbol,
+    not_valid,
+)
 from marketdata.entrypoints.vendors.binance_ws import combined_streams, raw_streams
 from marketdata.entrypoints.vendors.common import (
     BINANCE_INTERVALS,
@@ -59,38 +66,6 @@ DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 TICK, MOST = "0.00000001", "9000000000.00000000"
 
 
-class BinanceError(Exception):
-    """An answer in Binance's words: HTTP `status`, `{"code": code, "msg": msg}`."""
-
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
-
-
-def _illegal(name: str, pattern: str = "^[0-9]{1,20}$") -> BinanceError:
-    return BinanceError(
-        -1100, f"Illegal characters found in parameter '{name}'; legal range is '{pattern}'."
-    )
-
-
-def _not_valid(name: str) -> BinanceError:
-    return BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
-
-
-def _mandatory(name: str) -> BinanceError:
-    return BinanceError(
-        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-    )
-
-
-def _invalid_symbol() -> BinanceError:
-    return BinanceError(-1121, "Invalid symbol.")
-
-
-def _invalid_interval() -> BinanceError:
-    return BinanceError(-1120, "Invalid interval.")
-
-
 # -- queries ------------------------------------------------------------------------------
 
 Millis = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -108,33 +83,6 @@ class KlinesQuery(msgspec.Struct, frozen=True, rename="camel"):
 class ExchangeInfoQuery(msgspec.Struct, frozen=True):
     symbol: str | None = None
     symbols: str | None = None  # a JSON array of symbols
-
-
-_FIELD = re.compile(r"at `\$\.(\w+)`")
-_MISSING = re.compile(r"missing required field `(\w+)`")
-
-
-def decoded(kind: type[msgspec.Struct], request: Request[Any, Any, Any]) -> Any:
-    """The query string as `kind`, or Binance's error for it: a parameter sent twice
-    (-1101), missing (-1102), not a number (-1100) or out of bounds (-1130)."""
-    values: dict[str, str] = {}
-    seen: set[str] = set()
-    for name, value in request.query_params.multi_items():
-        if name in seen:
-            raise BinanceError(-1101, f"Duplicate values for parameter '{name}'.")
-        seen.add(name)
-        if value != "":
-            values[name] = value
-    try:
-        return msgspec.convert(values, kind, strict=False)
-    except msgspec.ValidationError as error:
-        text = str(error)
-        if missing := _MISSING.search(text):
-            raise _mandatory(missing[1]) from None
-        name = field[1] if (field := _FIELD.search(text)) else "query"
-        if "Expected `int`, got" in text or name.endswith("Time"):
-            raise _illegal(name) from None
-        raise _not_valid(name) from None
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -224,7 +172,7 @@ class ServerTime(msgspec.Struct, rename="camel"):
 def ticker_of(symbol: str) -> str:
     """The ticker a symbol names (itself); -1100 for what is no symbol."""
     if not BINANCE_SYMBOL.fullmatch(symbol):
-        raise _illegal("symbol", "^[A-Z0-9-_.]{1,20}$")
+        raise illegal("symbol", "^[A-Z0-9-_.]{1,20}$")
     return symbol
 
 
@@ -233,7 +181,7 @@ def _symbols_param(text: str) -> tuple[str, ...]:
     try:
         symbols = msgspec.json.decode(text, type=list[str])
     except msgspec.MsgspecError:
-        raise _illegal("symbols", r'^\["[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}\]$') from None
+        raise illegal("symbols", r'^\["[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}\]$') from None
     return tuple(ticker_of(s) for s in symbols)
 
 
@@ -350,7 +298,7 @@ class BinanceRest(Controller):
                 try:
                     await queries.coverage(ticker)
                 except NotFound:
-                    raise _invalid_symbol() from None
+                    raise invalid_symbol() from None
             tickers = list(wanted)
         named = named_pairs(settings.vendor_assets)
         listed = []
@@ -396,19 +344,19 @@ async def _klines(
     ticker = ticker_of(query.symbol)
     tf_min = BINANCE_INTERVALS.get(query.interval)
     if tf_min is None:
-        raise _invalid_interval()
+        raise invalid_interval()
     tz = zone_of_offset(query.time_zone)
     if tz is None:
-        raise _not_valid("timeZone")
+        raise not_valid("timeZone")
     start, end = query.start_time, query.end_time
     if start is not None and end is not None and start > end:
         raise BinanceError(-1023, "Start time is greater than end time.")
     try:
         plan = await reads.plan(ticker, tf_min, BarOptions(tz=tz))
     except UnknownSymbol:
-        raise _invalid_symbol() from None
+        raise invalid_symbol() from None
     except NotServed:
-        raise _invalid_interval() from None
+        raise invalid_interval() from None
     # Kept as /candles keeps its answers (RESPONSE_CACHE_MB), by URL and the series'
     # version: while the present cuts nothing off the series, nothing else decides them.
     url, tag = f"{request.url.path}?{request.scope['query_string'].decode('latin-1')}", None
@@ -428,71 +376,13 @@ async def _klines(
     return Response(body, media_type="application/json")
 
 
-# -- errors -------------------------------------------------------------------------------
-
-
-def _answer(error: BinanceError) -> Response[Any]:
-    return Response(
-        {"code": error.code, "msg": error.msg},
-        status_code=error.status,
-        media_type="application/json",
-    )
-
-
-def _binance_error(request: Request[Any, Any, Any], error: BinanceError) -> Response[Any]:
-    return _answer(error)
-
-
-def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    if isinstance(error, StoreUnavailable):
-        log.warning("database unavailable", reason=error.message, kind=error.kind)
-        request.app.state.metrics.db_errors.labels(error.kind).inc()
-        message = "Internal error; unable to process your request. Please try again."
-        return _answer(BinanceError(-1001, message, 503))
-    if isinstance(error, InvalidParameter):
-        return _answer(_not_valid(error.name))
-    return _answer(BinanceError(-1000, error.message))
-
-
-_LITESTAR_MISSING = re.compile(r"Missing required \w+ parameter '([^']+)'")
-
-
-def _validation_error(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
-    """Litestar's own checks of the documented parameters, in Binance's words."""
-    if missing := _LITESTAR_MISSING.search(str(error.detail)):
-        return _answer(_mandatory(missing[1]))
-    items = error.extra if isinstance(error.extra, list) else []
-    name = next((str(i.get("key")) for i in items if isinstance(i, dict) and i.get("key")), "")
-    if not name:
-        return _answer(BinanceError(-1100, str(error.detail)))
-    head, *rest = name.split("_")  # the parameter's Python name (start_time: startTime)
-    return _answer(_illegal(head + "".join(part.title() for part in rest)))
-
-
-def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
-    return _answer(BinanceError(-1000, str(error.detail), error.status_code))
-
-
-def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.exception("unhandled error", path=request.url.path)
-    return _answer(
-        BinanceError(-1000, "An unknown error occurred while processing the request.", 500)
-    )
-
-
 def router() -> Router:
     """The protocol's routes (served at its prefix, and again under each time-travel
     session: entrypoints/travel.py)."""
     return Router(
         path="/binance",
         route_handlers=[BinanceRest, raw_streams, combined_streams],
-        exception_handlers={
-            BinanceError: _binance_error,
-            DomainError: _domain_error,
-            ValidationException: _validation_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=HANDLERS,
     )
 
 
