@@ -24,7 +24,7 @@ from marketdata.adapters.postgres.buckets import (
     bucketed,
     label,
 )
-from marketdata.domain.bar_options import BarOptions, Fill, Label, Session, bar_close
+from marketdata.domain.bar_options import BarOptions, Fill, Session, bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
 from marketdata.domain.ports import Plan
 from marketdata.domain.timeframes import Resample
@@ -441,64 +441,3 @@ def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
     )
     params["as_of"] = plan.as_of
     return bars_sql(shape), params
-
-
-def _iso(at: str) -> str:
-    """An instant as the API has always written it: ISO 8601, UTC, `Z`, and six digits of
-    a fraction of a second when there is one (as msgspec writes a datetime)."""
-    utc = f"(({at}) AT TIME ZONE 'UTC')"
-    return (
-        f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN replace({utc}::text, ' ', 'T') "
-        f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US') END || 'Z'"""
-    )
-
-
-def _number(value: str) -> str:
-    """A float as JSON, read back as the same float by every client: shortest text that
-    round-trips, a whole number with `.0` (so Python's json and pandas read a float, as
-    they did from msgspec's `120.0`; PostgreSQL writes whole numbers from 1e15 up with an
-    exponent, a float already), NaN (a bar filled with nulls) and infinities as null."""
-    special = "('NaN', 'Infinity', '-Infinity')"
-    return (
-        f"CASE WHEN {value} IN {special} THEN 'null' "
-        f"WHEN {value} = trunc({value}) AND abs({value}) < 1e15 THEN {value}::text || '.0' "
-        f"ELSE {value}::text END"
-    )
-
-
-@functools.lru_cache(maxsize=128)
-def json_sql(statement: bytes, label: Label | None, fill: Fill, order: Order) -> bytes:
-    """The bars of `statement` (bars_sql's columns) as the API's JSON carries them, made by
-    the database: one row of how many bars were read, the JSON objects of the first
-    %(keep)s of them, comma-separated, in order (`ts` their open, or their close with
-    `label=close`; `ts_close` with a label, `filled` on a filled bar), and the open of the
-    last one kept. %(ticker_json)s is the ticker as a JSON string, %(tf_text)s tf_min."""
-    shown = "closes" if label is Label.CLOSE else "bucket"
-    parts = [
-        """'{"ticker":' || %(ticker_json)s || ',"tf_min":' || %(tf_text)s || ',"ts":"' || """,
-        _iso(shown),
-        """ || '","open":' || """,
-        _number("open"),
-        """ || ',"high":' || """,
-        _number("high"),
-        """ || ',"low":' || """,
-        _number("low"),
-        """ || ',"close":' || """,
-        _number("close"),
-        """ || ',"volume":' || """,
-        _number("volume"),
-        """ || ',"openint":' || openint""",
-    ]
-    if label is not None:
-        parts += [""" || ',"ts_close":"' || """, _iso("closes"), """ || '"'"""]
-    if fill is not Fill.NONE:
-        parts.append(""" || CASE WHEN filled THEN ',"filled":true' ELSE '' END""")
-    parts.append(""" || '}'""")
-    last = "max" if order is Order.ASC else "min"
-    return f"""SELECT count(*),
-       coalesce(string_agg({"".join(parts)}, ',' ORDER BY n) FILTER (WHERE n <= %(keep)s), ''),
-       {last}(bucket) FILTER (WHERE n <= %(keep)s)
-FROM (
-    SELECT q.*, row_number() OVER () AS n
-    FROM ({statement.decode()}) q(bucket, open, high, low, close, volume, openint, closes, filled)
-) s""".encode()

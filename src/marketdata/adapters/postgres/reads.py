@@ -9,7 +9,8 @@ from typing import TypeVar
 import msgspec
 
 from marketdata.adapters.postgres import exports
-from marketdata.adapters.postgres.bars import bar_of, json_sql, plan_sql
+from marketdata.adapters.postgres.bars import bar_of, plan_sql
+from marketdata.adapters.postgres.bodies import json_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.routing import Reads
