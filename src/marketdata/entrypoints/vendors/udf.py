@@ -11,15 +11,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject
-from litestar import Controller, MediaType, Request, Response, Router, get
+from litestar import Controller, MediaType, Request, Router, get
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
 from marketdata.domain.candles import Candle, Order
-from marketdata.domain.errors import DomainError, InvalidParameter, NotFound, StoreUnavailable
+from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.queries import CandleQueries
 from marketdata.domain.timeframes import COMMON_TF_MINS
 from marketdata.entrypoints.settings import Settings
@@ -36,18 +35,13 @@ from marketdata.entrypoints.vendors.common import (
     resolution_of,
     wall_clock,
 )
+from marketdata.entrypoints.vendors.udf_errors import HANDLERS, ErrorBody, UdfError, decoded
 
 log = structlog.get_logger(logger_name="marketdata.udf")
 
 EXCHANGE = "MARKETDATA"  # the one exchange every symbol is listed on
 DEFAULT_SEARCH = 30
 _BEFORE = timedelta(microseconds=1)  # `to` is exclusive
-
-
-class UdfError(Exception):
-    def __init__(self, errmsg: str, status: int = 400) -> None:
-        super().__init__(errmsg)
-        self.errmsg, self.status = errmsg, status
 
 
 # -- wire bodies --------------------------------------------------------------------------
@@ -126,11 +120,6 @@ class NoData(msgspec.Struct, omit_defaults=True):
     nextTime: int | None = None  # the protocol's name
 
 
-class ErrorBody(msgspec.Struct):
-    errmsg: str
-    s: str = "error"
-
-
 # -- queries ------------------------------------------------------------------------------
 
 
@@ -147,14 +136,6 @@ class SearchQuery(msgspec.Struct, frozen=True):
     type: str = ""
     exchange: str = ""
     limit: int = DEFAULT_SEARCH
-
-
-def decoded(kind: type[msgspec.Struct], request: Request[Any, Any, Any]) -> Any:
-    values = {k: v for k, v in request.query_params.items() if v != ""}
-    try:
-        return msgspec.convert(values, kind, strict=False)
-    except msgspec.ValidationError as error:
-        raise UdfError(f"invalid query: {error}") from None
 
 
 def _type_of(ticker: str, settings: Settings) -> str:
@@ -363,62 +344,13 @@ async def _resolved(queries: CandleQueries, symbol: str) -> tuple[str, list[int]
     raise UdfError("unknown_symbol", 404)
 
 
-# -- errors -------------------------------------------------------------------------------
-
-
-def _answer(errmsg: str, status: int) -> Response[Any]:
-    return Response(ErrorBody(errmsg), status_code=status, media_type=MediaType.JSON)
-
-
-def _udf_error(request: Request[Any, Any, Any], error: UdfError) -> Response[Any]:
-    return _answer(error.errmsg, error.status)
-
-
-def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
-    if isinstance(error, StoreUnavailable):
-        log.warning("database unavailable", reason=error.message, kind=error.kind)
-        request.app.state.metrics.db_errors.labels(error.kind).inc()
-        return _answer(error.message, 503)
-    if isinstance(error, NotFound):
-        return _answer(error.message, 404)
-    return _answer(error.message, 400)
-
-
-_NAMES = {"start": "from", "text": "query"}  # parameters whose name is Python's keyword
-
-
-def _validation_error(request: Request[Any, Any, Any], error: ValidationException) -> Response[Any]:
-    items = error.extra if isinstance(error.extra, list) else []
-    problems = [
-        f"{_NAMES.get(str(item.get('key')), item.get('key'))}: {item.get('message')}"
-        for item in items
-        if isinstance(item, dict)
-    ]
-    return _answer("; ".join(problems) or str(error.detail), 400)
-
-
-def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
-    return _answer(str(error.detail), error.status_code)
-
-
-def _unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.exception("unhandled error", path=request.url.path)
-    return _answer("internal error", 500)
-
-
 def router() -> Router:
     """The protocol's routes (served at its prefix, and again under each time-travel
     session: entrypoints/travel.py)."""
     return Router(
         path="/udf",
         route_handlers=[UdfController],
-        exception_handlers={
-            UdfError: _udf_error,
-            DomainError: _domain_error,
-            ValidationException: _validation_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=HANDLERS,
     )
 
 
