@@ -2,7 +2,7 @@
 its close, never before; pause, seek and speed made meanwhile (by anyone) followed."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +13,7 @@ from marketdata.domain.replay import ReplaySelection, Stop, Stream, key_of
 from marketdata.domain.replay.pacing import Wake
 from marketdata.domain.replay.travel import TravelReplay
 from marketdata.domain.sessions import SessionClock, TravelSession
+from marketdata.domain.timeframes import Holdings
 from marketdata.domain.travel import TravelFeed
 from tests.factories import series
 from tests.fakes import FakeClock, InMemoryReplaySource, RecordingSink
@@ -48,7 +49,10 @@ class FakeSessions:
 
 
 def travel(
-    start: datetime, speed: float, since: datetime | None = None
+    start: datetime,
+    speed: float,
+    since: datetime | None = None,
+    source: InMemoryReplaySource | None = None,
 ) -> tuple[TravelReplay, FakeSessions, RecordingSink]:
     clock = FakeClock(0.0)
     session = TravelSession(
@@ -57,7 +61,7 @@ def travel(
     sessions = FakeSessions(session)
     sink = RecordingSink(clock)
     replay = TravelReplay(
-        InMemoryReplaySource(MINUTES),
+        source or InMemoryReplaySource(MINUTES),
         clock,
         sink,
         ReplaySelection(("X",), (1,)),
@@ -130,6 +134,39 @@ async def test_pause_seek_and_speed_are_followed() -> None:
     assert times[14] - times[13] == 1.0
     assert times[15] - times[14] == pytest.approx(0.1)  # faster
     assert times[10] == times[9] + 1.0  # 10:40 to 10:41 after the seek
+
+
+class SeekWhileReading(InMemoryReplaySource):
+    """A catalog read during which another client seeks the session."""
+
+    def __init__(self, candles: list[Candle]) -> None:
+        super().__init__(candles)
+        self.during: Callable[[], None] = lambda: None
+
+    async def holdings(self, tickers: Sequence[str]) -> Holdings:
+        self.during()
+        return await super().holdings(tickers)
+
+
+async def test_a_control_made_while_a_stream_starts_is_followed() -> None:
+    """A seek made after the stream read the session but before it listened for changes
+    (while it reads the catalog) is not lost: the stream goes on from the new present."""
+    source = SeekWhileReading(MINUTES)
+    replay, sessions, sink = travel(OPEN, speed=60.0, source=source)
+
+    def seek() -> None:
+        assert sessions.session is not None
+        sessions.change(sessions.session.clock.seek(WALL, OPEN + timedelta(minutes=40)))
+
+    source.during = seek
+
+    async def stop_after(seq: int, _: object) -> None:
+        if seq == 1:
+            await replay.apply(Stop())
+
+    sink.on_candle = stop_after
+    await asyncio.wait_for(replay.run(), 5)
+    assert [c for _, _, c in sink.received] == MINUTES[40:42]
 
 
 async def test_a_stream_ends_with_its_session() -> None:

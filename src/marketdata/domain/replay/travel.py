@@ -67,10 +67,10 @@ class TravelReplay:
         self._seq = 0
 
     async def prepare(self) -> int:
+        self._changed = False  # a change heard from here on is read again
         self.session = await self._sessions.get(self._id)
         held = await self._source.holdings(self.selection.tickers)
         self.selection, _ = planned(self.selection, held)
-        self._changed = False
         return 0
 
     def _heard(self) -> None:
@@ -78,11 +78,13 @@ class TravelReplay:
         self._wake.set()
 
     async def run(self) -> Outcome:
-        if self.session is None:
-            await self.prepare()
-        assert self.session is not None
+        # listening before the session is read: a control made while the stream starts
+        # (reading the session, then the catalog) is heard, and read again
         unwatch = self._sessions.watch(self._id, self._heard)
         try:
+            if self.session is None:
+                await self.prepare()
+            assert self.session is not None
             since = self._wall() if self._since is None else self._since
             after = after_present(self.session.present(since))
             await self._sink.status(self._status("live"))
