@@ -38,6 +38,21 @@ def _index_led_by_ticker_tf_ts(url: str) -> list[str]:
         ]
 
 
+def _migrated_before(version: str, url: str) -> str:
+    """The database at `url` as an older version left it: the migrations before `version`
+    applied and recorded."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for applied, text in migration_files():
+            if applied < version:
+                conn.execute(text.encode())
+                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (applied,))
+    return url
+
+
 def test_migrations_create_the_seed_schema(database_factory: Callable[[], str]) -> None:
     url = database_factory()
     applied = asyncio.run(migrate(DatabaseConfig(url=url))).applied
@@ -153,16 +168,8 @@ def test_a_database_of_the_last_version_gets_the_triggers_and_is_mended_on_the_w
     """Migrations up to 0005 (the previous version: the catalog kept by the service alone),
     rows written around it since, then `marketdata migrate`: the triggers are in, the
     series that disagreed are mended and named, and plain SQL is seen from then on."""
-    url = database_factory()
+    url = _migrated_before("0006", database_factory())
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, text in migration_files():
-            if version < "0006":
-                conn.execute(text.encode())
-                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
         conn.execute(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
             " VALUES ('OLD', 5, '2024-01-02 14:30+00', 1, 2, 0.5, 1.5, 3)"
@@ -199,16 +206,8 @@ def test_a_database_of_0007_gets_new_checksums_and_its_drift_is_still_found(
     the triggers, one changed behind them (`session_replication_role = replica`), then
     `marketdata migrate`: every checksum is made with the new hash, the changed series is
     mended and named, the other is not, and `check` finds nothing afterwards."""
-    url = database_factory()
+    url = _migrated_before("0008", database_factory())
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, text in migration_files():
-            if version < "0008":
-                conn.execute(text.encode())
-                conn.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
         conn.execute(
             "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume) VALUES"
             " ('KEPT', 5, '2024-01-02 14:30+00', 1, 2, 0.5, 1.5, 3),"

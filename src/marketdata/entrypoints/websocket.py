@@ -161,8 +161,8 @@ class ReplayRegistry:
             await asyncio.wait_for(self._idle.wait(), grace)
 
 
-async def _receive_commands(socket: Socket, session: ReplaySession, sink: WebSocketSink) -> None:
-    """Apply control messages until the client disconnects; bad ones get a STATUS error."""
+async def client_messages(socket: Socket) -> AsyncIterator[str | bytes]:
+    """What the client sends (text or bytes), until it disconnects."""
     while True:
         try:
             message = await socket.receive()
@@ -170,7 +170,12 @@ async def _receive_commands(socket: Socket, session: ReplaySession, sink: WebSoc
             return
         if message["type"] == "websocket.disconnect":
             return
-        data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
+        yield cast("str | bytes", message.get("text") or message.get("bytes") or b"")
+
+
+async def _receive_commands(socket: Socket, session: ReplaySession, sink: WebSocketSink) -> None:
+    """Apply control messages until the client disconnects; bad ones get a STATUS error."""
+    async for data in client_messages(socket):
         if len(data) > MAX_CONTROL_MESSAGE:
             error = f"control message over {MAX_CONTROL_MESSAGE} bytes"
             await sink.status(session.status("error", error=error))

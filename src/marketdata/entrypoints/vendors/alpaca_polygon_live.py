@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from litestar import WebSocket
@@ -33,7 +33,7 @@ from marketdata.entrypoints.errors import (
     CLOSE_TRY_AGAIN,
 )
 from marketdata.entrypoints.metrics import Metrics
-from marketdata.entrypoints.websocket import ReplayRegistry
+from marketdata.entrypoints.websocket import ReplayRegistry, client_messages
 
 log = structlog.get_logger(logger_name="marketdata.vendors")
 
@@ -255,14 +255,7 @@ class BarStream(abc.ABC):
 
     async def receive(self) -> None:
         """The client's messages until it leaves."""
-        while True:
-            try:
-                message = await self.socket.receive()
-            except WebSocketDisconnect:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
+        async for data in client_messages(self.socket):
             if len(data) > MAX_MESSAGE:
                 await self.send(self.too_large())
                 continue

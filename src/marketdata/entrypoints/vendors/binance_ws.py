@@ -49,7 +49,7 @@ from marketdata.entrypoints.vendors.common import (
     number_text,
     zone_of_offset,
 )
-from marketdata.entrypoints.websocket import ReplayRegistry
+from marketdata.entrypoints.websocket import ReplayRegistry, client_messages
 
 log = structlog.get_logger(logger_name="marketdata.binance")
 
@@ -286,14 +286,7 @@ class Streams:
 
     async def receive(self) -> None:
         """Answer requests until the client goes away."""
-        while True:
-            try:
-                message = await self._socket.receive()
-            except WebSocketDisconnect:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = cast("str | bytes", message.get("text") or message.get("bytes") or b"")
+        async for data in client_messages(self._socket):
             if len(data) > MAX_REQUEST:
                 await self._error(2, f"Invalid request: over {MAX_REQUEST} bytes", None)
                 continue
