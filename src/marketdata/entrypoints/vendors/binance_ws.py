@@ -1,10 +1,11 @@
 """Binance's market streams over our live feed: `WS /binance/ws[/<stream>/...]` (raw
 events), `WS /binance/stream?streams=<a>/<b>` (combined: `{"stream","data"}`), and the
 live subscription requests SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY and
-GET_PROPERTY. A stream `<symbol>@kline_<interval>[@+08:00]` is a live-only ReplaySession
-(what `/ws/live` is) of that series, its bars built as history builds them: a stored
-candle written is a final kline (`"x":true`), a resampled bar comes as it forms, each of
-its source candles an update (`"x":false`) until its last (`"x":true`).
+GET_PROPERTY (their messages: `binance_klines`). A stream
+`<symbol>@kline_<interval>[@+08:00]` is a live-only ReplaySession (what `/ws/live` is) of
+that series, its bars built as history builds them: a stored candle written is a final
+kline (`"x":true`), a resampled bar comes as it forms, each of its source candles an update
+(`"x":false`) until its last (`"x":true`).
 
 Each connection's receiving and its streams run in one task group: a client that goes
 away, or is cut for reading too slowly, ends them all. Protocol pings are answered by the
@@ -41,13 +42,17 @@ from marketdata.entrypoints.errors import (
     close_code_of,
 )
 from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.vendors.binance_klines import (
+    Combined,
+    StreamName,
+    decode_request,
+    encode,
+    kline_event,
+    stream_of,
+)
 from marketdata.entrypoints.vendors.common import (
-    BINANCE_INTERVALS,
-    BINANCE_SYMBOL,
     Present,
     ms_of,
-    number_text,
-    zone_of_offset,
 )
 from marketdata.entrypoints.websocket import ReplayRegistry, client_messages
 
@@ -59,95 +64,6 @@ _LIVE = Pacing(step_seconds=1.0)  # a live-only session sends as candles come: n
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 Socket = WebSocket[Any, Any, Any]
-
-
-class StreamName(msgspec.Struct, frozen=True):
-    """A kline stream: its name as the client wrote it, and the series it names."""
-
-    name: str
-    ticker: str
-    interval: str
-    tf_min: int
-    tz: str = "UTC"
-
-
-def stream_of(name: str) -> StreamName | None:
-    """`btcusdt@kline_1m` (Binance's lower-case symbol; the interval keeps its case), with
-    an optional `@+08:00` for bars cut in that UTC offset; None for anything else."""
-    symbol, _, rest = name.partition("@kline_")
-    interval, _, offset = rest.partition("@")
-    ticker = symbol.upper()
-    if symbol != ticker.lower() or not BINANCE_SYMBOL.fullmatch(ticker):
-        return None
-    tf_min = BINANCE_INTERVALS.get(interval)
-    tz = zone_of_offset(offset) if offset else "UTC"
-    if tf_min is None or tz is None:
-        return None
-    return StreamName(name, ticker, interval, tf_min, tz)
-
-
-class Kline(msgspec.Struct, kw_only=True):
-    """A kline in Binance's field order; what we do not store (trade ids, trades, quote and
-    taker volumes) is -1, 0 or "0"."""
-
-    t: int  # open time, ms
-    T: int  # close time: the open + the interval - 1 ms
-    s: str
-    i: str
-    f: int = -1
-    L: int = -1
-    o: str
-    c: str
-    h: str
-    low: str = msgspec.field(name="l")
-    v: str
-    n: int = 0
-    x: bool  # whether the bar is final
-    q: str = "0"
-    V: str = "0"
-    Q: str = "0"
-    B: str = "0"
-
-
-class KlineEvent(msgspec.Struct, kw_only=True):
-    e: str = "kline"
-    E: int  # event time: the present
-    s: str
-    k: Kline
-
-
-class Combined(msgspec.Struct):
-    stream: str
-    data: KlineEvent
-
-
-class Request(msgspec.Struct):
-    method: str
-    params: list[Any] = []
-    id: int | str | None = None
-
-
-_encode = msgspec.json.Encoder().encode
-_decode_request = msgspec.json.Decoder(Request).decode
-
-
-def kline_event(stream: StreamName, candle: Candle, event_ms: int) -> KlineEvent:
-    """A bar as Binance's kline event: `x` its `final` (a stored candle is final as
-    written); prices and volume as strings, as Binance sends them."""
-    opens = ms_of(candle.ts)
-    kline = Kline(
-        t=opens,
-        T=opens + stream.tf_min * 60_000 - 1,
-        s=stream.ticker,
-        i=stream.interval,
-        o=number_text(candle.open),
-        c=number_text(candle.close),
-        h=number_text(candle.high),
-        low=number_text(candle.low),
-        v=number_text(candle.volume),
-        x=candle.final is not False,
-    )
-    return KlineEvent(E=event_ms, s=stream.ticker, k=kline)
 
 
 class ClientGone(Exception):
@@ -187,7 +103,7 @@ class Streams:
 
     async def send(self, message: object) -> None:
         try:
-            await self._socket.send_data(_encode(message).decode(), mode="text")
+            await self._socket.send_data(encode(message).decode(), mode="text")
         except (WebSocketDisconnect, OSError, RuntimeError) as error:
             raise ClientGone from error
 
@@ -243,7 +159,7 @@ class Streams:
     async def answer(self, data: str | bytes) -> None:
         """One request: answered with its `result`, or an `error` naming what is wrong."""
         try:
-            request = _decode_request(data)
+            request = decode_request(data)
         except msgspec.ValidationError as error:
             await self._error(2, f"Invalid request: {error}", None)
             return
