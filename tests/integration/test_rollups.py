@@ -241,6 +241,14 @@ async def test_a_day_of_minutes_is_served_from_rollups_and_matches(store: Store)
     )
 
 
+async def test_a_new_series_of_many_candles_is_built_as_one_of_few(store: Store) -> None:
+    """A level of a new series of more than 10,000 candles is planned for its own values
+    (migration 0008); its buckets are those of the candles all the same."""
+    rng = random.Random(7)
+    await store.writer.write([row(1, s, rng) for s in range(12 * 1440)])
+    assert await store.served_by_rollups(rng) == len(TIMEFRAMES) * len(ZONES)
+
+
 async def test_existing_data_is_built_in_and_drift_is_found(db_url: str) -> None:
     rng = random.Random(11)
     # rows written before rollups were kept (a seed database, another program)
