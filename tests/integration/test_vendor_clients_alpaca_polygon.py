@@ -272,8 +272,10 @@ def test_massive_websocket_receives_a_minute_aggregate(server: Server) -> None:
     async def write() -> None:
         while not got:
             candle = minute("LIVEP", len(posted))
-            await asyncio.to_thread(server.post, candle)
+            # noted before it is sent: its aggregate can arrive, and this task be cancelled,
+            # before the POST's answer does
             posted[int(candle.ts.timestamp() * 1000)] = candle
+            await asyncio.to_thread(server.post, candle)
             await asyncio.sleep(0.3)
 
     async def scenario() -> None:
