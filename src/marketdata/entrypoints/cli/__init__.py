@@ -26,7 +26,7 @@ from marketdata.domain.candles import TimeRange
 from marketdata.domain.errors import InvalidParameter, StoreUnavailable
 from marketdata.domain.imports import CandleImport
 from marketdata.domain.ingest import IngestOptions, Rows, WriteResult, ingest_options
-from marketdata.entrypoints import maintenance
+from marketdata.entrypoints.cli import maintenance
 from marketdata.entrypoints.files import ingest_files
 from marketdata.entrypoints.logging import configure_logging
 from marketdata.entrypoints.metrics import Metrics
@@ -267,7 +267,3 @@ class ReplayAwareServer(uvicorn.Server):
             registry = await app.state.dishka_container.get(ReplayRegistry)
             await registry.shutdown()
         await super().shutdown(sockets)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
