@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from marketdata.domain.candles import Candle
+from marketdata.domain.candles import Candle, Removed
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.replay import (
     Ack,
@@ -22,6 +22,7 @@ from marketdata.domain.replay import (
     Step,
     Stop,
 )
+from marketdata.domain.replay.frames import frames
 from tests.factories import series
 from tests.fakes import FakeClock, InMemoryReplaySource, RecordingSink
 
@@ -435,3 +436,16 @@ async def test_prepare_reads_the_first_page_so_the_first_candle_needs_no_read() 
     await session.run()
     assert first.is_set()
     assert sink.seqs == list(range(10))
+
+
+def test_frames_keep_runs_of_bars_together_and_each_removed_alone() -> None:
+    bars = series("F", 5, tf_min=1, start=datetime(2024, 1, 2, tzinfo=UTC))
+    gone = Removed("F", 1, bars[0].ts, bars[1].ts)
+    events = [bars[0], bars[1], gone, gone, bars[2], bars[3], bars[4]]
+    assert list(frames(events)) == [
+        (0, bars[0:2]),
+        (2, gone),
+        (3, gone),
+        (4, bars[2:5]),
+    ]
+    assert list(frames([])) == []

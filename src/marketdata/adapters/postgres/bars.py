@@ -1,8 +1,8 @@
 """Bars made from stored candles, in SQL: resampled into buckets (from the candles or a
 rollup), kept to a session, missing buckets filled, close times computed. The one statement
-builder for pages, exports, replays and live bars, so that all of them agree; the stored
-candles' own SELECT (`plain_sql`) is here too, and the JSON the API sends of a plan's bars
-(`json_sql`: made by the database, no Python object per candle).
+builder for pages, exports, replays and live bars, so that all of them agree (bars as they
+form, a row per source candle, are `forming.py`'s, made of the same pieces); the stored
+candles' own SELECT (`plain_sql`) is here too.
 
 A statement returns, in the order asked: bucket (the bar's open), open, high, low, close,
 volume, openint, its close time, and whether it was filled. Resampled buckets follow the
@@ -22,7 +22,6 @@ from marketdata.adapters.postgres.buckets import (
     LOCAL_LABEL,
     ROLLUP_ROWS,
     bucketed,
-    label,
 )
 from marketdata.domain.bar_options import BarOptions, Fill, Session, bar_close
 from marketdata.domain.candles import Candle, Order, TimeRange
@@ -85,7 +84,7 @@ def shape_of(
     )
 
 
-def _in_session(local: str, shape: Shape) -> str:
+def in_session(local: str, shape: Shape) -> str:
     """Whether the local time `local` (an SQL timestamp without zone) is inside the session."""
     t = f"({local})::time"
     if shape.wraps:
@@ -93,7 +92,7 @@ def _in_session(local: str, shape: Shape) -> str:
     return f"({t} >= %(session_start)s AND {t} < %(session_end)s)"
 
 
-def _source(shape: Shape) -> str:
+def source_sql(shape: Shape) -> str:
     """The rows bars are made of, in no order."""
     rows = ROLLUP_ROWS if shape.table == ROLLUPS else CANDLE_ROWS
     kept = " AND tz = %(rollup_tz)s" if shape.table == ROLLUPS else ""
@@ -104,7 +103,7 @@ def _source(shape: Shape) -> str:
             " AND (%(after_close)s::timestamptz IS NULL"
             " OR ts >= %(after_close)s::timestamptz - %(stride)s - interval '2 hours')"
         )
-    session = f" AND {_in_session('ts AT TIME ZONE %(tz)s', shape)}" if shape.session else ""
+    session = f" AND {in_session('ts AT TIME ZONE %(tz)s', shape)}" if shape.session else ""
     if shape.as_of:
         bounds += " AND ts <= %(as_of)s::timestamptz - %(source_stride)s"
     ticker = "%(ticker)s"
@@ -155,14 +154,14 @@ def _data(shape: Shape) -> str:
         return f"""
 data AS (
     SELECT ts AS bucket, o AS open, h AS high, l AS low, c AS close, v AS volume, oi AS openint
-    FROM ({_source(shape)}) r WHERE true{inside}{_after(shape, "ts")}
+    FROM ({source_sql(shape)}) r WHERE true{inside}{_after(shape, "ts")}
     ORDER BY ts {direction} LIMIT %(limit)s
 )"""
     last = "max" if shape.order is Order.ASC else "min"
     inside = " AND bucket >= %(start)s AND bucket + %(last_source)s <= %(end)s" if whole else ""
     inside += _after(shape)
     return f"""
-run AS ({_source(shape)} ORDER BY ts {direction} LIMIT %(rows)s
+run AS ({source_sql(shape)} ORDER BY ts {direction} LIMIT %(rows)s
 ), buckets AS ({bucketed("SELECT * FROM run", LOCAL_LABEL)}
 ), data AS (
     SELECT bucket, open, high, low, close, volume, openint
@@ -193,7 +192,7 @@ def _filled(shape: Shape) -> str:
     if shape.session and shape.intraday:  # a bucket inside the session, or one it opens in
         t = f"({local})::time"
         opens = f"({t} < %(session_start)s AND {t} + %(stride)s > %(session_start)s)"
-        hours = f" AND ({_in_session(local, shape)} OR {opens})"
+        hours = f" AND ({in_session(local, shape)} OR {opens})"
     if shape.fill is Fill.PREV:
         price, volume, openint = "last_close", "0", "coalesce(last_oi, 0)"
     else:
@@ -205,7 +204,7 @@ def _filled(shape: Shape) -> str:
         before = (
             f"date_bin(%(stride)s, ({before}) AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s"
         )
-    earlier_rows = _source(msgspec.structs.replace(shape, ranged=False, keyset=False))
+    earlier_rows = source_sql(msgspec.structs.replace(shape, ranged=False, keyset=False))
     return f""", first AS (SELECT min(bucket) AS first FROM data
 ), span AS (
     SELECT CASE WHEN %(after_close)s::timestamptz IS NOT NULL AND EXISTS (
@@ -254,93 +253,6 @@ def bars_sql(shape: Shape) -> bytes:
     return f"""WITH {ctes}
 SELECT bucket, open, high, low, close, volume, openint, {_close(shape)}, {filled}
 FROM {bars} WHERE true{keyset} ORDER BY bucket {direction} LIMIT %(limit)s""".encode()
-
-
-def _last_close(shape: Shape) -> str:
-    """When the last source candle a bucket can hold closes: the bucket's close (the next
-    bucket's start, in local time), or the end of the last session before it when a session
-    leaves the bucket's end out (a day's bar of a 09:30-16:00 session: 16:00)."""
-    close = "(bucket AT TIME ZONE %(tz)s + %(stride)s)"
-    if not shape.session:
-        return f"{close} AT TIME ZONE %(tz)s"
-    ends = f"(date_trunc('day', {close}) + %(session_end)s)"
-    last = (
-        f"CASE WHEN {_in_session(f'{close} - %(source_stride)s', shape)} THEN {close}"
-        f" WHEN {ends} <= {close} THEN {ends} ELSE {ends} - interval '1 day' END"
-    )
-    return f"({last}) AT TIME ZONE %(tz)s"
-
-
-_FORMED = """formed AS (
-    SELECT bucket, ts, first_value(o) OVER b AS open, max(h) OVER b AS high,
-           min(l) OVER b AS low, c AS close, sum(v) OVER b AS volume, oi AS openint,
-           ts + %(source_stride)s AS closes,
-           coalesce(lead(bucket) OVER (ORDER BY ts) <> bucket, false) AS later,
-           ts + %(source_stride)s >= {last} AS complete
-    FROM src WINDOW b AS (PARTITION BY bucket ORDER BY ts
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-)"""
-
-
-@functools.lru_cache(maxsize=64)
-def forming_sql(shape: Shape) -> bytes:
-    """Forming bars: a row per source candle, its bar as it stands with that candle (open
-    of the bar's first, highest high and lowest low so far, its close, volume so far),
-    closing when that candle closes. `final` (the one rule, for replays and live alike) on
-    the bar's last candle: a later candle is in another bucket, or the candle closes when the
-    last one its bucket can hold does (`_last_close`). Read from the start of the bucket of
-    the first candle after the keyset, so each bar is whole; one candle more than asked for
-    tells whether the last is final.
-
-    Live (`shape.live`), for each change given (numbered from 1, `i`: its ticker, first and
-    last candle, transaction, in the arrays %(tickers)s, %(firsts)s, %(lasts)s, %(xids)s;
-    one statement for them all): the bars of the buckets from that of its first candle to
-    that of its last, as its transaction left them (what later ones wrote is theirs to send,
-    however late the listener hears of it), read from the stored candle before the first
-    (whose bar may have become final), with the candle after them (whether the last is
-    final); each row also says whether its bar is `complete` (final by its time, not by a
-    later candle), and every row carries the buckets of the first and last candles (one row
-    of them when no bar is left)."""
-    source = _source(msgspec.structs.replace(shape, keyset=False, table=CANDLES))
-    formed = _FORMED.format(last=_last_close(shape))
-    if shape.live:
-        return f"""SELECT q.i, f.* FROM unnest(%(tickers)s::text[], %(firsts)s::timestamptz[],
-    %(lasts)s::timestamptz[], %(xids)s::xid8[]) WITH ORDINALITY AS q(ticker, first, last, xid, i)
-CROSS JOIN LATERAL (
-    WITH prev AS (
-        SELECT max(ts) AS ts FROM ({source}) r WHERE ts < q.first
-    ), span AS (
-        SELECT {label("coalesce((SELECT ts FROM prev), q.first)")} AS lo,
-               ({label("q.last")} AT TIME ZONE %(tz)s + %(stride)s) AT TIME ZONE %(tz)s AS hi
-    ), src AS (
-        SELECT r.*, {LOCAL_LABEL} AS bucket FROM ({source}) r, span
-        WHERE r.ts >= span.lo AND (r.ts < span.hi OR r.ts = (
-            SELECT min(x.ts) FROM ({source}) x, span s WHERE x.ts >= s.hi))
-    ), {formed}
-    SELECT labels.*, f.bucket, f.open, f.high, f.low, f.close, f.volume, f.openint, f.closes,
-           f.later OR f.complete, f.complete, f.ts
-    FROM (SELECT {label("q.first")}, {label("q.last")}) labels
-    LEFT JOIN (
-        SELECT * FROM formed
-        WHERE ts >= coalesce((SELECT ts FROM prev), q.first) AND ts < (SELECT hi FROM span)
-    ) f ON true
-) f
-ORDER BY q.i, f.ts""".encode()
-    ranged = (
-        " AND bucket >= %(start)s AND bucket + %(last_source)s <= %(end)s" if shape.ranged else ""
-    )
-    return f"""WITH src AS (
-    SELECT r.*, {LOCAL_LABEL} AS bucket FROM ({source}) r
-    WHERE %(after_close)s::timestamptz IS NULL
-       OR ts >= date_bin(%(stride)s, (%(after_close)s::timestamptz - %(source_stride)s)
-                         AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s
-    ORDER BY ts LIMIT %(rows)s
-), {formed}
-SELECT bucket, open, high, low, close, volume, openint, closes, later OR complete
-FROM formed
-WHERE (%(after_close)s::timestamptz IS NULL OR closes > %(after_close)s
-       OR (%(inclusive)s AND closes = %(after_close)s)){ranged}
-ORDER BY ts LIMIT %(limit)s""".encode()
 
 
 def bars_params(

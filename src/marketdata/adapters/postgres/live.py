@@ -26,9 +26,10 @@ import psycopg
 import structlog
 
 from marketdata.adapters.postgres import changes
-from marketdata.adapters.postgres.bars import bars_params, bars_sql, forming_sql, shape_of
+from marketdata.adapters.postgres.bars import bars_params, bars_sql, shape_of
 from marketdata.adapters.postgres.changes import Change, Heard, Snapshot
 from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
+from marketdata.adapters.postgres.forming import forming_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.live_events import (
     Built,

@@ -1,6 +1,6 @@
 """The live events of a change, for each group of streams built alike (`Built`): a stored
 timeframe's candles as written, a resampled one's bars from the rows of the forming
-statement (`bars.forming_sql`), a timeframe kept to a session from the history's rows."""
+statement (`forming.forming_sql`), a timeframe kept to a session from the history's rows."""
 
 from datetime import datetime
 from typing import Any

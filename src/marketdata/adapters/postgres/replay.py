@@ -19,11 +19,11 @@ from psycopg import sql
 from marketdata.adapters.postgres.bars import (
     bars_params,
     bars_sql,
-    forming_sql,
     plain_sql,
     shape_of,
 )
 from marketdata.adapters.postgres.buckets import COLUMNS
+from marketdata.adapters.postgres.forming import forming_sql
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.reads import holdings_of
 from marketdata.adapters.postgres.routing import Reads

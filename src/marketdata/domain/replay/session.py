@@ -11,14 +11,11 @@ import asyncio
 import contextlib
 import enum
 from datetime import datetime
-from typing import cast
 
-import msgspec
-
-from marketdata.domain.bar_options import bar_close, labelled
 from marketdata.domain.candles import Candle, LiveEvent, Removed, parse_timestamp
 from marketdata.domain.errors import InvalidParameter, InvalidQuery, no_candles
 from marketdata.domain.replay.commands import Command, Controls
+from marketdata.domain.replay.frames import frames, shown
 from marketdata.domain.replay.pacing import Pacing, Schedule, Wake
 from marketdata.domain.replay.paging import pages, steps
 from marketdata.domain.replay.ports import (
@@ -297,35 +294,11 @@ class ReplaySession:
         sent, self._frame = self._frame[:size], self._frame[size:]
         self._controls.acked = False
         seq = self._next_seq - len(self._frame) - len(sent)
-        at = 0
-        while at < len(sent):
-            event = sent[at]
-            if isinstance(event, Removed):
-                await self._sink.removed(seq + at, event)
-                at += 1
-                continue
-            end = next((i for i in range(at, len(sent)) if isinstance(sent[i], Removed)), None)
-            run = cast(list[Candle], sent[at:end])
-            await self._sink.candles(seq + at, self._shown(run))
-            at += len(run)
-
-    def _shown(self, candles: list[Candle]) -> list[Candle]:
-        """Bars as the caller asked to see them: labelled, `ts_close` only with a label."""
-        label = self.selection.options.label
-        if label is not None:
-            return [labelled(self._closed(c), label) for c in candles]
-        # a close time set for the order, not asked for
-        return [
-            msgspec.structs.replace(c, ts_close=None) if c.ts_close is not None else c
-            for c in candles
-        ]
-
-    def _closed(self, candle: Candle) -> Candle:
-        """A forming bar is ordered by its source candle's close: shown with its own."""
-        if candle.final is None:
-            return candle
-        closes = bar_close(candle.ts, candle.tf_min, self.selection.options.tz, resampled=True)
-        return msgspec.structs.replace(candle, ts_close=closes)
+        for at, frame in frames(sent):
+            if isinstance(frame, Removed):
+                await self._sink.removed(seq + at, frame)
+            else:
+                await self._sink.candles(seq + at, shown(frame, self.selection.options))
 
     async def _flushed(self) -> bool:
         """Before waiting for anything: send what is pending; whether anything was."""

@@ -8,13 +8,8 @@ stays BTCUSDT); their assets come from `common.pair_of`. A kline is a bar of `/c
 times in ms, prices and volume as strings, the close time the open + interval - 1 ms,
 and what we do not store (quote volume, trades, taker volumes) "0" or 0."""
 
-import functools
-from datetime import timedelta
-from itertools import repeat
-from operator import add, attrgetter, floordiv, sub
 from typing import Annotated, Any
 
-import msgspec
 import structlog
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Controller, Request, Response, Router, get
@@ -24,7 +19,6 @@ from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
 from marketdata.domain.bar_options import BarOptions
-from marketdata.domain.candles import Candle
 from marketdata.domain.errors import NotFound
 from marketdata.domain.queries import CandleQueries, CandleQuery
 from marketdata.entrypoints.http import caching
@@ -34,16 +28,23 @@ from marketdata.entrypoints.vendors.binance_errors import (
     HANDLERS,
     BinanceError,
     decoded,
-    illegal,
     invalid_interval,
     invalid_symbol,
     not_valid,
 )
+from marketdata.entrypoints.vendors.binance_wire import (
+    ExchangeInfo,
+    ExchangeInfoQuery,
+    KlinesQuery,
+    ServerTime,
+    SymbolInfo,
+    kline_rows,
+    symbols_param,
+    ticker_of,
+)
 from marketdata.entrypoints.vendors.binance_ws import combined_streams, raw_streams
 from marketdata.entrypoints.vendors.common import (
     BINANCE_INTERVALS,
-    BINANCE_SYMBOL,
-    EPOCH,
     LATEST,
     NotServed,
     Present,
@@ -59,131 +60,6 @@ from marketdata.entrypoints.vendors.common import (
 )
 
 log = structlog.get_logger(logger_name="marketdata.binance")
-
-DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
-# What we cannot know of a series, said as a spot market with 8 decimals: the smallest tick
-# and lot; Binance's clients take their precision from these.
-TICK, MOST = "0.00000001", "9000000000.00000000"
-
-
-# -- queries ------------------------------------------------------------------------------
-
-Millis = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-
-
-class KlinesQuery(msgspec.Struct, frozen=True, rename="camel"):
-    symbol: str
-    interval: str
-    start_time: Millis | None = None
-    end_time: Millis | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
-    time_zone: str = "0"
-
-
-class ExchangeInfoQuery(msgspec.Struct, frozen=True):
-    symbol: str | None = None
-    symbols: str | None = None  # a JSON array of symbols
-
-
-# -- answers ------------------------------------------------------------------------------
-
-_encode = msgspec.json.Encoder().encode
-
-
-# Rows are encoded by msgspec with a marker string around the numbers Binance sends as
-# strings, which one replace per marker then turns into quotes: no Python string per price.
-_MARKED = (("A", b',"A",', b',"'), ("B", b',"B",', b'","'), ("C", b',"C",', b'",'))
-_MS = timedelta(milliseconds=1)
-_TS, _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = map(
-    attrgetter, ("ts", "open", "high", "low", "close", "volume")
-)
-
-
-def kline_rows(candles: list[Candle], tf_min: int) -> bytes:
-    """Bars as Binance's kline rows: [open time, "open", "high", "low", "close", "volume",
-    close time, "0" (quote volume), 0 (trades), "0" (taker buy base volume), "0" (taker buy
-    quote volume), "0"], times in ms. Built column by column, without a Python loop over
-    the bars nor a string per price: a third less than rows of `repr`s, though still about
-    three times /candles' JSON for the same bars (bench/README.md)."""
-    opens = list(map(floordiv, map(sub, map(_TS, candles), repeat(EPOCH)), repeat(_MS)))
-    closes = map(add, opens, repeat(tf_min * 60_000 - 1))
-    a, b, c = (repeat(marker) for marker, _, _ in _MARKED)
-    rows = zip(
-        opens,
-        a,
-        map(_OPEN, candles),
-        b,
-        map(_HIGH, candles),
-        b,
-        map(_LOW, candles),
-        b,
-        map(_CLOSE, candles),
-        b,
-        map(_VOLUME, candles),
-        c,
-        closes,
-        *(repeat(value) for value in ("0", 0, "0", "0", "0")),
-        strict=False,  # the markers and constants repeat without end
-    )
-    encoded = _encode(list(rows))
-    for _, marked, quotes in _MARKED:
-        encoded = encoded.replace(marked, quotes)
-    return encoded
-
-
-FILTERS = [
-    {"filterType": "PRICE_FILTER", "minPrice": TICK, "maxPrice": MOST, "tickSize": TICK},
-    {"filterType": "LOT_SIZE", "minQty": TICK, "maxQty": MOST, "stepSize": TICK},
-]
-
-
-class SymbolInfo(msgspec.Struct, rename="camel"):
-    """A spot symbol as exchangeInfo lists it, with what ccxt's market parser reads."""
-
-    symbol: str
-    base_asset: str
-    quote_asset: str
-    status: str = "TRADING"
-    base_asset_precision: int = 8
-    quote_precision: int = 8
-    quote_asset_precision: int = 8
-    order_types: tuple[str, ...] = ("LIMIT", "MARKET")
-    iceberg_allowed: bool = False
-    oco_allowed: bool = False
-    is_spot_trading_allowed: bool = True
-    is_margin_trading_allowed: bool = False
-    filters: list[dict[str, str]] = msgspec.field(default_factory=lambda: FILTERS)
-    permissions: tuple[str, ...] = ("SPOT",)
-    permission_sets: tuple[tuple[str, ...], ...] = (("SPOT",),)
-
-
-class ExchangeInfo(msgspec.Struct, rename="camel"):
-    server_time: int
-    symbols: list[SymbolInfo]
-    timezone: str = "UTC"
-    rate_limits: tuple[Any, ...] = ()
-    exchange_filters: tuple[Any, ...] = ()
-
-
-class ServerTime(msgspec.Struct, rename="camel"):
-    server_time: int
-
-
-def ticker_of(symbol: str) -> str:
-    """The ticker a symbol names (itself); -1100 for what is no symbol."""
-    if not BINANCE_SYMBOL.fullmatch(symbol):
-        raise illegal("symbol", "^[A-Z0-9-_.]{1,20}$")
-    return symbol
-
-
-@functools.lru_cache(maxsize=64)
-def _symbols_param(text: str) -> tuple[str, ...]:
-    try:
-        symbols = msgspec.json.decode(text, type=list[str])
-    except msgspec.MsgspecError:
-        raise illegal("symbols", r'^\["[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}\]$') from None
-    return tuple(ticker_of(s) for s in symbols)
-
 
 # -- handlers -----------------------------------------------------------------------------
 
@@ -288,7 +164,7 @@ class BinanceRest(Controller):
         if query.symbol is not None:
             wanted: tuple[str, ...] | None = (ticker_of(query.symbol),)
         elif query.symbols is not None:
-            wanted = _symbols_param(query.symbols)
+            wanted = symbols_param(query.symbols)
         else:
             wanted = None
         if wanted is None:
