@@ -352,4 +352,21 @@ def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
         after_close=bar_close(after, plan.tf_min, plan.options.tz, resampled) if after else None,
     )
     params["as_of"] = plan.as_of
-    return bars_sql(shape), params
+    if shape.fill is not Fill.NONE:
+        return bars_sql(shape), params
+    return _limited_sql(shape, params["limit"], params["rows"]), params
+
+
+@functools.lru_cache(maxsize=256)
+def _limited_sql(shape: Shape, limit: int | None, rows: int | None) -> bytes:
+    """bars_sql with its row limits written in. With the limit a parameter, PostgreSQL
+    planned the prepared statement again at every request (a generic plan reckons on a
+    tenth of the series for an unknown LIMIT, so a plan for the values always looked
+    cheaper): binding took 0.31 ms, 0.08 ms now, of a page of 200 that costs 0.5 ms to run
+    (bench/README.md). Statements of filled bars join their buckets to the bars: they keep
+    being planned for their own values."""
+
+    def literal(value: int | None) -> bytes:
+        return b"NULL" if value is None else str(int(value)).encode()
+
+    return bars_sql(shape).replace(b"%(limit)s", literal(limit)).replace(b"%(rows)s", literal(rows))
