@@ -4,17 +4,20 @@ test_bodies.py`: the seed's clients read the same values and types)."""
 
 import functools
 
+import msgspec
+
 from marketdata.domain.bar_options import Fill, Label
 from marketdata.domain.candles import Order
 
 
 def _iso(at: str) -> str:
-    """An instant as the API has always written it: ISO 8601, UTC, `Z`, and six digits of
-    a fraction of a second when there is one (as msgspec writes a datetime)."""
+    """An instant as the API has always written it: ISO 8601, UTC, and six digits of a
+    fraction of a second when there is one (as msgspec writes a datetime); the `Z` that
+    ends it is the caller's, in the text after it."""
     utc = f"(({at}) AT TIME ZONE 'UTC')"
     return (
         f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN replace({utc}::text, ' ', 'T') "
-        f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US') END || 'Z'"""
+        f"""ELSE to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS.US') END"""
     )
 
 
@@ -39,12 +42,15 @@ def json_sql(statement: bytes, label: Label | None, fill: Fill, order: Order) ->
     the database: one row of how many bars were read, the JSON objects of the first
     %(keep)s of them, comma-separated, in order (`ts` their open, or their close with
     `label=close`; `ts_close` with a label, `filled` on a filled bar), and the open of the
-    last one kept. %(ticker_json)s is the ticker as a JSON string, %(tf_text)s tf_min."""
+    last one kept. %(head)s is what every object starts with (`head`).
+
+    Each `||` copies the text so far (32 ns a row, measured): the text between two values
+    is one literal, and what is the same on every row one parameter."""
     shown = "closes" if label is Label.CLOSE else "bucket"
     parts = [
-        """'{"ticker":' || %(ticker_json)s || ',"tf_min":' || %(tf_text)s || ',"ts":"' || """,
+        "%(head)s || ",
         _iso(shown),
-        """ || '","open":' || """,
+        """ || 'Z","open":' || """,
         _number("open"),
         """ || ',"high":' || """,
         _number("high"),
@@ -57,10 +63,11 @@ def json_sql(statement: bytes, label: Label | None, fill: Fill, order: Order) ->
         """ || ',"openint":' || openint""",
     ]
     if label is not None:
-        parts += [""" || ',"ts_close":"' || """, _iso("closes"), """ || '"'"""]
+        parts += [""" || ',"ts_close":"' || """, _iso("closes"), """ || 'Z"'"""]
     if fill is not Fill.NONE:
-        parts.append(""" || CASE WHEN filled THEN ',"filled":true' ELSE '' END""")
-    parts.append(""" || '}'""")
+        parts.append(""" || CASE WHEN filled THEN ',"filled":true}' ELSE '}' END""")
+    else:
+        parts.append(""" || '}'""")
     last = "max" if order is Order.ASC else "min"
     return f"""SELECT count(*),
        coalesce(string_agg({"".join(parts)}, ',' ORDER BY n) FILTER (WHERE n <= %(keep)s), ''),
@@ -69,3 +76,8 @@ FROM (
     SELECT q.*, row_number() OVER () AS n
     FROM ({statement.decode()}) q(bucket, open, high, low, close, volume, openint, closes, filled)
 ) s""".encode()
+
+
+def head(ticker: str, tf_min: int) -> str:
+    """The text every JSON object of a series' bars starts with, up to its `ts` value."""
+    return f'{{"ticker":{msgspec.json.encode(ticker).decode()},"tf_min":{tf_min},"ts":"'

@@ -6,11 +6,9 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-import msgspec
-
 from marketdata.adapters.postgres import exports
 from marketdata.adapters.postgres.bars import bar_of, plan_sql
-from marketdata.adapters.postgres.bodies import json_sql
+from marketdata.adapters.postgres.bodies import head, json_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.routing import Reads
@@ -93,8 +91,7 @@ class PostgresCandleRepository:
         epoch = self._known.epoch
         rows = await self._reads.fetch(
             read if plan.checked else _with_holdings(read),
-            params
-            | {"keep": keep, "ticker_json": _json_text(plan.ticker), "tf_text": str(plan.tf_min)},
+            params | {"keep": keep, "head": head(plan.ticker, plan.tf_min)},
         )
         count, items, last, *held = rows[0]
         if plan.checked:
@@ -179,7 +176,3 @@ def _holdings_in(
         series=tuple(Series(ticker, *row) for row in series),
         rollups=tuple(map(Rollup, rollup_tfs, rollup_tzs)),
     )
-
-
-def _json_text(text: str) -> str:
-    return msgspec.json.encode(text).decode()
