@@ -56,10 +56,23 @@ def write_files(folder: Path, rows: int) -> tuple[Path, Path]:
     return stooq, table
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+WAL: dict[str, list[float]] = {}  # MB of WAL each kind of run wrote
+
+
+def timed(command: list[str], env: dict[str, str], kind: str = "") -> float:
+    """Seconds `command` took, started from a checkpoint: each run pays for the WAL it
+    writes, not for a checkpoint of what the run before it wrote."""
+    lsn = "SELECT pg_current_wal_lsn()"
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        before = conn.execute(lsn).fetchone()
+        started = time.perf_counter()
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        took = time.perf_counter() - started
+        written = conn.execute(f"SELECT ({lsn}) - %s::pg_lsn", before).fetchone()
+    assert written is not None
+    WAL.setdefault(kind, []).append(float(written[0]) / 2**20)
+    return took
 
 
 def emptied(url: str) -> None:
@@ -92,10 +105,12 @@ def main() -> None:
         )
         for _ in range(args.rounds):
             emptied(url)
-            bare.append(timed(["psql", url, "-q", "-c", copy_command.format("candles_bare")], env))
-            copies.append(timed(["psql", url, "-q", "-c", copy_command.format("candles")], env))
+            bare_copy = ["psql", url, "-q", "-c", copy_command.format("candles_bare")]
+            bare.append(timed(bare_copy, env, "bare"))
+            into = ["psql", url, "-q", "-c", copy_command.format("candles")]
+            copies.append(timed(into, env, "candles"))
             emptied(url)
-            ingests.append(timed([*cli, "ingest", str(stooq)], env))
+            ingests.append(timed([*cli, "ingest", str(stooq)], env, "ingest"))
         again = timed([*cli, "ingest", str(stooq)], env)
         parquet = Path(folder) / "candles.parquet"
         subprocess.run(
@@ -123,6 +138,8 @@ def main() -> None:
     print(f" (median {first:.1f} s; {each(ingests)})")
     print(f"\\copy into candles / bare: {floor / copy:.0%} (medians); pairs: {pairs(copies)}")
     print(f"ingest / bare \\copy: {floor / first:.0%} (medians); pair by pair: {pairs(ingests)}")
+    wal = ", ".join(f"{k} {statistics.median(v):,.0f}" for k, v in WAL.items() if k)
+    print(f"WAL written, MB (medians): {wal}")
     print(f"marketdata ingest, Stooq, again:   {rows / again:>10,.0f} rows/s ({again:.1f} s)")
     print(f"marketdata ingest, Parquet, empty: {rows / columnar:>10,.0f} rows/s ({columnar:.1f} s)")
 
