@@ -314,3 +314,64 @@ def test_stream_refuses_unknown_feeds_and_every_symbol(app_factory: AppFactory) 
             assert received(ws)[0]["code"] == 403
             ws.send_text(json.dumps({"action": "subscribe", "bars": ["*"]}))
             assert received(ws)[0]["code"] == 410
+
+
+def daily_file(ticker: str, *stamps: datetime) -> list[Candle]:
+    """A daily series as a daily file gives it (Stooq's, a broker's export): one row a
+    date, stamped at that date's UTC midnight."""
+    return [
+        Candle(ticker, 1440, at, 50.0 + i, 52.0 + i, 49.0 + i, 51.0 + i, 1000.0 + i, 0)
+        for i, at in enumerate(stamps)
+    ]
+
+
+def test_stored_days_are_stamped_at_new_york_midnight_of_their_date(
+    db_url: str, client: Client
+) -> None:
+    # Alpaca stamps a stock's day at New York's midnight, and its clients read `t` in New
+    # York (alpaca-trade-api's entity.py): a date stored at 00:00 UTC is New York's evening
+    # before. Each stored day is shown at its own date's midnight, summer time included.
+    dates = [datetime(2024, 1, d, tzinfo=UTC) for d in (2, 3, 4, 5)]
+    summer = [datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 7, 2, tzinfo=UTC)]
+    insert(db_url, daily_file("KO", *dates, *summer))
+    path = "/alpaca/v2/stocks/KO/bars"
+    # New York's Jan 3 and 4, as a client in New York asks for them
+    got = bars(
+        client,
+        path,
+        timeframe="1Day",
+        start="2024-01-03T00:00:00-05:00",
+        end="2024-01-04T23:59:59-05:00",
+    )["bars"]
+    assert [(b["t"], b["o"]) for b in got] == [
+        ("2024-01-03T05:00:00Z", 51.0),
+        ("2024-01-04T05:00:00Z", 52.0),
+    ]
+    # dates as bounds (00:00 UTC: the day before's evening in New York), both orders, pages
+    every = every_page(
+        client, path, timeframe="1Day", start="2024-01-01", end="2024-12-31", limit=2
+    )
+    shown = [(b["t"], b["o"]) for p in every for b in p["bars"]]
+    assert shown == [
+        ("2024-01-02T05:00:00Z", 50.0),
+        ("2024-01-03T05:00:00Z", 51.0),
+        ("2024-01-04T05:00:00Z", 52.0),
+        ("2024-01-05T05:00:00Z", 53.0),
+        ("2024-07-01T04:00:00Z", 54.0),
+        ("2024-07-02T04:00:00Z", 55.0),
+    ]
+    newest = every_page(
+        client, path, timeframe="1Day", start="2024-01-01", end="2024-12-31", limit=4, sort="desc"
+    )
+    assert [(b["t"], b["o"]) for p in newest for b in p["bars"]] == shown[::-1]
+    # a crypto pair's days are UTC's: as stored
+    insert(db_url, daily_file("ETHUSD", *dates[:2]))
+    crypto = bars(
+        client,
+        "/alpaca/v1beta3/crypto/us/bars",
+        symbols="ETH/USD",
+        timeframe="1Day",
+        start="2024-01-01",
+        end="2024-01-05",
+    )["bars"]["ETH/USD"]
+    assert [b["t"] for b in crypto] == ["2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"]

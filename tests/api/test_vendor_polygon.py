@@ -251,3 +251,34 @@ def test_stream_sends_minute_aggregates_as_written(app_factory: AppFactory, db_u
         later = MINUTE + timedelta(minutes=1)
         insert(db_url, [minute_bar("AAPL", later), minute_bar("MSFT", later)])
         assert [(a["ev"], a["sym"]) for a in received(ws)] == [("AM", "MSFT")]
+
+
+def test_stored_days_are_stamped_at_new_york_midnight_of_their_date(
+    db_url: str, client: Client
+) -> None:
+    # A daily file's dates stored at 00:00 UTC: `from`/`to` are New York's days and `t` is
+    # the day's New York midnight, so the days asked for are those dates, not the next.
+    dates = [datetime(2025, 3, d, tzinfo=UTC) for d in (28, 31)] + [
+        datetime(2025, 4, 1, tzinfo=UTC)
+    ]
+    insert(
+        db_url,
+        [
+            Candle("KO", 1440, at, 60.0 + i, 61.0 + i, 59.0 + i, 60.5 + i, 10.0 + i, 0)
+            for i, at in enumerate(dates)
+        ],
+    )
+    got = aggs(client, f"{AGGS}/KO/range/1/day/2025-03-31/2025-03-31")["results"]
+    assert [(a["t"], a["o"]) for a in got] == [(ms("2025-03-31T04:00:00Z"), 61.0)]
+    every = aggs(client, f"{AGGS}/KO/range/1/day/2025-03-01/2025-04-30")["results"]
+    assert [a["t"] for a in every] == [
+        ms("2025-03-28T04:00:00Z"),
+        ms("2025-03-31T04:00:00Z"),
+        ms("2025-04-01T04:00:00Z"),
+    ]
+    newest = aggs(client, f"{AGGS}/KO/range/1/day/2025-03-01/2025-04-30?sort=desc")["results"]
+    assert newest == every[::-1]
+    # a crypto ticker's days are UTC's: as stored
+    insert(db_url, [Candle("ETHUSD", 1440, dates[0], 1.0, 1.0, 1.0, 1.0, 1.0, 0)])
+    crypto = aggs(client, f"{AGGS}/X:ETHUSD/range/1/day/2025-03-28/2025-03-28")["results"]
+    assert [a["t"] for a in crypto] == [ms("2025-03-28T00:00:00Z")]

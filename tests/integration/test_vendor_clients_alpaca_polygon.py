@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from alpaca.common.exceptions import APIError
@@ -82,6 +83,21 @@ def server(database_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> I
         "AAPL": sessions("AAPL", base=180.0),
         "MSFT": sessions("MSFT", base=370.0),
         "BTCUSD": sessions("BTCUSD", days=1, tf_min=1, base=42000.0),
+        # a daily file's dates, stamped at 00:00 UTC (Stooq's, a broker's export)
+        "KO": [
+            Candle(
+                "KO",
+                1440,
+                datetime(2024, 1, d, tzinfo=UTC),
+                d * 1.0,
+                d + 1.0,
+                d - 1.0,
+                d * 1.0,
+                100.0,
+                0,
+            )
+            for d in (2, 3, 4, 5)
+        ],
     }
     insert(url, [c for candles in stored.values() for c in candles])
     port = free_port()
@@ -154,6 +170,30 @@ def test_alpaca_py_days_and_crypto(server: Server) -> None:
     assert [h.timestamp.hour for h in hours] == [14, 15, 16, 17, 18, 19, 20]
     assert hours[0].open == server.stored["BTCUSD"][0].open
     assert sum(h.volume for h in hours) == sum(c.volume for c in server.stored["BTCUSD"])
+
+
+def test_stored_dates_are_their_new_york_days_in_both_clients(server: Server) -> None:
+    # Both clients read a stock's day in New York: a date stored at 00:00 UTC is its own day
+    # there, not the evening before, and a day asked for by its date is that date's bar.
+    new_york = ZoneInfo("America/New_York")
+    stocks = StockHistoricalDataClient("key", "secret", url_override=f"{server.base}/alpaca")
+    days = stocks.get_stock_bars(
+        StockBarsRequest(
+            symbol_or_symbols="KO",
+            timeframe=TimeFrame.Day,
+            start=datetime(2024, 1, 3, tzinfo=new_york),
+            end=datetime(2024, 1, 4, 23, 59, tzinfo=new_york),
+        )
+    ).data["KO"]
+    assert [(d.timestamp.astimezone(new_york).date().day, d.open) for d in days] == [
+        (3, 3.0),
+        (4, 4.0),
+    ]
+    client = RESTClient(api_key="key", base=f"{server.base}/polygon", retries=0)
+    aggs = list(client.list_aggs("KO", 1, "day", "2024-01-04", "2024-01-05"))
+    assert [(a.timestamp, a.open) for a in aggs] == [
+        (int(datetime(2024, 1, d, tzinfo=new_york).timestamp() * 1000), float(d)) for d in (4, 5)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -185,7 +185,7 @@ async def bars_page(
     found: dict[str, list[AlpacaBar]] = {}
     left = min(query.limit, settings.max_limit)
     for at, symbol in enumerate(symbols[first:], start=first):
-        span = window(start, end, now, tf_min, stored=tf_min in held[symbol].tf_mins)
+        span = window(start, end, now, tf_min, tf_min in held[symbol].tf_mins, day_zone)
         if span is None:
             continue
         if left == 0:

@@ -63,15 +63,23 @@ class Window(msgspec.Struct, frozen=True):
     """The bars a vendor asks for: those opening in [start, end] (its bounds; `end` at most
     the present, after which no bar opens). Our range reads return a resampled bar only
     when its whole bucket lies in the range, so they read up to `reads_to`, a bucket past
-    `end` (never past the present), and the bars opening after `end` are left out."""
+    `end` (never past the present), and the bars opening after `end` are left out.
+    `dated`: the window is of stored days read by their dates (`dated_days`), shown at
+    their midnight in this zone."""
 
     start: datetime
     end: datetime
     reads_to: datetime
+    dated: str | None = None
 
 
 def window(
-    start: datetime, end: datetime, present: datetime, tf_min: int, stored: bool
+    start: datetime,
+    end: datetime,
+    present: datetime,
+    tf_min: int,
+    stored: bool,
+    day_zone: str = "UTC",
 ) -> Window | None:
     """The window of a vendor's [start, end] (start after end is the caller's error) for
     bars of `tf_min`, stored or made of finer candles. None when nothing is left of it."""
@@ -79,9 +87,39 @@ def window(
     last = min(end, present)
     if start > last:
         return None
+    if stored and tf_min % MINUTES_PER_DAY == 0 and day_zone != "UTC":
+        return dated_days(start, last, day_zone)
     if stored or end >= present:
         return Window(start, last, last)
     return Window(start, last, min(end + timedelta(minutes=tf_min) - MICROSECOND, present))
+
+
+def dated_days(start: datetime, last: datetime, zone: str) -> Window | None:
+    """Stored days (or weeks) are dates: a daily file stamps each at its UTC midnight (or at
+    the market's midnight, or its close), where the vendor stamps that day at its midnight in
+    `zone` and its clients read it there (at 00:00 UTC it is New York's evening before). The
+    bars opening in [start, last] are those of the dates from the first midnight of `zone` in
+    it to the date `last` falls on: read by their stamps, all of each date's UTC day."""
+    here = ZoneInfo(zone)
+    first = start.astimezone(here).date()
+    if datetime(first.year, first.month, first.day, tzinfo=here) < start:
+        first += timedelta(days=1)
+    final = last.astimezone(here).date() + timedelta(days=1)
+    if first >= final:
+        return None
+    lo = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    hi = datetime(final.year, final.month, final.day, tzinfo=UTC) - MICROSECOND
+    return Window(lo, hi, hi, dated=zone)
+
+
+def shown(bar: Candle, span: Window) -> Candle:
+    """A bar as the vendor stamps it: a stored day of a dated window that sits at 00:00 UTC
+    at its date's midnight in the window's zone; any other as it is."""
+    if span.dated is None or bar.ts.astimezone(UTC).time() != datetime.min.time():
+        return bar
+    at = bar.ts.astimezone(UTC)
+    midnight = datetime(at.year, at.month, at.day, tzinfo=ZoneInfo(span.dated))
+    return msgspec.structs.replace(bar, ts=midnight.astimezone(UTC))
 
 
 # -- symbols ---------------------------------------------------------------------------------
@@ -160,7 +198,7 @@ async def read_slice(
             return Slice([])
         kept = [bar for bar in page.candles if bar.ts <= span.end]
         more = page.more and len(kept) == len(page.candles)
-        return Slice(kept, page.last if more else None)
+        return Slice([shown(bar, span) for bar in kept], page.last if more else None)
     reads_to = span.reads_to if resume is None else min(span.reads_to, resume - MICROSECOND)
     if reads_to < span.start:
         return Slice([])
@@ -186,7 +224,8 @@ async def read_slice(
                 if len(found) > limit:
                     break
     bars = found[:limit]
-    return Slice(bars, bars[-1].ts if len(found) > limit else None)
+    resume_at = bars[-1].ts if len(found) > limit else None
+    return Slice([shown(bar, span) for bar in bars], resume_at)
 
 
 # an instant in a token: microseconds since the epoch, within the years datetime holds

@@ -198,7 +198,7 @@ async def answer(
     candidates, zone = tickers_of(path.ticker)
     start, end = bound(path.start, "from", zone, end=False), bound(path.end, "to", zone, end=True)
     held = await resolved(queries, path.ticker, candidates)
-    span = window(start, end, now, tf_min, stored=tf_min in held.tf_mins)
+    span = window(start, end, now, tf_min, tf_min in held.tf_mins, zone)
     found: list[Candle] = []
     more: datetime | None = None
     if span is not None:
