@@ -28,12 +28,11 @@ from marketdata.domain.queries import CandleQueries
 from marketdata.domain.replay import LiveFeed
 from marketdata.entrypoints.errors import (
     domain_error_response,
-    http_error_response,
     internal_error_response,
     json_not_found,
     validation_error_response,
 )
-from marketdata.entrypoints.http import ROUTES
+from marketdata.entrypoints.http import ROUTES, unrouted_error
 from marketdata.entrypoints.logging import access_log_middleware
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.page import ChartPage, api_doc_pages, static_files
@@ -141,7 +140,7 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         exception_handlers={
             DomainError: domain_error_response,
             ValidationException: validation_error_response,
-            HTTPException: http_error_response,
+            HTTPException: unrouted_error,
             Exception: internal_error_response,
         },
         openapi_config=OpenAPIConfig(
