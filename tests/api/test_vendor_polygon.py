@@ -120,14 +120,22 @@ def test_next_url_reaches_every_page(
     assert got == (expected if sort == "asc" else expected[::-1])
 
 
-def test_a_page_holds_at_most_max_limit(
-    app_factory: AppFactory, stored: dict[str, list[Candle]]
+@pytest.mark.parametrize("sort", ["asc", "desc"])
+def test_a_page_holds_its_limit_read_max_limit_at_a_time(
+    app_factory: AppFactory, stored: dict[str, list[Candle]], sort: str
 ) -> None:
+    # massive's and polygon-api-client's get_aggs do not follow next_url: a page must hold
+    # what `limit` asks (up to Polygon's 50,000) whatever MAX_LIMIT, read in pieces of it
+    asked = f"{AGGS}/AAPL/range/5/minute/2024-01-02/2024-01-03?sort={sort}&limit="
     with app_factory(max_limit=100) as client:
-        pages = follow(
-            client, f"{AGGS}/AAPL/range/5/minute/2024-01-02/2024-01-03?limit=50000", False
-        )
-    assert [p["resultsCount"] for p in pages] == [100, 56]
+        whole = follow(client, f"{asked}50000", False)
+        pieces = follow(client, f"{asked}120", False)
+        expected = [polygon_agg(c) for c in ours(client, "AAPL", **WHOLE, tf_min=5)]
+    assert [p["resultsCount"] for p in whole] == [156]
+    assert [p["resultsCount"] for p in pieces] == [120, 36]
+    for pages in (whole, pieces):
+        got = [a for p in pages for a in p["results"]]
+        assert got == (expected if sort == "asc" else expected[::-1])
 
 
 def test_nothing_in_range(client: Client, stored: dict[str, list[Candle]]) -> None:

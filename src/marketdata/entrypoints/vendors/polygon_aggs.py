@@ -187,8 +187,8 @@ async def answer(
     path: AggsPath,
     query: AggsQuery,
 ) -> AggsBody:
-    """A page of aggregates: one read of the series through CandleQueries, at most `limit`
-    (and MAX_LIMIT) of them, and the next page's URL when more remain."""
+    """A page of aggregates: at most `limit` of them, read from the series through
+    CandleQueries at most MAX_LIMIT at a time, and the next page's URL when more remain."""
     resume: datetime | None = None
     if query.cursor is not None:
         token = decode_token(Cursor, query.cursor, "cursor")
@@ -201,18 +201,23 @@ async def answer(
     span = window(start, end, now, tf_min, tf_min in held.tf_mins, zone)
     found: list[Candle] = []
     more: datetime | None = None
-    if span is not None:
+    # A page holds what `limit` asks: get_aggs of Polygon's clients does not follow
+    # next_url. It is read MAX_LIMIT bars at a time.
+    while span is not None and len(found) < query.limit:
         got = await read_slice(
             queries,
             held.ticker,
             tf_min,
             span,
             bar_options_for(tf_min, zone),
-            min(query.limit, settings.max_limit),
+            min(query.limit - len(found), settings.max_limit),
             descending=query.sort == "desc",
             resume=resume,
         )
-        found, more = got.bars, got.resume
+        found += got.bars
+        more = resume = got.resume
+        if more is None:
+            break
     body = AggsBody(
         ticker=path.ticker,
         queryCount=len(found),
