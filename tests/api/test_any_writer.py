@@ -217,3 +217,33 @@ def test_replay_into_live_hears_another_program_s_rows(
         )
         after = json.loads(ws.receive_text(timeout=10))
         assert (after["seq"], after["candle"]["volume"]) == (400, 3.0)
+
+
+def test_a_timeframe_deleted_whole_moves_every_answer_of_its_ticker(
+    warm: Client, app_factory: AppFactory, sql: Sql
+) -> None:
+    # Two timeframes written by one statement have one version. Once the finer one is gone,
+    # hours are made of the other: their answer, its ETag and the ticker's coverage change,
+    # though nothing was written to the timeframe that now serves them.
+    five = ", ".join(
+        f"('TWO', 5, '{(START + timedelta(minutes=5 * i)).isoformat()}', {100 + i}, {101 + i},"
+        f" {99 + i}, {100 + i}, 1)"
+        for i in range(48)
+    )
+    fifteen = ", ".join(
+        f"('TWO', 15, '{(START + timedelta(minutes=15 * i)).isoformat()}', 500, 510, 490, 505, 9)"
+        for i in range(16)
+    )
+    sql(
+        "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+        f" VALUES {five}, {fifteen}"
+    )
+    urls = ["/candles?ticker=TWO&tf_min=60&order=desc", "/symbols/TWO", "/candles?ticker=TWO"]
+    converged(warm, app_factory, urls)
+    tags = {url: answer(warm, url)[2] for url in urls}
+    sql("DELETE FROM candles WHERE ticker = 'TWO' AND tf_min = 5")
+    converged(warm, app_factory, urls)
+    hours = warm.get(urls[0], headers={"If-None-Match": tags[urls[0]] or ""})
+    assert hours.status_code == 200
+    assert {bar["open"] for bar in hours.json()["data"]} == {500.0}
+    assert answer(warm, urls[1])[2] != tags[urls[1]]
