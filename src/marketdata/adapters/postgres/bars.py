@@ -150,7 +150,7 @@ def _data(shape: Shape) -> str:
     direction = "ASC" if shape.order is Order.ASC else "DESC"
     whole = shape.ranged and shape.resample  # only buckets whole inside the range
     if not shape.resample or shape.direct:
-        inside = " AND ts + %(last_source)s <= %(end)s" if whole else ""
+        inside = whole_by(shape, "ts") if whole else ""
         return f"""
 data AS (
     SELECT ts AS bucket, o AS open, h AS high, l AS low, c AS close, v AS volume, oi AS openint
@@ -158,7 +158,7 @@ data AS (
     ORDER BY ts {direction} LIMIT %(limit)s
 )"""
     last = "max" if shape.order is Order.ASC else "min"
-    inside = " AND bucket >= %(start)s AND bucket + %(last_source)s <= %(end)s" if whole else ""
+    inside = " AND bucket >= %(start)s" + whole_by(shape, "bucket") if whole else ""
     inside += _after(shape)
     return f"""
 run AS ({source_sql(shape)} ORDER BY ts {direction} LIMIT %(rows)s
@@ -170,6 +170,13 @@ run AS ({source_sql(shape)} ORDER BY ts {direction} LIMIT %(rows)s
            OR bucket <> (SELECT {last}(bucket) FROM buckets)){inside}
     ORDER BY bucket {direction} LIMIT %(limit)s
 )"""
+
+
+def whole_by(shape: Shape, bucket: str) -> str:
+    """A bar ends inside the range when its last source candle opens in it: found from the
+    bar's own close (a local day of 23 or 25 hours, a bucket of 5 hours when clocks go
+    back), not from its nominal length."""
+    return f" AND {_close(shape, bucket)} - %(source_stride)s <= %(end)s"
 
 
 def _close(shape: Shape, bucket: str = "bucket") -> str:
@@ -298,11 +305,7 @@ def bars_params(
         "session_end": _time(session.end) if session else None,
     }
     if time_range is not None:
-        params |= {
-            "start": time_range.start,
-            "end": time_range.end,
-            "last_source": timedelta(minutes=tf_min - source_tf),
-        }
+        params |= {"start": time_range.start, "end": time_range.end}
     return params
 
 

@@ -8,7 +8,7 @@ import functools
 
 import msgspec
 
-from marketdata.adapters.postgres.bars import CANDLES, Shape, in_session, source_sql
+from marketdata.adapters.postgres.bars import CANDLES, Shape, in_session, source_sql, whole_by
 from marketdata.adapters.postgres.buckets import LOCAL_LABEL, label
 
 
@@ -82,9 +82,7 @@ CROSS JOIN LATERAL (
     ) f ON true
 ) f
 ORDER BY q.i, f.ts""".encode()
-    ranged = (
-        " AND bucket >= %(start)s AND bucket + %(last_source)s <= %(end)s" if shape.ranged else ""
-    )
+    ranged = " AND bucket >= %(start)s" + whole_by(shape, "bucket") if shape.ranged else ""
     return f"""WITH src AS (
     SELECT r.*, {LOCAL_LABEL} AS bucket FROM ({source}) r
     WHERE %(after_close)s::timestamptz IS NULL

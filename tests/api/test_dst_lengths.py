@@ -1,0 +1,61 @@
+"""A bar that is not its nominal length (a local day of 23 or 25 hours, a 4-hour bucket of 5
+hours when clocks go back) is whole inside a range when its own last source candle is,
+read from the candles or from a rollup of those days (found comparing with
+tests/reference.py in zones the other tests do not visit)."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from marketdata.adapters.postgres import rollups
+from marketdata.adapters.postgres.pool import DatabaseConfig
+from marketdata.domain.candles import Candle
+from marketdata.domain.timeframes import Rollup
+from tests.support import AppFactory, insert
+
+LONDON = "Europe/London"
+
+
+def hours(ticker: str, start: datetime, count: int) -> list[Candle]:
+    return [
+        Candle(
+            ticker, 60, start + timedelta(hours=i), 10.0 + i, 11.0 + i, 9.0 + i, 10.5 + i, 1.0, 0
+        )
+        for i in range(count)
+    ]
+
+
+def days(client: Any, start: str, end: str) -> list[tuple[str, float]]:
+    response = client.get(
+        "/candles/range",
+        params={"ticker": "LON", "tf_min": 1440, "tz": LONDON, "start": start, "end": end},
+    )
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return [(bar["ts"], bar["volume"]) for bar in response.json()["data"]]
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_days_of_23_and_25_hours_are_whole_by_their_own_close(
+    app_factory: AppFactory, db_url: str, kept: bool
+) -> None:
+    # London's 2024-03-31 lasts 23 hours (00:00Z to 23:00Z), its 2024-10-27 25 hours
+    # (2024-10-26T23:00Z to 2024-10-28T00:00Z); hourly candles cover both and around them
+    insert(db_url, hours("LON", datetime(2024, 3, 30, tzinfo=UTC), 72))
+    insert(db_url, hours("LON", datetime(2024, 10, 26, tzinfo=UTC), 72))
+    if kept:
+        asyncio.run(rollups.sync(DatabaseConfig(url=db_url), [Rollup(1440, LONDON)]))
+    with app_factory() as client:
+        # the short day's last hour opens at 22:00Z: it is whole in a range ending then
+        assert days(client, "2024-03-31T00:00:00Z", "2024-03-31T22:00:00Z") == [
+            ("2024-03-31T00:00:00Z", 23.0)
+        ]
+        # the long day's last hour opens at 2024-10-27T23:00Z: a range ending before it
+        # cuts the day, which is left out; one ending then holds all 25 hours
+        assert days(client, "2024-10-26T23:00:00Z", "2024-10-27T22:59:00Z") == []
+        assert days(client, "2024-10-26T23:00:00Z", "2024-10-27T23:00:00Z") == [
+            ("2024-10-26T23:00:00Z", 25.0)
+        ]
