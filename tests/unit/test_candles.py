@@ -8,6 +8,7 @@ from marketdata.domain.candles import (
     parse_timestamp,
     ticker_of,
     timeframe_of,
+    zone_of,
 )
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
 
@@ -82,3 +83,16 @@ def test_limit_bounds(value: int, ok: bool) -> None:
     else:
         with pytest.raises(InvalidParameter, match="between 1 and 5000"):
             limit_of(value, 5000)
+
+
+@pytest.mark.parametrize("name", ["right/UTC", "right/America/New_York", "RIGHT/UTC"])
+def test_zones_that_count_leap_seconds_are_refused(name: str) -> None:
+    # PostgreSQL counts the leap seconds of the `right/` zones (27 s in 2024: every bar's
+    # bucket moved), Python's zoneinfo does not: the two would disagree on every bucket
+    with pytest.raises(InvalidParameter, match="leap seconds"):
+        zone_of(name)
+
+
+@pytest.mark.parametrize("name", ["UTC", "posix/Europe/London", "Asia/Kathmandu"])
+def test_zones_both_sides_read_alike_are_kept(name: str) -> None:
+    assert zone_of(name) == name

@@ -92,6 +92,10 @@ def zone_of(name: str) -> str:
     """A time zone name that PostgreSQL and zoneinfo both know."""
     if not name or len(name) > 64 or not name.isprintable():
         raise InvalidParameter("tz", "must be an IANA time zone name such as America/New_York")
+    if name.lower().startswith("right/"):
+        # PostgreSQL counts these zones' leap seconds and Python's zoneinfo does not: every
+        # bucket would be 27 s off (2024) in SQL and not in Python
+        raise InvalidParameter("tz", f"{name!r} counts leap seconds; use {name[6:]!r}")
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -23,6 +23,7 @@ from marketdata.domain.bar_options import (
     MINUTES_PER_DAY,
     BarOptions,
 )
+from marketdata.domain.candles import zone_of
 from marketdata.domain.errors import InvalidParameter, NotFound, no_candles
 
 
@@ -62,9 +63,9 @@ def rollup_of(text: str) -> Rollup:
     if tf_min % MINUTES_PER_DAY:
         raise InvalidParameter("rollup", f"{text!r}: rollups in a zone are whole days or weeks")
     try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidParameter("rollup", f"{text!r}: {tz!r} is not a known time zone") from None
+        zone_of(tz)
+    except InvalidParameter as error:
+        raise InvalidParameter("rollup", f"{text!r}: {error.reason}") from None
     return Rollup(tf_min, tz)
 
 
