@@ -13,6 +13,7 @@ from marketdata.adapters.postgres import rollups
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.candles import Candle
 from marketdata.domain.timeframes import Rollup
+from tests.reference import Spec, bars, first_difference, same
 from tests.support import AppFactory, insert
 
 LONDON = "Europe/London"
@@ -59,3 +60,53 @@ def test_days_of_23_and_25_hours_are_whole_by_their_own_close(
         assert days(client, "2024-10-26T23:00:00Z", "2024-10-27T23:00:00Z") == [
             ("2024-10-26T23:00:00Z", 25.0)
         ]
+
+
+def minutes(ticker: str, start: datetime, count: int) -> list[Candle]:
+    return [
+        Candle(
+            ticker,
+            1,
+            start + timedelta(minutes=i),
+            100.0 + (i * 7919) % 97,
+            200.0,
+            50.0 + (i * 104729) % 13,
+            100.0 + (i * 31) % 89,
+            1.0 + i % 5,
+            0,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("limit", [3, 5, 7, 10])
+def test_pages_across_a_repeated_local_hour_hold_every_bar_whole(
+    app_factory: AppFactory, db_url: str, limit: int
+) -> None:
+    # London's 01:00-02:00 comes twice on 2024-10-27 (00:00Z-01:00Z, then 01:00Z-02:00Z):
+    # a 15-minute bucket of local time holds two runs of candles an hour apart. Pages of a
+    # range, of any size, join into the reference's bars; the newest `limit` bars are its.
+    candles = minutes("LONM", datetime(2024, 10, 26, 22, tzinfo=UTC), 300)
+    insert(db_url, candles)
+    expected = bars(Spec(15, True, LONDON), candles, "LONM")
+    params: dict[str, Any] = {
+        "ticker": "LONM",
+        "tf_min": 15,
+        "tz": LONDON,
+        "limit": limit,
+        "start": "2024-10-26T22:00:00Z",
+        "end": "2024-10-27T02:59:00Z",
+    }
+    got: list[dict[str, Any]] = []
+    with app_factory() as client:
+        while True:
+            body = client.get("/candles/range", params=params).json()
+            got += body["data"]
+            if "next" not in body:
+                break
+            params["cursor"] = body["next"]
+        assert same(got, expected), first_difference(got, expected)
+        for newest in (limit, 9, 12):
+            asked = {"ticker": "LONM", "tf_min": 15, "tz": LONDON, "limit": newest}
+            page = client.get("/candles", params=asked | {"order": "desc"}).json()["data"]
+            assert same(page, expected[::-1][:newest]), first_difference(page, expected[::-1])

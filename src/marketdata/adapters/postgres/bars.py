@@ -157,7 +157,6 @@ data AS (
     FROM ({source_sql(shape)}) r WHERE true{inside}{_after(shape, "ts")}
     ORDER BY ts {direction} LIMIT %(limit)s
 )"""
-    last = "max" if shape.order is Order.ASC else "min"
     inside = " AND bucket >= %(start)s" + whole_by(shape, "bucket") if whole else ""
     inside += _after(shape)
     return f"""
@@ -167,9 +166,22 @@ run AS ({source_sql(shape)} ORDER BY ts {direction} LIMIT %(rows)s
     SELECT bucket, open, high, low, close, volume, openint
     FROM buckets b(bucket, open, high, low, close, volume, openint, n)
     WHERE (%(rows)s::int8 IS NULL OR (SELECT count(*) FROM run) < %(rows)s
-           OR bucket <> (SELECT {last}(bucket) FROM buckets)){inside}
+           OR {_whole_in_run(shape)}){inside}
     ORDER BY bucket {direction} LIMIT %(limit)s
 )"""
+
+
+def _whole_in_run(shape: Shape) -> str:
+    """Of a run of source rows cut short by its row limit, a bucket all of whose rows it
+    holds. A bucket of local time is not always one stretch: where a local hour comes twice
+    (clocks going back), a 15-minute bucket holds two runs of rows an hour apart, and its
+    label is the later one. Oldest first, a bucket is whole when it closes by the end of
+    the last row read; newest first, when it opens (an hour earlier, in a zone's local
+    time) at or after the first row read."""
+    if shape.order is Order.ASC:
+        return f"{_close(shape)} <= (SELECT max(ts) FROM run) + make_interval(mins => %(source)s)"
+    earliest = "bucket - CASE WHEN %(tz)s = 'UTC' THEN interval '0' ELSE interval '1 hour' END"
+    return f"{earliest} >= (SELECT min(ts) FROM run)"
 
 
 def whole_by(shape: Shape, bucket: str) -> str:
@@ -286,6 +298,8 @@ def bars_params(
     if resample is not None and limit is not None:
         per_bucket = tf_min // (source_tf if forming else resample.read_tf)
         rows = limit + per_bucket + 2 if forming else (limit + 2) * per_bucket
+        if options.tz != "UTC" and not forming:  # a local hour that comes twice, and its margin
+            rows += 180 // resample.read_tf
         if after_close is not None and not forming:  # the rows read before the keyset
             rows += (tf_min + 120) // resample.read_tf + 1
     params: dict[str, Any] = {
@@ -336,22 +350,28 @@ def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
     """A plan's bars: its statement (`bars_sql` of its shape) and values, at most its limit
     and `extra` more (None: all); after its cursor, only bars closing after it."""
     resampled = plan.resample is not None
+    after = plan.after
+    # A resampled page after a cursor reads the range asked for and keeps the bars closing
+    # after the cursor's bar: a bucket of local time may hold rows from before its open (a
+    # local hour that comes twice), which the range left after the cursor would cut off.
+    keyset = resampled and after is not None and plan.requested is not None
+    window = plan.requested if keyset else plan.time_range
     shape = shape_of(
         plan.tf_min,
         plan.resample,
         plan.options,
         plan.order,
-        plan.time_range is not None,
+        window is not None,
+        keyset=keyset,
         as_of=plan.as_of is not None,
     )
-    after = plan.after
     params = bars_params(
         plan.ticker,
         plan.tf_min,
         plan.resample,
         plan.options,
         limit=plan.limit + extra if plan.limit is not None else None,
-        time_range=plan.time_range,
+        time_range=window,
         after_close=bar_close(after, plan.tf_min, plan.options.tz, resampled) if after else None,
     )
     params["as_of"] = plan.as_of
