@@ -4,7 +4,7 @@ read from the candles or from a rollup of those days (found comparing with
 tests/reference.py in zones the other tests do not visit)."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -110,3 +110,63 @@ def test_pages_across_a_repeated_local_hour_hold_every_bar_whole(
             asked = {"ticker": "LONM", "tf_min": 15, "tz": LONDON, "limit": newest}
             page = client.get("/candles", params=asked | {"order": "desc"}).json()["data"]
             assert same(page, expected[::-1][:newest]), first_difference(page, expected[::-1])
+
+
+def fives(
+    ticker: str, start: datetime, end: datetime, skip: tuple[datetime, datetime]
+) -> list[Candle]:
+    """Five-minute candles from start to end, none in [skip)."""
+    found, at, i = [], start, 0
+    while at < end:
+        if not skip[0] <= at < skip[1]:
+            found.append(Candle(ticker, 5, at, 10.0 + i % 7, 12.0, 9.0, 10.0 + i % 5, 1.0, 0))
+        at, i = at + timedelta(minutes=5), i + 1
+    return found
+
+
+@pytest.mark.parametrize(
+    ("zone", "tf_min", "start", "skip"),
+    [
+        # an empty 20:00-24:00 local bucket holds 22:00-24:00 of a session wrapping midnight
+        (
+            "America/Sao_Paulo",
+            240,
+            datetime(2024, 3, 28, tzinfo=UTC),
+            (datetime(2024, 3, 28, 23, tzinfo=UTC), datetime(2024, 3, 29, 3, tzinfo=UTC)),
+        ),
+        # London's 01:00-02:00 of 2024-03-31 does not exist: no bar is made up for it
+        (
+            LONDON,
+            60,
+            datetime(2024, 3, 30, tzinfo=UTC),
+            (datetime(2024, 3, 30, 23, tzinfo=UTC), datetime(2024, 3, 31, 2, tzinfo=UTC)),
+        ),
+    ],
+)
+@pytest.mark.parametrize("fill", ["null", "prev"])
+def test_filled_buckets_of_a_session_wrapping_midnight_are_the_reference_s(
+    app_factory: AppFactory,
+    db_url: str,
+    zone: str,
+    tf_min: int,
+    start: datetime,
+    skip: tuple[datetime, datetime],
+    fill: str,
+) -> None:
+    candles = fives("FILL", start, start + timedelta(days=3), skip)
+    insert(db_url, candles)
+    spec = Spec(tf_min, True, zone, session=(time(22), time(2)), fill=fill)
+    expected = bars(spec, candles, "FILL")
+    asked = {
+        "ticker": "FILL",
+        "tf_min": tf_min,
+        "tz": zone,
+        "fill": fill,
+        "session": "22:00-02:00",
+        "start": (start - timedelta(days=1)).isoformat(),
+        "end": (start + timedelta(days=4)).isoformat(),
+        "limit": 5000,
+    }
+    with app_factory() as client:
+        got = client.get("/candles/range", params=asked).json()["data"]
+    assert same(got, expected), first_difference(got, expected)

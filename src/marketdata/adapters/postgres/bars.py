@@ -207,11 +207,17 @@ def _filled(shape: Shape) -> str:
         label = "g AT TIME ZONE %(tz)s"
     else:
         local, lo, hi, label = "g AT TIME ZONE %(tz)s", "lo", "hi", "g"
-    hours = ""
+    # a local time that does not exist (clocks going forward) is no bucket
+    hours = f" AND ({label}) AT TIME ZONE %(tz)s = g" if shape.resample else ""
     if shape.session and shape.intraday:  # a bucket inside the session, or one it opens in
         t = f"({local})::time"
-        opens = f"({t} < %(session_start)s AND {t} + %(stride)s > %(session_start)s)"
-        hours = f" AND ({in_session(local, shape)} OR {opens})"
+        # how long after the bucket's start the session opens, on its day or the next
+        # (20:00-24:00 holds the opening of 22:00-02:00; a time plus 4 hours wraps to 00:00)
+        wait = (
+            f"CASE WHEN {t} < %(session_start)s THEN %(session_start)s::time - {t}"
+            f" ELSE %(session_start)s::time - {t} + interval '24 hours' END"
+        )
+        hours += f" AND ({in_session(local, shape)} OR {wait} < %(stride)s)"
     if shape.fill is Fill.PREV:
         price, volume, openint = "last_close", "0", "coalesce(last_oi, 0)"
     else:
