@@ -96,7 +96,8 @@ class Spec:
         if in_session(moment.time(), self.session):
             return True
         opens = datetime.combine(moment.date(), self.session[0])
-        return moment < opens < moment + self.stride
+        # the session may open in the bucket on its day or, past midnight, on the next
+        return any(moment < at < moment + self.stride for at in (opens, opens + timedelta(days=1)))
 
 
 def aggregate(spec: Spec, candles: list[Candle]) -> list[dict[str, Any]]:

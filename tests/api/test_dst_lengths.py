@@ -125,11 +125,12 @@ def fives(
 
 
 @pytest.mark.parametrize(
-    ("zone", "tf_min", "start", "skip"),
+    ("zone", "session", "tf_min", "start", "skip"),
     [
         # an empty 20:00-24:00 local bucket holds 22:00-24:00 of a session wrapping midnight
         (
             "America/Sao_Paulo",
+            (22, 2),
             240,
             datetime(2024, 3, 28, tzinfo=UTC),
             (datetime(2024, 3, 28, 23, tzinfo=UTC), datetime(2024, 3, 29, 3, tzinfo=UTC)),
@@ -137,9 +138,18 @@ def fives(
         # London's 01:00-02:00 of 2024-03-31 does not exist: no bar is made up for it
         (
             LONDON,
+            (22, 2),
             60,
             datetime(2024, 3, 30, tzinfo=UTC),
             (datetime(2024, 3, 30, 23, tzinfo=UTC), datetime(2024, 3, 31, 2, tzinfo=UTC)),
+        ),
+        # 7-hour buckets: the empty 21:00-04:00 holds the next day's opening of 00:30-06:00
+        (
+            "UTC",
+            (0.5, 6),
+            420,
+            datetime(2024, 3, 28, tzinfo=UTC),
+            (datetime(2024, 3, 28, 20, tzinfo=UTC), datetime(2024, 3, 29, 5, tzinfo=UTC)),
         ),
     ],
 )
@@ -148,6 +158,7 @@ def test_filled_buckets_of_a_session_wrapping_midnight_are_the_reference_s(
     app_factory: AppFactory,
     db_url: str,
     zone: str,
+    session: tuple[float, float],
     tf_min: int,
     start: datetime,
     skip: tuple[datetime, datetime],
@@ -155,14 +166,15 @@ def test_filled_buckets_of_a_session_wrapping_midnight_are_the_reference_s(
 ) -> None:
     candles = fives("FILL", start, start + timedelta(days=3), skip)
     insert(db_url, candles)
-    spec = Spec(tf_min, True, zone, session=(time(22), time(2)), fill=fill)
+    opens, closes = (time(int(h), int(h % 1 * 60)) for h in session)
+    spec = Spec(tf_min, True, zone, session=(opens, closes), fill=fill)
     expected = bars(spec, candles, "FILL")
     asked = {
         "ticker": "FILL",
         "tf_min": tf_min,
         "tz": zone,
         "fill": fill,
-        "session": "22:00-02:00",
+        "session": f"{opens:%H:%M}-{closes:%H:%M}",
         "start": (start - timedelta(days=1)).isoformat(),
         "end": (start + timedelta(days=4)).isoformat(),
         "limit": 5000,
