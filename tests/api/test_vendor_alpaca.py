@@ -375,3 +375,24 @@ def test_stored_days_are_stamped_at_new_york_midnight_of_their_date(
         end="2024-01-05",
     )["bars"]["ETH/USD"]
     assert [b["t"] for b in crypto] == ["2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"]
+
+
+def test_a_day_of_25_hours_opening_just_before_end_is_served(db_url: str, client: Client) -> None:
+    # New York's 2024-11-03 lasts 25 hours (04:00Z to 05:00Z the next day): a window ending
+    # half an hour after it opens holds its bar, made of all its candles
+    start = datetime(2024, 11, 3, 4, tzinfo=UTC)
+    insert(
+        db_url,
+        [
+            Candle("LONGDAY", 5, start + timedelta(minutes=5 * i), 1.0, 2.0, 0.5, 1.5, 1.0, 0)
+            for i in range(300)
+        ],
+    )
+    got = bars(
+        client,
+        "/alpaca/v2/stocks/LONGDAY/bars",
+        timeframe="1Day",
+        start="2024-11-03T04:00:00Z",
+        end="2024-11-03T04:30:00Z",
+    )["bars"]
+    assert [(b["t"], b["v"]) for b in got] == [("2024-11-03T04:00:00Z", 300.0)]

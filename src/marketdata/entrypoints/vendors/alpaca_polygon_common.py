@@ -62,8 +62,8 @@ def bar_options_for(tf_min: int, day_zone: str) -> BarOptions:
 class Window(msgspec.Struct, frozen=True):
     """The bars a vendor asks for: those opening in [start, end] (its bounds; `end` at most
     the present, after which no bar opens). Our range reads return a resampled bar only
-    when its whole bucket lies in the range, so they read up to `reads_to`, a bucket past
-    `end` (never past the present), and the bars opening after `end` are left out.
+    when its whole bucket lies in the range, so they read up to `reads_to`, a bucket (and an
+    hour) past `end` (never past the present), and the bars opening after `end` are left out.
     `dated`: the window is of stored days read by their dates (`dated_days`), shown at
     their midnight in this zone."""
 
@@ -91,7 +91,9 @@ def window(
         return dated_days(start, last, day_zone)
     if stored or end >= present:
         return Window(start, last, last)
-    return Window(start, last, min(end + timedelta(minutes=tf_min) - MICROSECOND, present))
+    # a bucket past `end`, and an hour more: a local day may last 25 hours
+    past = timedelta(minutes=tf_min, hours=1) - MICROSECOND
+    return Window(start, last, min(end + past, present))
 
 
 def dated_days(start: datetime, last: datetime, zone: str) -> Window | None:
