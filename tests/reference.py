@@ -82,8 +82,10 @@ class Spec:
         return instant(ends if ends <= close else ends - timedelta(days=1), self.zone)
 
     def after(self, bucket: datetime) -> datetime:
-        """The next bucket's label, stepping in local time (stored: in UTC)."""
-        return self.close(bucket)
+        """The next bucket's label, stepping in local time (stored: in UTC): the bucket of
+        this one's close, back on the grid after a bucket that began in local time that
+        does not exist (Lord Howe's 02:00 hour begins at 02:30; the next at 03:00)."""
+        return self.bucket(self.close(bucket))
 
     def keeps(self, candle: Candle) -> bool:
         return in_session(local(candle.ts, self.zone).time(), self.session)

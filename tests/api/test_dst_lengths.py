@@ -182,3 +182,37 @@ def test_filled_buckets_of_a_session_wrapping_midnight_are_the_reference_s(
     with app_factory() as client:
         got = client.get("/candles/range", params=asked).json()["data"]
     assert same(got, expected), first_difference(got, expected)
+
+
+@pytest.mark.parametrize("fill", ["null", "prev"])
+def test_filled_hours_stay_on_their_grid_after_a_half_hour_change(
+    app_factory: AppFactory, db_url: str, fill: str
+) -> None:
+    # Lord Howe goes from +10:30 to +11:00 at 02:00 local on 2024-10-06 (15:30Z the day
+    # before): the hour of 02:00 starts at 02:30, the next at 03:00. Filled hours follow
+    # the local grid, not the close of the short hour plus an hour.
+    zone = "Australia/Lord_Howe"
+    start = datetime(2024, 10, 5, 10, tzinfo=UTC)
+    skip = (datetime(2024, 10, 5, 13, tzinfo=UTC), datetime(2024, 10, 5, 19, tzinfo=UTC))
+    candles = fives("HOWE", start, start + timedelta(hours=14), skip)
+    insert(db_url, candles)
+    expected = bars(Spec(60, True, zone, fill=fill), candles, "HOWE")
+    asked = {
+        "ticker": "HOWE",
+        "tf_min": 60,
+        "tz": zone,
+        "fill": fill,
+        "start": (start - timedelta(days=1)).isoformat(),
+        "end": (start + timedelta(days=1)).isoformat(),
+    }
+    with app_factory() as client:
+        got = client.get("/candles/range", params=asked).json()["data"]
+    assert [b["ts"][11:16] for b in got if b.get("filled")] == [
+        "13:30",
+        "14:30",
+        "15:30",
+        "16:00",
+        "17:00",
+        "18:00",
+    ]
+    assert same(got, expected), first_difference(got, expected)

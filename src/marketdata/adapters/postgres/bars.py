@@ -207,8 +207,9 @@ def _filled(shape: Shape) -> str:
         label = "g AT TIME ZONE %(tz)s"
     else:
         local, lo, hi, label = "g AT TIME ZONE %(tz)s", "lo", "hi", "g"
-    # a local time that does not exist (clocks going forward) is no bucket
-    hours = f" AND ({label}) AT TIME ZONE %(tz)s = g" if shape.resample else ""
+    # a bucket wholly in the local hours that do not exist (clocks going forward) is none;
+    # one partly in them is (Lord Howe's 02:00 hour starts at 02:30)
+    hours = " AND (g + %(stride)s) AT TIME ZONE %(tz)s > " + label if shape.resample else ""
     if shape.session and shape.intraday:  # a bucket inside the session, or one it opens in
         t = f"({local})::time"
         # how long after the bucket's start the session opens, on its day or the next
