@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 
 from marketdata.adapters.columnar_export import ColumnarEncoder
-from marketdata.adapters.postgres.bars import bar_of, plain_sql, plan_sql
+from marketdata.adapters.postgres.bars import plain_sql
+from marketdata.adapters.postgres.plans import bar_of, plan_sql
 from marketdata.adapters.postgres.pool import Database, translated_errors
 from marketdata.domain.bar_options import BarOptions, Fill, Label
 from marketdata.domain.candles import Candle, Order, TimeRange

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from marketdata.adapters.postgres import exports
-from marketdata.adapters.postgres.bars import bar_of, plan_sql
 from marketdata.adapters.postgres.bodies import head, json_sql
 from marketdata.adapters.postgres.known import KnownSeries
+from marketdata.adapters.postgres.plans import bar_of, plan_sql
 from marketdata.adapters.postgres.pool import Database
 from marketdata.adapters.postgres.routing import Reads
 from marketdata.domain.candles import Candle
