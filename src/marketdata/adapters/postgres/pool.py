@@ -73,6 +73,12 @@ def location_of(url: str) -> Location:
     )
 
 
+# What the service's SQL relies on, whatever a database or role sets by default (`ALTER
+# DATABASE ... SET`): instants in UTC and written as ISO 8601 (JSON made by the database,
+# `bodies.py`), floats written as their shortest text that reads back as the same float.
+SESSION = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=1"
+
+
 def _connect_timeout(config: DatabaseConfig) -> int:
     # libpq takes whole seconds and psycopg enforces at least 2.
     return max(2, math.ceil(config.connect_timeout))
@@ -122,6 +128,7 @@ async def connect(config: DatabaseConfig, name: str) -> Connection:
             autocommit=True,
             connect_timeout=_connect_timeout(config),
             application_name=name,
+            options=SESSION,
         )
 
 
@@ -158,7 +165,7 @@ class Database:
                 # one-minute candles, a year of hourly ones) fit in memory instead of
                 # spilling to disk: 15-25 % faster, measured (bench/README.md)
                 "options": f"-c statement_timeout={round(config.command_timeout * 1000)}"
-                f" -c TimeZone=UTC -c work_mem=32MB{read_only}",
+                f" {SESSION} -c work_mem=32MB{read_only}",
                 "application_name": name,
                 "autocommit": True,
             },
