@@ -9,6 +9,7 @@ import json
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from marketdata.adapters.postgres import rollups
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.timeframes import Rollup
 from tests.factories import series
-from tests.support import AppFactory, Client, insert, psql_path
+from tests.support import AppFactory, Client, insert, psql_path, run_sql
 
 START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 WEEK = (START.isoformat(), (START + timedelta(days=7)).isoformat())
@@ -247,3 +248,75 @@ def test_a_timeframe_deleted_whole_moves_every_answer_of_its_ticker(
     assert hours.status_code == 200
     assert {bar["open"] for bar in hours.json()["data"]} == {500.0}
     assert answer(warm, urls[1])[2] != tags[urls[1]]
+
+
+def script(url: str, text: str) -> None:
+    """A script run by `psql -f`, as a restore of a dump is."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
+        file.write(text)
+        file.flush()
+        done = subprocess.run(
+            [psql_path(), url, "-v", "ON_ERROR_STOP=1", "-f", file.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_role_allowed_only_candles_writes_with_its_own_search_path(
+    warm: Client, app_factory: AppFactory, db_url: str
+) -> None:
+    # A feed handler's role may write `candles` and nothing else; pg_dump's scripts (and
+    # pg_restore) empty the search_path and give each row the transaction mark it had in the
+    # database dumped; a program may put its own schema first, holding a table of the name
+    # of one the triggers keep.
+    role = f"feeder_{uuid.uuid4().hex[:8]}"
+    run_sql(db_url, f"CREATE ROLE {role}")
+    run_sql(db_url, f"GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON candles TO {role}")
+    run_sql(db_url, "CREATE SCHEMA IF NOT EXISTS feed")
+    run_sql(db_url, "CREATE TABLE IF NOT EXISTS feed.candle_series (ticker text)")
+    run_sql(db_url, f"GRANT USAGE ON SCHEMA feed TO {role}")
+    sql = through_psql(db_url)
+    last = series("ACME", 400)[-1].ts
+    try:
+        with warm.websocket_connect("/ws/live?tickers=ACME,NEWCO&tf_min=5") as live:
+            assert json.loads(live.receive_text(timeout=10))["message"] == "live"
+            script(  # as pg_dump --data-only writes it (a far later transaction's mark)
+                db_url,
+                f"SET ROLE {role};\n"
+                "SELECT pg_catalog.set_config('search_path', '', false);\n"
+                "COPY public.candles (ticker, tf_min, ts, open, high, low, close, volume,"
+                " openint, revision, xact) FROM stdin;\n"
+                "NEWCO\t5\t2024-01-02 14:30:00+00\t5\t6\t4\t5.5\t10\t0\t0\t987654321\n"
+                "NEWCO\t5\t2024-01-02 14:35:00+00\t5.5\t7\t5\t6\t20\t0\t2\t987654321\n"
+                "\\.\n",
+            )
+            own = f"SET ROLE {role}; SET search_path = feed, public;"
+            newer = (last + timedelta(minutes=5)).isoformat()
+            sql(
+                f"{own} INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+                f" VALUES ('ACME', 5, '{newer}', 1, 900, 0.5, 800, 1)"
+            )
+            sql(f"{own} UPDATE candles SET close = 801 WHERE ticker = 'ACME' AND ts = '{newer}'")
+            heard = [json.loads(live.receive_text(timeout=10)) for _ in range(4)]
+            assert [(m["candle"]["ticker"], m["candle"]["close"]) for m in heard] == [
+                ("NEWCO", 5.5),
+                ("NEWCO", 6.0),
+                ("ACME", 800.0),
+                ("ACME", 801.0),
+            ]
+            converged(warm, app_factory, URLS)
+            sql(f"{own} DELETE FROM candles WHERE ticker = 'NEWCO' AND ts > '2024-01-02 14:30+00'")
+            assert json.loads(live.receive_text(timeout=10))["type"] == "REMOVED"
+            converged(warm, app_factory, URLS)
+        sql(
+            f"SET ROLE {role}; SELECT pg_catalog.set_config('search_path', '', false);"
+            " TRUNCATE public.candles"
+        )
+        converged(warm, app_factory, URLS)
+        assert warm.get("/symbols").json() == {"symbols": [], "count": 0}
+    finally:
+        run_sql(db_url, f"DROP OWNED BY {role}")
+        run_sql(db_url, f"DROP ROLE {role}")
+        run_sql(db_url, "DROP SCHEMA feed CASCADE")
