@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msgpack
+import psycopg
 import pytest
 
 from marketdata.domain.candles import Candle
@@ -281,6 +282,31 @@ def test_stream_in_json_sends_minute_bars_as_written(app_factory: AppFactory, db
             db_url, [minute_bar("AAPL", MINUTE + timedelta(minutes=1)), minute_bar("MSFT", MINUTE)]
         )
         assert [(m["T"], m["S"]) for m in received(ws)] == [("b", "MSFT")]
+
+
+@pytest.mark.timeout(60)
+def test_a_minute_written_and_corrected_in_one_transaction_is_one_bar(
+    app_factory: AppFactory, db_url: str
+) -> None:
+    # Heard once, as it stands at the commit: a bar, then a later correction an update
+    # (two transactions close together: tests/unit/test_vendor_alpaca_polygon.py).
+    with app_factory() as client, client.websocket_connect("/alpaca/v2/iex") as ws:
+        assert received(ws)[0]["msg"] == "connected"
+        ws.send_text(json.dumps({"action": "auth", "key": "any", "secret": "thing"}))
+        assert received(ws)[0]["msg"] == "authenticated"
+        ws.send_text(json.dumps({"action": "subscribe", "bars": ["MSFT"], "updatedBars": ["MSFT"]}))
+        assert received(ws)[0]["T"] == "subscription"
+        with psycopg.connect(db_url) as conn:
+            bar = minute_bar("MSFT", MINUTE)
+            conn.execute(
+                "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+                " VALUES (%s, 1, %s, %s, %s, %s, %s, %s)",
+                (bar.ticker, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume),
+            )
+            conn.execute("UPDATE candles SET close = close - 1 WHERE ticker = 'MSFT'")
+        assert [(m["T"], m["c"]) for m in received(ws)] == [("b", bar.close - 1)]
+        rewrite(db_url, minute_bar("MSFT", MINUTE, 190.0))
+        assert [(m["T"], m["o"]) for m in received(ws)] == [("u", 190.0)]
 
 
 @pytest.mark.timeout(60)

@@ -4,7 +4,9 @@ a fake live feed: following more tickers loses nothing and repeats nothing."""
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+import msgspec
 import pytest
 
 from marketdata.domain.candles import Candle, LiveEvent
@@ -12,6 +14,7 @@ from marketdata.domain.errors import InvalidParameter, InvalidQuery, TooSlow
 from marketdata.domain.replay import Stream, Wake
 from marketdata.domain.timeframes import Holdings
 from marketdata.entrypoints.vendors import alpaca_bars as alpaca
+from marketdata.entrypoints.vendors import alpaca_stream
 from marketdata.entrypoints.vendors import polygon_aggs as polygon
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     Window,
@@ -197,3 +200,24 @@ async def test_a_client_cut_for_reading_slowly_hears_why() -> None:
     assert bars.reason == "too slow"
     bars.close()
     assert bars.reason == "too slow"
+
+
+def test_alpaca_a_minute_first_heard_corrected_is_a_new_bar() -> None:
+    # A minute written and corrected (two transactions close together) before the live
+    # listener reads it comes once, at revision 1: to a client that never had it, a bar
+    # (alpaca-py hands "u" to updatedBars handlers only, so a bars client lost the minute).
+    socket = SimpleNamespace(headers={})
+    client = alpaca_stream.Connection(socket, None, None, "iex")  # type: ignore[arg-type]
+    client.channels = {"bars": {"MSFT"}, "updatedBars": {"MSFT"}}
+    minute = datetime(2024, 1, 5, 14, 30, tzinfo=UTC)
+    first = Candle("MSFT", 1, minute, 1.0, 2.0, 0.5, 1.5, 10.0, 0, revision=1)
+
+    def kind(event: Candle) -> str | None:
+        message = client.message_of(event)
+        return None if message is None else message.kind
+
+    assert kind(first) == "b"
+    assert kind(msgspec.structs.replace(first, revision=2)) == "u"
+    later = msgspec.structs.replace(first, ts=minute + timedelta(minutes=1))
+    assert [kind(later), kind(msgspec.structs.replace(later, revision=1))] == ["b", "u"]
+    assert kind(msgspec.structs.replace(first, revision=3)) == "u"  # an older minute, again

@@ -148,6 +148,7 @@ class Connection(BarStream):
         self.encoding = Encoding.MSGPACK if wanted == "application/msgpack" else Encoding.JSON
         self.authenticated = False
         self.channels: dict[str, set[str]] = {"bars": set(), "updatedBars": set()}
+        self._newest: dict[str, datetime] = {}  # per symbol: the newest minute it was sent
 
     async def send(self, messages: list[Any]) -> None:
         if self.encoding is Encoding.MSGPACK:
@@ -230,11 +231,18 @@ class Connection(BarStream):
         return Subscriptions("subscription", **lists)
 
     def message_of(self, event: LiveEvent) -> StreamBar | None:
-        """A minute bar to the channel that wants it: its first version to `bars`, later
-        ones to `updatedBars`; deleted spans and forming bars have no Alpaca message."""
+        """A minute bar to the channel that wants it: a minute newer than any this client
+        was sent to `bars`, one again to `updatedBars` (by what this connection was sent,
+        not by the revision: a minute written and corrected before the listener reads it
+        comes once, at revision 1); deleted spans and forming bars have no Alpaca message."""
         if not isinstance(event, Candle) or event.final is False:
             return None
-        kind, channel = ("u", "updatedBars") if event.revision else ("b", "bars")
+        newest = self._newest.get(event.ticker)
+        if newest is None or event.ts > newest:
+            kind, channel = "b", "bars"
+            self._newest[event.ticker] = event.ts
+        else:
+            kind, channel = "u", "updatedBars"
         if event.ticker not in self.channels[channel]:
             return None
         c = event
