@@ -8,8 +8,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.domain.candles import Candle
+from marketdata.entrypoints.websocket import ReplayRegistry
 from tests.alpaca_polygon_support import fixed_present, minute_bar, ms, ours, sessions
 from tests.support import AppFactory, Client, insert
 
@@ -290,3 +292,22 @@ def test_stored_days_are_stamped_at_new_york_midnight_of_their_date(
     insert(db_url, [Candle("ETHUSD", 1440, dates[0], 1.0, 1.0, 1.0, 1.0, 1.0, 0)])
     crypto = aggs(client, f"{AGGS}/X:ETHUSD/range/1/day/2025-03-28/2025-03-28")["results"]
     assert [a["t"] for a in crypto] == [ms("2025-03-28T00:00:00Z")]
+
+
+@pytest.mark.parametrize("path", ["/polygon/stocks", "/alpaca/v2/iex"])
+def test_a_server_shutdown_closes_streams_as_a_restart(app_factory: AppFactory, path: str) -> None:
+    # 1012 (service restart): massive returns for good on a close of 1000 or 1001
+    # (websockets' ConnectionClosedOK) and retries on any other; alpaca-py retries on all
+    with app_factory() as client, client.websocket_connect(path) as ws:
+        ws.receive_text(timeout=10)  # connected
+        registry: ReplayRegistry = client.blocking_portal.call(
+            client.app.state.dishka_container.get, ReplayRegistry
+        )
+        client.blocking_portal.call(registry.shutdown)
+        code = None
+        while code is None:
+            try:
+                ws.receive_text(timeout=10)
+            except WebSocketDisconnect as closed:
+                code = closed.code
+    assert code == 1012

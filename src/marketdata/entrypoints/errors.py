@@ -30,6 +30,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
+CLOSE_RESTART = 1012  # a vendor stream at shutdown: its clients retry (1001 ends massive's)
 CLOSE_TRY_AGAIN = 1013
 
 

@@ -27,9 +27,9 @@ from marketdata.domain.replay import (
     planned,
 )
 from marketdata.entrypoints.errors import (
-    CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
+    CLOSE_RESTART,
     CLOSE_TRY_AGAIN,
 )
 from marketdata.entrypoints.metrics import Metrics
@@ -238,7 +238,7 @@ class BarStream(abc.ABC):
                 }
             )
             if ended == "shutdown":
-                await farewell(self.socket, CLOSE_GOING_AWAY)
+                await farewell(self.socket, CLOSE_RESTART)
             elif ended == "cut":
                 await farewell(self.socket, CLOSE_POLICY, self.send(self.slow(self.bars.reason)))
         except* (WebSocketDisconnect, OSError, RuntimeError):
