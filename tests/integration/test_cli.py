@@ -35,8 +35,9 @@ def test_check_fails_when_the_database_is_unreachable(tmp_path: Path, unused_por
 def test_migrate_then_check(tmp_path: Path, database_factory: Callable[[], str]) -> None:
     url = database_factory()
     before = run(["check"], {"DATABASE_URL": url}, tmp_path)
-    assert before.returncode == 0
-    assert "pending migrations" in before.stdout
+    assert before.returncode == 1  # nothing compared: not "all is well"
+    assert "pending migrations" in before.stderr
+    assert "`marketdata migrate`" in before.stderr
     assert run(["migrate"], {"DATABASE_URL": url}, tmp_path).returncode == 0
     with psycopg.connect(url) as conn:
         count = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
@@ -77,6 +78,28 @@ def test_migrate_builds_rollups_plain_sql_keeps_them_and_mend_mends_skipped_writ
     assert "kept: none" in off.stdout
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM candle_rollups").fetchone() == (0,)
+
+
+def test_check_names_a_trigger_gone_or_disabled_with_what_puts_it_back(
+    tmp_path: Path, database_factory: Callable[[], str]
+) -> None:
+    # Before any write skips them (then check finds the drift), not after.
+    url = database_factory()
+    env = {"DATABASE_URL": url}
+    assert run(["migrate"], env, tmp_path).returncode == 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER candles_deleted ON candles")
+        conn.execute("ALTER TABLE candles DISABLE TRIGGER candles_inserted")
+        conn.execute("ALTER TABLE candles ENABLE REPLICA TRIGGER candles_updated")
+    found = run(["check"], env, tmp_path)
+    assert found.returncode == 1
+    told = [line for line in found.stderr.splitlines() if "trigger" in line]
+    assert len(told) == 3, found.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        for line in told:
+            conn.execute(line.split(": ", 2)[2])  # the statement each line ends with
+    again = run(["check"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
 
 
 def test_settings_come_from_a_dotenv_in_the_working_directory(

@@ -61,6 +61,45 @@ async def drift(config: DatabaseConfig) -> list[Drift]:
         return [Drift(*row) for row in await cursor.fetchall()]
 
 
+# The triggers that keep what a write implies (migrations/0006_any_writer.sql), each as made.
+TRIGGERS = {
+    "candles_inserted": "CREATE TRIGGER candles_inserted AFTER INSERT ON candles"
+    " REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
+    "candles_updated": "CREATE TRIGGER candles_updated AFTER UPDATE ON candles"
+    " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
+    "candles_deleted": "CREATE TRIGGER candles_deleted AFTER DELETE ON candles"
+    " REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
+    "candles_truncated": "CREATE TRIGGER candles_truncated AFTER TRUNCATE ON candles"
+    " FOR EACH STATEMENT EXECUTE FUNCTION candles_truncated()",
+}
+
+
+async def triggers_out(config: DatabaseConfig) -> list[str]:
+    """Each trigger of TRIGGERS that is gone, disabled or set to fire for replication only
+    (so that writes skip it from now on), with the statement that puts it back."""
+    async with (
+        await connect(config, "marketdata-check") as conn,
+        translated_errors(location_of(config.url), config),
+    ):
+        cursor = await conn.execute(
+            "SELECT tgname, tgenabled FROM pg_trigger"
+            " WHERE tgrelid = 'candles'::regclass AND NOT tgisinternal"
+        )
+        enabled = {name: state for name, state in await cursor.fetchall()}
+    out = []
+    for name, create in TRIGGERS.items():
+        state = enabled.get(name)
+        if state is None:
+            out.append(f"trigger {name} of candles is gone: {create};")
+        elif state not in ("O", "A"):  # D: disabled; R: fires for replication only
+            how = "disabled" if state == "D" else "set to fire for replication only"
+            out.append(
+                f"trigger {name} of candles is {how}: ALTER TABLE candles ENABLE TRIGGER {name};"
+            )
+    return out
+
+
 async def mend(config: DatabaseConfig, tickers: list[str] | None) -> tuple[list[str], list[Drift]]:
     """Make everything these tickers' candles imply again from the table, in one transaction:
     their catalog rows (each with a new version: every ETag and answer kept of them changes),
