@@ -15,6 +15,7 @@ from typing import Any
 
 import ccxt
 import ccxt.pro
+import psycopg
 import pytest
 from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.live import StockDataStream
@@ -42,8 +43,9 @@ def ms(at: datetime) -> int:
 
 
 class Server:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, url: str) -> None:
         self.port = port
+        self.url = url  # the database's
         self.base = f"http://127.0.0.1:{port}"
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -87,7 +89,7 @@ def server(database_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     port = free_port()
     cwd: Path = tmp_path_factory.mktemp("travel")
     with served(cwd, url, port, LOG_LEVEL="WARNING"):
-        yield Server(port)
+        yield Server(port, url)
 
 
 def binance(server: Server, sid: str) -> tuple[str, str]:
@@ -289,3 +291,43 @@ def test_shift_shows_the_past_as_today(server: Server) -> None:
     assert now - 3 * MINUTE < rows[-1][0] <= now  # the latest minute looks like today's
     unshifted = server.candles("BTCUSDT", 1, start - timedelta(minutes=10), start)
     assert [row[1:] for row in rows] == [row[1:] for row in unshifted[-6:-1]]  # the past's
+
+
+def test_what_is_written_ahead_of_the_present_streams_as_it_stands(server: Server) -> None:
+    """A program writes ahead of a session's present (a minute that was missing, and a
+    correction): the session's stream sends each as the table holds it when due, as REST
+    says; each final kline's `E` is the session's present (controls made during the
+    connection followed), never before the bar's close."""
+    minutes = series("TTW", 30, tf_min=1, start=OPEN)
+    insert(server.url, [m for i, m in enumerate(minutes) if i != 5])
+    sid = server.session(start=(OPEN + timedelta(minutes=3)).isoformat(), speed=600)["id"]
+    server.call("POST", f"/sessions/{sid}/pause")
+    _, ws = binance(server, sid)
+
+    async def run() -> dict[int, dict[str, Any]]:
+        finals: dict[int, dict[str, Any]] = {}
+        async with connect(f"{ws}/ttw@kline_1m") as socket:
+            await asyncio.sleep(0.5)  # subscribed: its bars ahead are read
+            with psycopg.connect(server.url, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+                    " VALUES ('TTW', 1, %s, 1, 2, 0.5, 1.5, 7)",
+                    (minutes[5].ts,),
+                )
+                conn.execute(
+                    "UPDATE candles SET high = high + 50 WHERE ticker = 'TTW' AND ts = %s",
+                    (minutes[7].ts,),
+                )
+            await asyncio.sleep(0.5)  # heard
+            server.call("POST", f"/sessions/{sid}/resume")
+            while 9 not in finals:
+                event = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                kline = event["k"]
+                assert event["E"] >= kline["T"]
+                finals[(kline["t"] - ms(OPEN)) // MINUTE] = kline
+        return finals
+
+    finals = asyncio.run(run())
+    assert (finals[5]["o"], finals[5]["v"]) == ("1.0", "7.0")
+    assert float(finals[7]["h"]) == minutes[7].high + 50
+    assert sorted(finals) == list(range(3, 10))

@@ -5,6 +5,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from marketdata.domain.candles import Candle
@@ -48,11 +49,27 @@ class FakeSessions:
         return lambda: self.watchers.discard(wake)
 
 
+class FakeWrites:
+    """The Writes port: `wrote(ticker)` wakes who watches it."""
+
+    def __init__(self) -> None:
+        self.watchers: dict[str, set[Callable[[], None]]] = {}
+
+    def watch(self, ticker: str, wake: Callable[[], None]) -> Callable[[], None]:
+        self.watchers.setdefault(ticker, set()).add(wake)
+        return lambda: self.watchers[ticker].discard(wake)
+
+    def wrote(self, ticker: str) -> None:
+        for wake in list(self.watchers.get(ticker, ())):
+            wake()
+
+
 def travel(
     start: datetime,
     speed: float,
     since: datetime | None = None,
     source: InMemoryReplaySource | None = None,
+    writes: FakeWrites | None = None,
 ) -> tuple[TravelReplay, FakeSessions, RecordingSink]:
     clock = FakeClock(0.0)
     session = TravelSession(
@@ -69,6 +86,7 @@ def travel(
         "s",
         wall=lambda: WALL + timedelta(seconds=clock.now()),
         since=since,
+        writes=writes,
     )
     return replay, sessions, sink
 
@@ -193,10 +211,53 @@ class DownSource(InMemoryReplaySource):
 async def test_a_stream_that_cannot_read_ends_as_the_database_s_failure_not_the_client_s() -> None:
     """The client's socket closes 1011 (the store), not 1008 (too slow), as live reads do."""
     session = TravelSession(id="s", start=OPEN, clock=SessionClock(OPEN, WALL, 60.0), created=WALL)
-    feed = TravelFeed(DownSource(MINUTES), FakeClock(0.0), FakeSessions(session), "s")  # type: ignore[arg-type]
+    feed = TravelFeed(DownSource(MINUTES), FakeClock(0.0), FakeSessions(session), session)  # type: ignore[arg-type]
     cut = asyncio.Event()
     subscription = feed.subscribe([Stream("X", 1)], Wake(), cut)
     await asyncio.wait_for(cut.wait(), 5)
     with pytest.raises(StoreUnavailable):
         subscription.take(10)
+    subscription.close()
+
+
+async def test_what_is_written_ahead_of_the_present_comes_as_it_stands_when_due() -> None:
+    """A bar inserted, and one corrected, after the stream read them ahead (its page) and
+    before their close: each comes when due as the table then holds it, as REST says."""
+    gap = MINUTES[5]
+    source = InMemoryReplaySource([c for c in MINUTES if c is not gap])
+    writes = FakeWrites()
+    replay, _, sink = travel(OPEN, speed=60.0, source=source, writes=writes)
+    corrected = msgspec.structs.replace(MINUTES[7], high=MINUTES[7].high + 50)
+
+    async def write_ahead(seq: int, _: object) -> None:
+        if seq == 2:  # the present is 10:03; 10:05 and 10:07 are ahead
+            source.stored = sorted(
+                [c for c in source.stored if c.ts != corrected.ts] + [gap, corrected],
+                key=lambda c: (c.ts, c.ticker),
+            )
+            writes.wrote("X")
+        if seq == 9:
+            await replay.apply(Stop())
+
+    sink.on_candle = write_ahead
+    await asyncio.wait_for(replay.run(), 5)
+    assert [c for _, _, c in sink.received] == [*MINUTES[:7], corrected, *MINUTES[8:10]]
+    assert not any(writes.watchers.values())  # nothing left behind
+
+
+async def test_a_feed_s_present_follows_the_controls_its_streams_read() -> None:
+    """A vendor's stream stamps events with the feed's present (Binance's `E`): after a
+    seek or a change of speed made during the connection, the session's new present."""
+    session = TravelSession(id="s", start=OPEN, clock=SessionClock(OPEN, WALL, 60.0), created=WALL)
+    sessions = FakeSessions(session)
+    wall = WALL
+    feed = TravelFeed(
+        InMemoryReplaySource(MINUTES), FakeClock(0.0), sessions, session, wall=lambda: wall
+    )  # type: ignore[arg-type]
+    subscription = feed.subscribe([Stream("X", 1)], Wake(), asyncio.Event())
+    await asyncio.sleep(0.01)
+    assert feed.seen() == OPEN
+    sessions.change(session.clock.seek(WALL, OPEN + timedelta(minutes=40)))
+    await asyncio.sleep(0.01)
+    assert feed.seen() == OPEN + timedelta(minutes=40)
     subscription.close()

@@ -22,7 +22,7 @@ from marketdata.domain.errors import DomainError, StoreUnavailable, TooSlow
 from marketdata.domain.ports import CandleRepository, Coverage, Plan, Sessions
 from marketdata.domain.queries import CandlePage, CandleQueries, CandleQuery, QueryLimits
 from marketdata.domain.replay.pacing import Wake
-from marketdata.domain.replay.ports import Clock, ReplaySource, ReplayStatus
+from marketdata.domain.replay.ports import Clock, ReplaySource, ReplayStatus, Writes
 from marketdata.domain.replay.selection import ReplaySelection, Stream
 from marketdata.domain.replay.travel import TravelReplay
 from marketdata.domain.sessions import TravelSession, wall_now
@@ -104,23 +104,35 @@ async def _shifted_all(
 class TravelFeed:
     """The LiveFeed of a session: each subscription's streams played by a TravelReplay each
     (the replay's bars: forming ones at each source candle), each bar arriving when the
-    session's present reaches its close, shifted as the session says. Whatever follows a
-    LiveFeed (a live-only replay, a vendor's stream) follows the session."""
+    session's present reaches its close, as it stands then (`writes`: what is written ahead
+    of the present is read again), shifted as the session says. Whatever follows a LiveFeed
+    (a live-only replay, a vendor's stream) follows the session; `seen()` is its present as
+    the client sees it, by the session as its streams last read it (a control made since
+    the connection began included)."""
 
     def __init__(
         self,
         source: ReplaySource,
         clock: Clock,
         sessions: Sessions,
-        session_id: str,
+        session: TravelSession,
         *,
+        writes: Writes | None = None,
         wall: Callable[[], datetime] = wall_now,
     ) -> None:
         self._source = source
         self._clock = clock
         self._sessions = sessions
-        self._id = session_id
+        self.session = session
+        self._writes = writes
         self._wall = wall
+
+    def _follow(self, session: TravelSession) -> None:
+        self.session = session
+
+    def seen(self) -> datetime:
+        wall = self._wall()
+        return self.session.present(wall) + self.session.offset(wall)
 
     def subscribe(
         self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event
@@ -138,9 +150,11 @@ class TravelFeed:
                 sink,
                 selection,
                 self._sessions,
-                self._id,
+                self.session.id,
                 wall=self._wall,
                 since=since,
+                writes=self._writes,
+                follow=self._follow,
             )
             subscription.start(sink.replay)
         return subscription

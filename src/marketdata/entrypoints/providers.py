@@ -6,6 +6,7 @@ from dishka import Provider, Scope, alias, from_context, provide
 
 from marketdata.adapters.clock import SystemClock
 from marketdata.adapters.columnar import ArrowBodies
+from marketdata.adapters.postgres.channel import CandleWatch
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.live import PostgresLiveFeed
 from marketdata.adapters.postgres.migrations import PostgresHealth
@@ -27,7 +28,7 @@ from marketdata.domain.ports import (
     StoreHealth,
 )
 from marketdata.domain.queries import CandleQueries, QueryLimits
-from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
+from marketdata.domain.replay import Clock, LiveFeed, ReplaySource, Writes
 from marketdata.entrypoints.http.caching import Answers
 from marketdata.entrypoints.metrics import Metrics
 from marketdata.entrypoints.settings import Settings
@@ -79,6 +80,8 @@ class PostgresProvider(Provider):
 
     known = provide(KnownSeries)  # the catalog as this process knows it (live listener)
     session_watch = provide(SessionWatch)  # who follows which session (live listener)
+    candle_watch = provide(CandleWatch)  # who follows which ticker's writes (live listener)
+    writes = alias(source=CandleWatch, provides=Writes)
     sessions = provide(PostgresSessions, provides=Sessions)
     health = provide(PostgresHealth, provides=StoreHealth)
 
@@ -126,9 +129,10 @@ class PostgresProvider(Provider):
         known: KnownSeries,
         settings: Settings,
         sessions: SessionWatch,
+        written: CandleWatch,
     ) -> AsyncIterator[LiveFeed]:
         limits = LiveLimits(settings.live_max_bytes, settings.live_stall_seconds)
-        feed = PostgresLiveFeed(config, database, known, limits, sessions)
+        feed = PostgresLiveFeed(config, database, known, limits, sessions, written)
         await feed.start()
         metrics.watch_live(lambda: feed.subscribers, lambda: feed.delivered)
         yield feed

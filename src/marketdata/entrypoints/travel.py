@@ -8,7 +8,6 @@ TravelQueries (reads as of its present, shifted as it says), TravelFeed (its bar
 present passes them) and its present as the client sees it. The handlers do not change: a
 protocol is translated once and served both ways."""
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from dishka import AsyncContainer
@@ -19,7 +18,7 @@ from litestar.types import ControllerRouterHandler, Scope
 
 from marketdata.domain.ports import CandleRepository, Sessions
 from marketdata.domain.queries import CandleQueries, QueryLimits
-from marketdata.domain.replay import Clock, LiveFeed, ReplaySource
+from marketdata.domain.replay import Clock, LiveFeed, ReplaySource, Writes
 from marketdata.domain.sessions import TravelSession, wall_now
 from marketdata.domain.travel import TravelFeed, TravelQueries
 from marketdata.entrypoints.metrics import Metrics
@@ -46,16 +45,15 @@ async def _session(
     return await sessions.get(session_id)
 
 
-async def _present(travel: NamedDependency[TravelSession | None], scope: Scope) -> Present:
-    if travel is None:
+async def _present(
+    travel: NamedDependency[TravelSession | None], live: NamedDependency[LiveFeed], scope: Scope
+) -> Present:
+    """The now a call answers as of: under a session, its present as the client sees it
+    (shifted: the wall clock itself), by the session as the call's streams last read it."""
+    if travel is None or not isinstance(live, TravelFeed):
         present: Present = await _container(scope).get(Present)
         return present
-
-    def seen() -> datetime:  # as the client sees it: shifted, the wall clock itself
-        wall = wall_now()
-        return travel.present(wall) + travel.offset(wall)
-
-    return seen
+    return live.seen
 
 
 async def _queries(travel: NamedDependency[TravelSession | None], scope: Scope) -> CandleQueries:
@@ -76,7 +74,8 @@ async def _live(travel: NamedDependency[TravelSession | None], scope: Scope) -> 
         await container.get(ReplaySource),
         await container.get(Clock),
         await container.get(Sessions),
-        travel.id,
+        travel,
+        writes=await container.get(Writes),
     )
 
 

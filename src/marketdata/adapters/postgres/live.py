@@ -28,7 +28,7 @@ import structlog
 from marketdata.adapters.postgres import changes
 from marketdata.adapters.postgres.bars import bars_params, bars_sql, shape_of
 from marketdata.adapters.postgres.changes import Change, Heard, Snapshot
-from marketdata.adapters.postgres.channel import CHANNEL, FLUSH
+from marketdata.adapters.postgres.channel import CHANNEL, FLUSH, CandleWatch
 from marketdata.adapters.postgres.forming import forming_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.live_events import (
@@ -73,9 +73,11 @@ class PostgresLiveFeed:
         known: KnownSeries | None = None,
         limits: LiveLimits | None = None,
         sessions: SessionWatch | None = None,
+        written: CandleWatch | None = None,
     ) -> None:
         self.known = known or KnownSeries()
         self.sessions = sessions or SessionWatch()
+        self.written = written or CandleWatch()
         self.limits = limits or LiveLimits()
         self._config = config
         self._db = database
@@ -107,6 +109,8 @@ class PostgresLiveFeed:
             changed = [await self._heard.get()]
             while not self._heard.empty():  # all that waits, in one read
                 changed.append(self._heard.get_nowait())
+            for heard in changed:  # who reads these tickers ahead reads again
+                self.written.committed(heard.tickers)
             for pause in (0.2, 0.4, 0.8, 1.6, 3.2, None):  # the pool may be coming back
                 try:
                     await self._deliver(changed)
@@ -177,6 +181,7 @@ class PostgresLiveFeed:
             self.known.reset(enabled=True)
             self.known.pending = lambda: _readable(conn)
             self.sessions.reset()
+            self.written.reset()
             self.connected.set()
             log.info("live listener listening")
             marker: str | None = None

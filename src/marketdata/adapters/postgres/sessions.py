@@ -7,7 +7,7 @@ session here (a stream paced by its clock)."""
 from collections.abc import Callable
 from typing import Any
 
-from marketdata.adapters.postgres.channel import CHANNEL
+from marketdata.adapters.postgres.channel import CHANNEL, Watch
 from marketdata.adapters.postgres.pool import Database
 from marketdata.domain.errors import NotFound
 from marketdata.domain.sessions import SessionClock, TravelSession
@@ -31,35 +31,8 @@ def _session(row: tuple[Any, ...]) -> TravelSession:
     )
 
 
-class SessionWatch:
-    """Who follows each session in this process (a stream paced by its clock), woken by the
-    live listener on every change announced, and all at once when changes may have gone
-    unheard (the listener reconnected)."""
-
-    def __init__(self) -> None:
-        self._watchers: dict[str, set[Callable[[], None]]] = {}
-
-    def changed(self, sid: str) -> None:
-        for wake in list(self._watchers.get(sid, ())):
-            wake()
-
-    def reset(self) -> None:
-        for watchers in list(self._watchers.values()):
-            for wake in list(watchers):
-                wake()
-
-    def watch(self, sid: str, wake: Callable[[], None]) -> Callable[[], None]:
-        """Call `wake` on every change of the session; returns the way to stop."""
-        self._watchers.setdefault(sid, set()).add(wake)
-
-        def stop() -> None:
-            watchers = self._watchers.get(sid)
-            if watchers is not None:
-                watchers.discard(wake)
-                if not watchers:
-                    del self._watchers[sid]
-
-        return stop
+class SessionWatch(Watch):
+    """Who follows each session in this process (a stream paced by its clock), by id."""
 
 
 class PostgresSessions:

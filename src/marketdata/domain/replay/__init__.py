@@ -23,6 +23,7 @@ from marketdata.domain.replay.ports import (
     ReplaySource,
     ReplayStatus,
     Subscription,
+    Writes,
 )
 from marketdata.domain.replay.selection import (
     MAX_TICKERS,
@@ -58,6 +59,7 @@ __all__ = [
     "Stream",
     "Subscription",
     "Wake",
+    "Writes",
     "key_of",
     "pages",
     "planned",

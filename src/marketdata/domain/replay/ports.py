@@ -2,7 +2,7 @@
 sends."""
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -69,6 +69,13 @@ class LiveFeed(Protocol):
     def subscribe(self, streams: Sequence[Stream], wake: Wake, cut: asyncio.Event) -> Subscription:
         """Start receiving; `wake` is set whenever something arrives, `cut` when the client
         is cut for reading too slowly (whatever it is doing then)."""
+        ...
+
+
+class Writes(Protocol):
+    def watch(self, ticker: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` once a transaction that wrote the ticker's candles has committed
+        (and whenever such may have gone unheard); returns the way to stop."""
         ...
 
 

@@ -8,7 +8,8 @@ the present: what a client reads over REST under the session up to the present, 
 stream from there on, meet without a gap or a duplicate. Nothing waits in a task per
 session: a stream sleeps until its next bar is due on the session's clock, or until the
 session changes (then it reads the session again; after a seek it goes on from the new
-present)."""
+present), or until candles of its tickers are written (then it reads again from the last bar
+it sent: a bar written or corrected ahead of the present comes as it stands when due)."""
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,7 +17,13 @@ from datetime import datetime, timedelta
 from marketdata.domain.ports import Sessions
 from marketdata.domain.replay.commands import Command, Stop
 from marketdata.domain.replay.pacing import Wake
-from marketdata.domain.replay.ports import Clock, ReplaySink, ReplaySource, ReplayStatus
+from marketdata.domain.replay.ports import (
+    Clock,
+    ReplaySink,
+    ReplaySource,
+    ReplayStatus,
+    Writes,
+)
 from marketdata.domain.replay.selection import ReplayKey, ReplaySelection, key_of, planned
 from marketdata.domain.replay.session import Outcome
 from marketdata.domain.sessions import TravelSession, wall_now
@@ -47,6 +54,8 @@ class TravelReplay:
         page_size: int = 100,
         wall: Callable[[], datetime] = wall_now,
         since: datetime | None = None,
+        writes: Writes | None = None,
+        follow: Callable[[TravelSession], None] | None = None,
     ) -> None:
         self._source = source
         self._clock = clock
@@ -60,8 +69,11 @@ class TravelReplay:
         # not of when it has read the session and the catalog (a bar closing in between
         # would be sent to nobody)
         self._since = since
+        self._writes = writes
+        self._follow = follow  # told each time the session is read
         self._wake = Wake()
         self._changed = True  # read the session before anything
+        self._written = False  # candles of the tickers written since the page was read
         self._stopped = False
         self.session: TravelSession | None = None
         self._seq = 0
@@ -69,6 +81,8 @@ class TravelReplay:
     async def prepare(self) -> int:
         self._changed = False  # a change heard from here on is read again
         self.session = await self._sessions.get(self._id)
+        if self._follow is not None:
+            self._follow(self.session)
         held = await self._source.holdings(self.selection.tickers)
         self.selection, _ = planned(self.selection, held)
         return 0
@@ -77,10 +91,16 @@ class TravelReplay:
         self._changed = True
         self._wake.set()
 
+    def _wrote(self) -> None:
+        self._written = True
+        self._wake.set()
+
     async def run(self) -> Outcome:
         # listening before the session is read: a control made while the stream starts
         # (reading the session, then the catalog) is heard, and read again
-        unwatch = self._sessions.watch(self._id, self._heard)
+        unwatch = [self._sessions.watch(self._id, self._heard)]
+        if self._writes is not None:
+            unwatch += [self._writes.watch(t, self._wrote) for t in self.selection.tickers]
         try:
             if self.session is None:
                 await self.prepare()
@@ -91,10 +111,11 @@ class TravelReplay:
             while not self._stopped:
                 if self._changed:
                     after = await self._reload(after)
+                self._written = False  # a write from here on: read again
                 bars = await self._source.page(self.selection, after, self._page_size)
-                if not bars:  # nothing after it: until the session changes
+                if not bars:  # nothing after it: until the session changes or a write
                     self._wake.clear()
-                    if not (self._changed or self._stopped):
+                    if not (self._changed or self._stopped or self._written):
                         await self._wake.wait()
                     continue
                 for bar in bars:
@@ -106,7 +127,8 @@ class TravelReplay:
                     after = key
             return Outcome.STOPPED
         finally:
-            unwatch()
+            for stop in unwatch:
+                stop()
 
     async def apply(self, command: Command) -> None:
         if isinstance(command, Stop):
@@ -123,11 +145,12 @@ class TravelReplay:
         )
 
     async def _until(self, close: datetime) -> bool:
-        """Wait until the present reaches `close`: True then; False when stopped or the
-        session changed (the caller goes on from where the new clock says)."""
+        """Wait until the present reaches `close`: True then; False when stopped, the
+        session changed (the caller goes on from where the new clock says) or the tickers'
+        candles were written (it reads them again)."""
         while True:
             self._wake.clear()
-            if self._stopped or self._changed:
+            if self._stopped or self._changed or self._written:
                 return False
             assert self.session is not None
             wall = self._wall()
@@ -148,6 +171,8 @@ class TravelReplay:
         assert old is not None
         self._changed = False
         new = self.session = await self._sessions.get(self._id)
+        if self._follow is not None:
+            self._follow(new)
         continuous = old.clock.present(new.clock.anchor_wall) - new.clock.anchor_market
         if abs(continuous) > timedelta(milliseconds=1):
             return after_present(new.present(self._wall()))
