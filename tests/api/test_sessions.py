@@ -2,10 +2,15 @@
 every instance (the clock is data in the database, changes announced to all)."""
 
 import time
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.support import AppFactory, Client
+import pytest
+from litestar.exceptions import WebSocketDisconnect
+
+from tests.factories import series
+from tests.support import AppFactory, Client, insert
 
 START = "2024-03-01T14:30:00Z"
 
@@ -91,3 +96,48 @@ def test_every_instance_sees_the_same_session_and_its_changes(app_factory: AppFa
             assert present(two, sid) == datetime.fromisoformat("2020-01-01T00:00:00Z")
             one.post(f"/sessions/{sid}/resume")
             assert present(two, sid) > datetime.fromisoformat("2020-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("path", "hello", "follow", "said"),
+    [
+        (
+            "polygon/stocks",
+            {"action": "auth", "params": "key"},
+            {"action": "subscribe", "params": "AM.AAPL"},
+            lambda m: (m["status"], m["message"]),
+        ),
+        (
+            "alpaca/v2/iex",
+            {"action": "auth", "key": "k", "secret": "s"},
+            {"action": "subscribe", "bars": ["AAPL"]},
+            lambda m: (m["T"], m["msg"]),
+        ),
+    ],
+)
+def test_a_session_ended_ends_its_streams_saying_so(
+    client: Client,
+    db_url: str,
+    path: str,
+    hello: dict[str, Any],
+    follow: dict[str, Any],
+    said: Callable[[dict[str, Any]], tuple[str, str]],
+) -> None:
+    # Not as a slow client (Alpaca's 407, Polygon's "slow consumer"), and with 1000: the
+    # stream is over (massive stops on it; on 1008 it reconnected for ever, refused).
+    insert(db_url, series("AAPL", 5, tf_min=1, start=datetime(2024, 3, 1, 14, 30, tzinfo=UTC)))
+    sid = made(client, speed=1)["id"]
+    with client.websocket_connect(f"/sessions/{sid}/{path}") as ws:
+        ws.receive_json()  # connected
+        ws.send_json(hello)
+        ws.receive_json()  # authenticated
+        ws.send_json(follow)
+        ws.receive_json()  # subscribed
+        assert client.delete(f"/sessions/{sid}").status_code in (200, 204)
+        last: list[dict[str, Any]] = ws.receive_json(timeout=10)
+        kind, message = said(last[0])
+        assert kind == "error"
+        assert message.startswith("the session ended: no session")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json(timeout=10)
+    assert closed.value.code == 1000

@@ -170,7 +170,9 @@ class TravelSubscription:
         self._waiting: deque[LiveEvent] = deque()
         self._tasks: set[asyncio.Task[object]] = set()
         self.reason: str | None = None
-        self._failure: StoreUnavailable | None = None  # raised as is: not the client's doing
+        # raised as they are: the store failing is not the client's doing, nor a session
+        # that ended (NotFound) its reading too slowly
+        self._failure: DomainError | None = None
 
     def start(self, replay: TravelReplay) -> None:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(self._play(replay))
@@ -184,6 +186,7 @@ class TravelSubscription:
             self._failure = error
             self._end(error.message)
         except DomainError as error:  # the session ended (NotFound)
+            self._failure = error
             self._end(f"the session's stream ended: {error.message}")
         return None
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from litestar import WebSocket
@@ -15,7 +15,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from marketdata.domain.bar_options import PLAIN, BarOptions
 from marketdata.domain.candles import LiveEvent
-from marketdata.domain.errors import InvalidParameter, TooSlow
+from marketdata.domain.errors import InvalidParameter, NotFound, TooSlow
 from marketdata.domain.replay import (
     MAX_TICKERS,
     LiveFeed,
@@ -28,6 +28,7 @@ from marketdata.domain.replay import (
 )
 from marketdata.entrypoints.errors import (
     CLOSE_INTERNAL,
+    CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_RESTART,
     CLOSE_TRY_AGAIN,
@@ -210,6 +211,10 @@ class BarStream(abc.ABC):
     def failed(self) -> list[Any]:
         """The last word when the server fails."""
 
+    @abc.abstractmethod
+    def ended(self, reason: str) -> list[Any]:
+        """The last word when what the stream followed ended (a time-travel session)."""
+
     def refusal(self) -> list[Any] | None:
         """The last word to a connection refused as asked for (an unknown feed), or None."""
         return None
@@ -245,6 +250,9 @@ class BarStream(abc.ABC):
             pass  # the client went away while we were sending
         except* TooSlow:
             await farewell(self.socket, CLOSE_POLICY, self.send(self.slow(self.bars.reason)))
+        except* NotFound as gone:  # what it followed ended (a time-travel session): 1000
+            reason = cast(NotFound, gone.exceptions[0]).message
+            await farewell(self.socket, CLOSE_NORMAL, self.send(self.ended(reason)))
         except* Exception:
             log.exception("stream failed", vendor=self.vendor)
             await farewell(self.socket, CLOSE_INTERNAL, self.send(self.failed()))

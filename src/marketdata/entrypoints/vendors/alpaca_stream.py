@@ -180,6 +180,9 @@ class Connection(BarStream):
     def failed(self) -> list[Any]:
         return self.error(500, "internal error")
 
+    def ended(self, reason: str) -> list[Any]:
+        return self.error(410, f"the session ended: {reason}")  # Alpaca has no code of its own
+
     async def greet(self) -> None:
         await super().greet()
         if self.socket.headers.get("apca-api-key-id"):  # keys in the handshake: authenticated

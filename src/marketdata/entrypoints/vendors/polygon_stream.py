@@ -113,6 +113,9 @@ class Connection(BarStream):
     def failed(self) -> list[Any]:
         return [Status("error", "internal error")]
 
+    def ended(self, reason: str) -> list[Any]:
+        return [Status("error", f"the session ended: {reason}")]
+
     async def handle(self, data: str | bytes) -> None:
         try:
             action = _decode(data)
