@@ -237,10 +237,11 @@ def primary_and_replica(database: str = "postgres") -> Iterator[Replication]:
             "--no-sync",
         )
         with (primary.pgdata / "postgresql.conf").open("a") as conf:
-            # streaming replication (wal_level=replica is the default; said for the reader);
+            # streaming replication, and logical replication into the primary's own
+            # databases (a subscription's writes: tests/integration/test_subscription.py);
             # fsync off: the tests' data need not survive a crash of the machine
             conf.write(
-                "\nwal_level = replica\nmax_wal_senders = 4\nmax_replication_slots = 4\n"
+                "\nwal_level = logical\nmax_wal_senders = 6\nmax_replication_slots = 6\n"
                 "fsync = off\nshared_buffers = 32MB\n"
             )
         with (primary.pgdata / "pg_hba.conf").open("a") as hba:

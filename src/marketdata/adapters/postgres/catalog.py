@@ -61,23 +61,50 @@ async def drift(config: DatabaseConfig) -> list[Drift]:
         return [Drift(*row) for row in await cursor.fetchall()]
 
 
-# The triggers that keep what a write implies (migrations/0006_any_writer.sql), each as made.
+# The triggers that keep what a write implies (migrations 0006, 0011), each as made: how,
+# and the states it may be in ("O" fires for ordinary writers, "A" for every one, "R" in
+# replication's apply worker only, "D" never).
 TRIGGERS = {
-    "candles_inserted": "CREATE TRIGGER candles_inserted AFTER INSERT ON candles"
-    " REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
-    "candles_updated": "CREATE TRIGGER candles_updated AFTER UPDATE ON candles"
-    " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
-    " FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
-    "candles_deleted": "CREATE TRIGGER candles_deleted AFTER DELETE ON candles"
-    " REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
-    "candles_truncated": "CREATE TRIGGER candles_truncated AFTER TRUNCATE ON candles"
-    " FOR EACH STATEMENT EXECUTE FUNCTION candles_truncated()",
+    "candles_inserted": (
+        "CREATE TRIGGER candles_inserted AFTER INSERT ON candles REFERENCING NEW TABLE AS"
+        " new_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
+        "OA",
+    ),
+    "candles_updated": (
+        "CREATE TRIGGER candles_updated AFTER UPDATE ON candles REFERENCING OLD TABLE AS"
+        " old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
+        "OA",
+    ),
+    "candles_deleted": (
+        "CREATE TRIGGER candles_deleted AFTER DELETE ON candles REFERENCING OLD TABLE AS"
+        " old_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
+        "OA",
+    ),
+    "candles_truncated": (
+        "CREATE TRIGGER candles_truncated AFTER TRUNCATE ON candles FOR EACH STATEMENT"
+        " EXECUTE FUNCTION candles_truncated(); ALTER TABLE candles ENABLE ALWAYS TRIGGER"
+        " candles_truncated",
+        "AO",
+    ),
+    "candles_replicated": (
+        "CREATE TRIGGER candles_replicated AFTER INSERT OR UPDATE OR DELETE ON candles FOR"
+        " EACH ROW EXECUTE FUNCTION candles_replicated(); ALTER TABLE candles ENABLE REPLICA"
+        " TRIGGER candles_replicated",
+        "RA",
+    ),
+    "candles_replicated_commit": (
+        "CREATE CONSTRAINT TRIGGER candles_replicated_commit AFTER INSERT OR UPDATE OR DELETE"
+        " ON candles DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION"
+        " candles_replicated_commit(); ALTER TABLE candles ENABLE REPLICA TRIGGER"
+        " candles_replicated_commit",
+        "RA",
+    ),
 }
 
 
 async def triggers_out(config: DatabaseConfig) -> list[str]:
-    """Each trigger of TRIGGERS that is gone, disabled or set to fire for replication only
-    (so that writes skip it from now on), with the statement that puts it back."""
+    """Each trigger of TRIGGERS that is gone or in a state in which writes skip it from now
+    on, with the statements that put it back."""
     async with (
         await connect(config, "marketdata-check") as conn,
         translated_errors(location_of(config.url), config),
@@ -88,14 +115,18 @@ async def triggers_out(config: DatabaseConfig) -> list[str]:
         )
         enabled = {name: state for name, state in await cursor.fetchall()}
     out = []
-    for name, create in TRIGGERS.items():
+    for name, (create, states) in TRIGGERS.items():
         state = enabled.get(name)
+        mode = {"O": "", "A": " ALWAYS", "R": " REPLICA"}[states[0]]
         if state is None:
             out.append(f"trigger {name} of candles is gone: {create};")
-        elif state not in ("O", "A"):  # D: disabled; R: fires for replication only
-            how = "disabled" if state == "D" else "set to fire for replication only"
+        elif state not in states:
+            how = {"D": "disabled", "R": "set to fire for replication only"}.get(
+                state, "set to fire for ordinary writers only"
+            )
             out.append(
-                f"trigger {name} of candles is {how}: ALTER TABLE candles ENABLE TRIGGER {name};"
+                f"trigger {name} of candles is {how}:"
+                f" ALTER TABLE candles ENABLE{mode} TRIGGER {name};"
             )
     return out
 

@@ -1,0 +1,263 @@
+-- Logical replication into `candles` (a SUBSCRIPTION from the user's feed database), kept
+-- as every other writer is. PostgreSQL's apply worker fires row triggers only, and only those
+-- enabled for replication (ENABLE REPLICA or ALWAYS): the statement triggers never see its
+-- changes. Two row triggers enabled for replication do, in the apply worker (and its initial
+-- copy's worker) only: each row changed is noted (`candle_pending`), and at the commit of the
+-- replicated transaction a deferred trigger applies them all at once, as a statement's changed
+-- rows are applied (`candle_changes_apply`, the UPDATE's path of `candles_changed` made a
+-- function of its own). A replicated TRUNCATE fires `candles_truncated`, now ENABLE ALWAYS.
+-- A session that sets session_replication_role = replica itself still skips the triggers
+-- (`marketdata check` finds what it wrote).
+
+-- What the changed rows of a statement imply (each row's key, the hash of its values before
+-- and after, NULL where it was not or is no more, and whether it needs this transaction's
+-- mark): the revision and mark of the rows another program changed, the catalog's counts,
+-- spans and checksums, the runs of candles removed, then `candle_apply`. For an UPDATE's
+-- rows (as 0006 did within `candles_changed`), and for a replicated transaction's (below).
+CREATE OR REPLACE FUNCTION candle_changes_apply(
+    k_ticker text[], k_tf integer[], k_ts timestamptz[], k_old bigint[], k_new bigint[],
+    k_fix boolean[]
+) RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    xid xid8 := pg_current_xact_id();
+    d record;  -- per series: t, tf, added, removed, lo, hi, x
+    r record;  -- runs removed: t, tf, lo, hi
+BEGIN
+    -- another program's update: its changed candles' revision and transaction
+    PERFORM set_config('marketdata.fixing', 'on', true);
+    UPDATE candles c SET
+        revision = c.revision + CASE WHEN f.old_hash IS NULL THEN 0 ELSE 1 END,
+        xact = xid
+    FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new, k_fix)
+        AS f(ticker, tf_min, ts, old_hash, new_hash, fix)
+    WHERE f.fix AND f.new_hash IS NOT NULL
+      AND c.ticker = f.ticker AND c.tf_min = f.tf_min AND c.ts = f.ts;
+    PERFORM set_config('marketdata.fixing', 'off', true);
+    SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf, array_agg(s.a) AS added,
+           array_agg(s.r) AS removed, array_agg(s.lo) AS lo, array_agg(s.hi) AS hi,
+           array_agg(s.x) AS x
+    INTO d
+    FROM (SELECT f.ticker, f.tf_min,
+                 count(*) FILTER (WHERE f.old_hash IS NULL) AS a,
+                 count(*) FILTER (WHERE f.new_hash IS NULL) AS r,
+                 min(f.ts) AS lo, max(f.ts) AS hi,
+                 bit_xor(coalesce(f.old_hash, 0) # coalesce(f.new_hash, 0)) AS x
+          FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new)
+              AS f(ticker, tf_min, ts, old_hash, new_hash)
+          GROUP BY f.ticker, f.tf_min) s;
+    SELECT array_agg(g.ticker) AS t, array_agg(g.tf_min) AS tf, array_agg(g.lo) AS lo,
+           array_agg(g.hi) AS hi
+    INTO r
+    FROM candle_removed_runs(
+        ARRAY(SELECT f.t FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
+              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
+        ARRAY(SELECT f.tf FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
+              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
+        ARRAY(SELECT f.ts FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
+              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts)) g;
+    IF d.t IS NULL THEN
+        RETURN;  -- no row
+    END IF;
+    PERFORM candle_apply(d.t, d.tf, d.added, d.removed, d.lo, d.hi, d.x, r.t, r.tf, r.lo, r.hi);
+END
+$$;
+
+-- `candles_changed` as in 0010, its UPDATE's rows applied by `candle_changes_apply`.
+CREATE OR REPLACE FUNCTION candles_changed() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    xid xid8 := pg_current_xact_id();
+    d record;  -- per series: t, tf, added, removed, lo, hi, x
+    r record;  -- runs removed: t, tf, lo, hi
+    u record;  -- an update's changed rows: t, tf, ts, old_hash, new_hash, fix
+BEGIN
+    IF current_setting('marketdata.fixing', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    SELECT NULL::text[] AS t, NULL::int[] AS tf, NULL::timestamptz[] AS lo,
+           NULL::timestamptz[] AS hi INTO r;
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf, array_agg(s.n) AS added,
+               array_agg(0::bigint) AS removed, array_agg(s.lo) AS lo, array_agg(s.hi) AS hi,
+               array_agg(s.x) AS x, sum(s.marked) AS marked
+        INTO d
+        FROM (SELECT n.ticker, n.tf_min, count(*) AS n, min(n.ts) AS lo, max(n.ts) AS hi,
+                     bit_xor(candle_hash(n.ticker, n.tf_min, n.ts, n.open, n.high, n.low,
+                                         n.close, n.volume, n.openint)) AS x,
+                     count(*) FILTER (WHERE n.xact <> xid) AS marked
+              FROM new_rows n GROUP BY n.ticker, n.tf_min) s;
+        IF d.marked > 0 THEN  -- rows with another transaction's mark: this one's
+            PERFORM set_config('marketdata.fixing', 'on', true);
+            UPDATE candles c SET xact = xid
+            FROM new_rows n
+            WHERE n.xact <> xid
+              AND c.ticker = n.ticker AND c.tf_min = n.tf_min AND c.ts = n.ts;
+            PERFORM set_config('marketdata.fixing', 'off', true);
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf,
+               array_agg(0::bigint) AS added, array_agg(s.n) AS removed,
+               array_agg(s.lo) AS lo, array_agg(s.hi) AS hi, array_agg(s.x) AS x
+        INTO d
+        FROM (SELECT o.ticker, o.tf_min, count(*) AS n, min(o.ts) AS lo, max(o.ts) AS hi,
+                     bit_xor(candle_hash(o.ticker, o.tf_min, o.ts, o.open, o.high, o.low,
+                                         o.close, o.volume, o.openint)) AS x
+              FROM old_rows o GROUP BY o.ticker, o.tf_min) s;
+        SELECT array_agg(o.ticker) AS t, array_agg(o.tf_min) AS tf, array_agg(o.ts) AS ts
+        INTO u FROM old_rows o;
+        SELECT array_agg(g.ticker) AS t, array_agg(g.tf_min) AS tf, array_agg(g.lo) AS lo,
+               array_agg(g.hi) AS hi
+        INTO r FROM candle_removed_runs(u.t, u.tf, u.ts) g;
+    ELSE
+        SELECT array_agg(coalesce(o.ticker, n.ticker)) AS t,
+               array_agg(coalesce(o.tf_min, n.tf_min)) AS tf,
+               array_agg(coalesce(o.ts, n.ts)) AS ts, array_agg(o.h) AS old_hash,
+               array_agg(n.h) AS new_hash, array_agg(n.xact IS DISTINCT FROM xid) AS fix
+        INTO u
+        FROM (SELECT o.ticker, o.tf_min, o.ts,
+                     candle_hash(o.ticker, o.tf_min, o.ts, o.open, o.high, o.low, o.close,
+                                 o.volume, o.openint) AS h FROM old_rows o) o
+        FULL JOIN (SELECT n.ticker, n.tf_min, n.ts, n.xact,
+                          candle_hash(n.ticker, n.tf_min, n.ts, n.open, n.high, n.low, n.close,
+                                      n.volume, n.openint) AS h FROM new_rows n) n
+            ON o.ticker = n.ticker AND o.tf_min = n.tf_min AND o.ts = n.ts
+        WHERE o.h IS DISTINCT FROM n.h;
+        IF u.t IS NULL THEN
+            RETURN NULL;  -- no value changed
+        END IF;
+        PERFORM candle_changes_apply(u.t, u.tf, u.ts, u.old_hash, u.new_hash, u.fix);
+        RETURN NULL;
+    END IF;
+    IF d.t IS NULL THEN
+        RETURN NULL;  -- no row
+    END IF;
+    PERFORM candle_apply(d.t, d.tf, d.added, d.removed, d.lo, d.hi, d.x, r.t, r.tf, r.lo, r.hi);
+    RETURN NULL;
+END
+$$;
+
+-- The rows a replicated transaction changed, until its commit applies them (then deleted, in
+-- the same transaction: nothing here outlives one, so nothing is logged).
+CREATE UNLOGGED TABLE IF NOT EXISTS candle_pending (
+    xid      xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    seq      bigint      GENERATED ALWAYS AS IDENTITY,
+    ticker   text        NOT NULL,
+    tf_min   integer     NOT NULL,
+    ts       timestamptz NOT NULL,
+    old_hash bigint,               -- its values before (NULL: it was not)
+    new_hash bigint,               -- after (NULL: it is no more)
+    xact     xid8                  -- the transaction mark the row has now
+);
+CREATE INDEX IF NOT EXISTS candle_pending_xid ON candle_pending (xid);
+
+-- Whether this transaction runs in a logical replication worker (asked once per transaction).
+CREATE OR REPLACE FUNCTION candle_replicating() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('marketdata.replicating', true), '') = '' THEN
+        PERFORM set_config('marketdata.replicating',
+                           CASE WHEN (SELECT a.backend_type
+                                      FROM pg_stat_get_activity(pg_backend_pid()) a)
+                                     LIKE 'logical replication%'
+                                THEN 'yes' ELSE 'no' END, true);
+    END IF;
+    RETURN current_setting('marketdata.replicating') = 'yes';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION candles_replicated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('marketdata.fixing', true) = 'on' OR NOT candle_replicating() THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND (OLD.ticker, OLD.tf_min, OLD.ts) = (NEW.ticker, NEW.tf_min, NEW.ts)
+    THEN
+        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash, xact)
+        VALUES (NEW.ticker, NEW.tf_min, NEW.ts,
+                candle_hash(OLD.ticker, OLD.tf_min, OLD.ts, OLD.open, OLD.high, OLD.low,
+                            OLD.close, OLD.volume, OLD.openint),
+                candle_hash(NEW.ticker, NEW.tf_min, NEW.ts, NEW.open, NEW.high, NEW.low,
+                            NEW.close, NEW.volume, NEW.openint), NEW.xact);
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN  -- a key that moved: removed, then added
+        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash)
+        VALUES (OLD.ticker, OLD.tf_min, OLD.ts,
+                candle_hash(OLD.ticker, OLD.tf_min, OLD.ts, OLD.open, OLD.high, OLD.low,
+                            OLD.close, OLD.volume, OLD.openint), NULL);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash, xact)
+        VALUES (NEW.ticker, NEW.tf_min, NEW.ts, NULL,
+                candle_hash(NEW.ticker, NEW.tf_min, NEW.ts, NEW.open, NEW.high, NEW.low,
+                            NEW.close, NEW.volume, NEW.openint), NEW.xact);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- At the commit (deferred, once per row changed): the first applies every row of the
+-- transaction, each key once (its values before the transaction and after it); the others
+-- find nothing left.
+CREATE OR REPLACE FUNCTION candles_replicated_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    xid xid8 := pg_current_xact_id();
+    u record;
+BEGIN
+    IF current_setting('marketdata.replicating', true) IS DISTINCT FROM 'yes' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('marketdata.replicating', 'applied', true);
+    WITH taken AS (
+        DELETE FROM candle_pending p WHERE p.xid = pg_current_xact_id() RETURNING p.*
+    ), net AS (
+        SELECT k.ticker, k.tf_min, k.ts,
+               (array_agg(k.old_hash ORDER BY k.seq))[1] AS old_hash,
+               (array_agg(k.new_hash ORDER BY k.seq DESC))[1] AS new_hash,
+               (array_agg(k.xact ORDER BY k.seq DESC))[1] AS xact
+        FROM taken k GROUP BY k.ticker, k.tf_min, k.ts
+    )
+    SELECT array_agg(n.ticker) AS t, array_agg(n.tf_min) AS tf, array_agg(n.ts) AS ts,
+           array_agg(n.old_hash) AS old_hash, array_agg(n.new_hash) AS new_hash,
+           array_agg(n.xact IS DISTINCT FROM xid) AS fix
+    INTO u
+    FROM net n WHERE n.old_hash IS DISTINCT FROM n.new_hash;
+    IF u.t IS NOT NULL THEN
+        PERFORM candle_changes_apply(u.t, u.tf, u.ts, u.old_hash, u.new_hash, u.fix);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS candles_replicated ON candles;
+DROP TRIGGER IF EXISTS candles_replicated_commit ON candles;
+CREATE TRIGGER candles_replicated AFTER INSERT OR UPDATE OR DELETE ON candles
+    FOR EACH ROW EXECUTE FUNCTION candles_replicated();
+CREATE CONSTRAINT TRIGGER candles_replicated_commit AFTER INSERT OR UPDATE OR DELETE ON candles
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION candles_replicated_commit();
+ALTER TABLE candles ENABLE REPLICA TRIGGER candles_replicated;
+ALTER TABLE candles ENABLE REPLICA TRIGGER candles_replicated_commit;
+ALTER TABLE candles ENABLE ALWAYS TRIGGER candles_truncated;
+
+-- As 0010 did: the trigger functions run as their owner, and every function that runs
+-- statements looks names up in the schema of `candles`, then pg_temp (made again above:
+-- CREATE OR REPLACE gave `candles_changed` its settings back as written).
+DO $$
+DECLARE
+    home text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = 'candles'::regclass);
+    f record;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure AS signature, p.proname
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = home
+          AND p.proname IN ('candles_changed', 'candle_changes_apply', 'candle_replicating',
+                            'candles_replicated', 'candles_replicated_commit')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f.signature, home);
+        IF f.proname LIKE 'candles\_%' THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f.signature);
+        END IF;
+    END LOOP;
+END
+$$;

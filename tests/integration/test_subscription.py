@@ -1,0 +1,125 @@
+"""Logical replication into `candles` (a SUBSCRIPTION from a feed database): PostgreSQL's apply
+worker fires no statement trigger, only row triggers enabled for replication. What its
+transactions change is kept as every other writer's is: the catalog, the rollups, the change
+feed (`check` finds nothing), from the initial copy on, a replicated TRUNCATE included."""
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tests.replication import Replication
+
+pytestmark = pytest.mark.timeout(120)
+
+START = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+FEED = "feed"
+COLUMNS = "ticker, tf_min, ts, open, high, low, close, volume"
+
+
+def rows(ticker: str, count: int, start: datetime = START) -> list[tuple[object, ...]]:
+    return [
+        (ticker, 5, start + timedelta(minutes=5 * i), 10.0 + i, 11.0 + i, 9.0 + i, 10.5 + i, 7.0)
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def subscribed(replicated: Replication) -> Iterator[tuple[Callable[[str], None], str]]:
+    """A feed database with its own `candles` on the primary, published, and the service's
+    database subscribed to it (the feed's first rows copied): a way to run SQL on the feed,
+    and the service's database."""
+    primary = replicated.primary
+    primary.execute(f"DROP DATABASE IF EXISTS {FEED} WITH (FORCE)")
+    primary.execute(f"CREATE DATABASE {FEED}")
+    feed = primary.url(FEED)
+    with psycopg.connect(feed, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE candles (ticker text, tf_min int, ts timestamptz, open float8,"
+            " high float8, low float8, close float8, volume float8, openint bigint DEFAULT 0,"
+            " PRIMARY KEY (ticker, tf_min, ts))"
+        )
+        conn.cursor().executemany(
+            f"INSERT INTO candles ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            rows("SUBA", 30),
+        )
+        conn.execute("CREATE PUBLICATION feed FOR TABLE candles")
+        # on one server the slot is made first (CREATE SUBSCRIPTION would wait on itself)
+        conn.execute("SELECT pg_create_logical_replication_slot('feed', 'pgoutput')")
+    ours = replicated.primary_url()
+    dsn = f"host=127.0.0.1 port={primary.port} dbname={FEED} user=postgres"
+    with psycopg.connect(ours, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE SUBSCRIPTION feed CONNECTION '{dsn}' PUBLICATION feed"
+            " WITH (create_slot = false, slot_name = 'feed')"
+        )
+
+    def on_feed(statement: str) -> None:
+        with psycopg.connect(feed, autocommit=True) as conn:
+            conn.execute(statement)
+
+    try:
+        yield on_feed, ours
+    finally:
+        with psycopg.connect(ours, autocommit=True) as conn:
+            conn.execute("ALTER SUBSCRIPTION feed DISABLE")
+            conn.execute("ALTER SUBSCRIPTION feed SET (slot_name = NONE)")
+            conn.execute("DROP SUBSCRIPTION feed")
+        with psycopg.connect(feed, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot('feed')")
+        primary.execute(f"DROP DATABASE {FEED} WITH (FORCE)")
+
+
+def replicated_as(ours: str, query: str, expected: object, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    with psycopg.connect(ours, autocommit=True) as conn:
+        while (seen := conn.execute(query).fetchall()) != expected:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+
+
+def kept(ours: str) -> None:
+    """Nothing the catalog or a rollup says disagrees with the candles."""
+    with psycopg.connect(ours, autocommit=True) as conn:
+        assert conn.execute("SELECT * FROM candle_drift()").fetchall() == []
+        for (ticker,) in conn.execute("SELECT DISTINCT ticker FROM candles").fetchall():
+            drift = conn.execute("SELECT * FROM candle_rollups_drift(%s)", (ticker,)).fetchall()
+            assert all(buckets == 0 for _, _, buckets in drift), (ticker, drift)
+
+
+def test_a_subscription_s_changes_are_kept_as_any_writer_s(
+    subscribed: tuple[Callable[[str], None], str],
+) -> None:
+    on_feed, ours = subscribed
+    count = "SELECT ticker, count FROM candle_series ORDER BY 1"
+    replicated_as(ours, count, [("SUBA", 30)])  # the initial copy
+    kept(ours)
+    with psycopg.connect(ours, autocommit=True) as conn:
+        conn.execute("LISTEN marketdata_candles")
+        on_feed(  # one replicated transaction: a new ticker, a correction, a key moved, a gap
+            "BEGIN;"
+            f" INSERT INTO candles ({COLUMNS}) VALUES"
+            f" ('SUBB', 5, '{START.isoformat()}', 1, 2, 0.5, 1.5, 3);"
+            " UPDATE candles SET high = high + 100 WHERE ticker = 'SUBA' AND ts ="
+            f" '{(START + timedelta(minutes=10)).isoformat()}';"
+            " UPDATE candles SET ts = ts + interval '1 day' WHERE ticker = 'SUBA' AND ts ="
+            f" '{(START + timedelta(minutes=20)).isoformat()}';"
+            " DELETE FROM candles WHERE ticker = 'SUBA' AND ts ="
+            f" '{(START + timedelta(minutes=25)).isoformat()}';"
+            " COMMIT"
+        )
+        replicated_as(ours, count, [("SUBA", 29), ("SUBB", 1)])
+        heard = list(conn.notifies(timeout=5, stop_after=1))
+        assert heard
+        assert '"SUBA"' in heard[0].payload
+        kept(ours)
+        revision = conn.execute(
+            "SELECT revision FROM candles WHERE ticker = 'SUBA' AND ts = %s",
+            (START + timedelta(minutes=10),),
+        ).fetchone()
+        assert revision == (1,)  # a correction, as live clients are told
+    on_feed("TRUNCATE candles")
+    replicated_as(ours, count, [])
+    kept(ours)
