@@ -14,7 +14,12 @@ key, no trigger: the database's own rate), the same `\\copy` into `candles` (the
 keep the catalog, rollups and change feed), and `marketdata ingest` of the Stooq file
 (parse, check, COPY to staging, merge; the triggers the same). Then once each: the same
 ingest again (every row unchanged), and a Parquet file of the same rows. Prints rows/s,
-medians over the rounds and the ratio. Measures only; the database is dropped at the end.
+medians over the rounds and the ratio. Then, on the rows the Parquet file left, what the
+rollups take of the triggers' time, each from a checkpoint and rolled back: every level
+built afresh (`candle_rollups_build`, as a bulk load of new tickers does), and only writing
+the same rollup rows, made beforehand, into the emptied `candle_rollups` (the floor of any
+way of keeping them in the writer's transaction). Measures only; the database is dropped at
+the end.
 """
 
 import argparse
@@ -118,6 +123,7 @@ def main() -> None:
         )
         emptied(url)
         columnar = timed([*cli, "ingest", str(parquet)], env)
+        build, written, kept = rollup_parts(url)
     with psycopg.connect(args.admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     floor = statistics.median(bare)
@@ -142,6 +148,37 @@ def main() -> None:
     print(f"WAL written, MB (medians): {wal}")
     print(f"marketdata ingest, Stooq, again:   {rows / again:>10,.0f} rows/s ({again:.1f} s)")
     print(f"marketdata ingest, Parquet, empty: {rows / columnar:>10,.0f} rows/s ({columnar:.1f} s)")
+    print(
+        f"rollups ({kept:,} rows): built afresh {statistics.median(build):.2f} s"
+        f" ({statistics.median(build) / floor:.0%} of the bare copy; {each(build)});"
+        f" their rows only written {statistics.median(written):.2f} s"
+        f" ({statistics.median(written) / floor:.0%}; {each(written)})"
+    )
+
+
+def rollup_parts(url: str, rounds: int = 3) -> tuple[list[float], list[float], int]:
+    """Seconds to build every rollup level of the loaded tickers afresh, and seconds to only
+    write the same rows (made beforehand) into the emptied rollups, `rounds` times each, in
+    turn; each from a checkpoint, in a transaction rolled back."""
+    build, written = [], []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE made AS SELECT * FROM candle_rollups ORDER BY 1, 2, 3, 4")
+        kept = conn.execute("SELECT count(*) FROM made").fetchone()
+        tickers = "ARRAY(SELECT DISTINCT ticker FROM candle_series)"
+        for _ in range(rounds):
+            for times, work in (
+                (build, f"SELECT candle_rollups_build({tickers})"),
+                (written, "INSERT INTO candle_rollups SELECT * FROM made"),
+            ):
+                conn.execute("CHECKPOINT")
+                with conn.transaction(force_rollback=True):
+                    conn.execute("TRUNCATE candle_rollups")
+                    started = time.perf_counter()
+                    conn.execute(work)
+                    times.append(time.perf_counter() - started)
+        conn.execute("DROP TABLE made")
+    assert kept is not None
+    return build, written, int(kept[0])
 
 
 PARQUET_OF_CSV = """
