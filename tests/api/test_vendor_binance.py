@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from dishka import Provider, Scope, provide
+from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
 
 from marketdata.adapters.postgres.migrations import migrate
@@ -131,6 +132,29 @@ def test_klines_are_our_candles_as_binance_rows(client: Client) -> None:
         ms(DAY) + 59_999,  # the close time: open + interval - 1 ms
     ]
     assert first[7:] == ["0", 0, "0", "0", "0"]  # not stored
+
+
+def test_times_in_microseconds_when_asked(client: Client) -> None:
+    # X-MBX-TIME-UNIT: MICROSECOND (binance-connector's and python-binance's time_unit): every
+    # time of the answer in µs; times given may be in ms or µs, as Binance takes them
+    micro = {"X-MBX-TIME-UNIT": "MICROSECOND"}
+    start = ms(DAY + timedelta(minutes=10)) * 1000
+    rows = client.get(
+        "/binance/api/v3/klines",
+        params={"symbol": "BTCUSDT", "interval": "5m", "startTime": start, "limit": 2},
+        headers=micro,
+    ).json()
+    plain = klines(client, symbol="BTCUSDT", interval="5m", startTime=start // 1000, limit=2)
+    assert [r[0] for r in rows] == [p[0] * 1000 for p in plain]
+    assert [r[6] for r in rows] == [p[0] * 1000 + 5 * 60_000_000 - 1 for p in plain]
+    assert [r[1:6] for r in rows] == [p[1:6] for p in plain]
+    server = client.get("/binance/api/v3/time", headers={"X-MBX-TIME-UNIT": "microsecond"})
+    assert server.json()["serverTime"] > 10**15
+    info = client.get("/binance/api/v3/exchangeInfo", headers=micro).json()
+    assert info["serverTime"] > 10**15
+    refused = client.get("/binance/api/v3/time", headers={"X-MBX-TIME-UNIT": "NANOSECOND"})
+    assert (refused.status_code, refused.json()["code"]) == (400, -1130)
+    assert "X-MBX-TIME-UNIT" in refused.json()["msg"]
 
 
 def test_start_time_zero_gives_the_earliest_and_limit_defaults_to_500(client: Client) -> None:
@@ -414,6 +438,23 @@ def test_streams_in_the_url_raw_and_combined(live: Client, db_url: str) -> None:
         combined = [receive(both), receive(both)]
     assert sorted(c["stream"] for c in combined) == ["liveusdt@kline_1m", "liveusdt@kline_3m"]
     assert all(c["data"]["e"] == "kline" for c in combined)
+
+
+def test_stream_times_in_microseconds_when_asked(live: Client, db_url: str) -> None:
+    with live.websocket_connect("/binance/ws/liveusdt@kline_1m?timeUnit=MICROSECOND") as ws:
+        assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == ["liveusdt@kline_1m"]
+        Writer(db_url, [[minute(1)]]).run()
+        event = receive(ws)
+    opens = ms(START + timedelta(minutes=1)) * 1000
+    assert (event["k"]["t"], event["k"]["T"]) == (opens, opens + 60_000_000 - 1)
+    assert event["E"] > 10**15
+    with (
+        live.websocket_connect("/binance/ws?timeUnit=SECOND") as ws,
+        pytest.raises(WebSocketDisconnect) as refused,
+    ):
+        ws.receive_text()
+    assert refused.value.code == 1008
+    assert "timeUnit" in refused.value.detail
 
 
 def test_url_streams_not_served_stop_no_other(live: Client) -> None:

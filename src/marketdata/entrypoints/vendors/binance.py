@@ -39,6 +39,7 @@ from marketdata.entrypoints.vendors.binance_wire import (
     ServerTime,
     SymbolInfo,
     kline_rows,
+    micro_unit,
     symbols_param,
     ticker_of,
 )
@@ -50,11 +51,11 @@ from marketdata.entrypoints.vendors.common import (
     Present,
     UnknownSymbol,
     VendorReads,
-    at_ms,
+    at_time,
     binance_symbol,
-    ms_of,
     named_pairs,
     pair_of,
+    time_of,
     wall_clock,
     zone_of_offset,
 )
@@ -133,8 +134,8 @@ class BinanceRest(Controller):
         description='`{"serverTime": ms}`: the wall clock (under a time-travel session too: '
         "a bot compares it with its own clock).",
     )
-    async def time(self) -> ServerTime:
-        return ServerTime(ms_of(wall_clock()))
+    async def time(self, request: Request[Any, Any, Any]) -> ServerTime:
+        return ServerTime(time_of(wall_clock(), _micro(request)))
 
     @get(
         "/exchangeInfo",
@@ -182,7 +183,7 @@ class BinanceRest(Controller):
             if binance_symbol(ticker) is not None:
                 pair = pair_of(ticker, named)
                 listed.append(SymbolInfo(ticker, pair.base, pair.quote))
-        return ExchangeInfo(ms_of(present()), listed)
+        return ExchangeInfo(time_of(present(), _micro(request)), listed)
 
     @get(
         ["/klines", "/uiKlines"],
@@ -217,6 +218,7 @@ async def _klines(
     answers: Answers,
 ) -> Response[bytes]:
     query: KlinesQuery = decoded(KlinesQuery, request)
+    micro = _micro(request)
     ticker = ticker_of(query.symbol)
     tf_min = BINANCE_INTERVALS.get(query.interval)
     if tf_min is None:
@@ -236,20 +238,26 @@ async def _klines(
     # Kept as /candles keeps its answers (RESPONSE_CACHE_MB), by URL and the series'
     # version: while the present cuts nothing off the series, nothing else decides them.
     url, tag = f"{request.url.path}?{request.scope['query_string'].decode('latin-1')}", None
+    url += "#us" if micro else ""  # the times of the body
     if queries.as_of is None and reads.present() >= plan.last:
         series = CandleQuery(ticker=ticker, tf_min=tf_min, options=plan.options)
         tag = caching.etag(settings, (await queries.plan(series)).version)
         if tag is not None and (kept := answers.get(url, tag)) is not None:
             return Response(kept[0], media_type="application/json")
-    until = at_ms(end) if end is not None else LATEST
+    until = at_time(end) if end is not None else LATEST
     if start is not None:
-        found = await reads.first(plan, at_ms(start), until, query.limit)
+        found = await reads.first(plan, at_time(start), until, query.limit)
     else:
         found = await reads.last(plan, until, query.limit)
-    body = kline_rows(found, tf_min)
+    body = kline_rows(found, tf_min, micro)
     if tag is not None:
         answers.keep(url, tag, body, {})
     return Response(body, media_type="application/json")
+
+
+def _micro(request: Request[Any, Any, Any]) -> bool:
+    """Whether the answer's times are asked for in µs (`X-MBX-TIME-UNIT: MICROSECOND`)."""
+    return micro_unit(request.headers.get("x-mbx-time-unit"), "X-MBX-TIME-UNIT")
 
 
 def router() -> Router:

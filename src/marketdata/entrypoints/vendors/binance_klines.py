@@ -10,8 +10,8 @@ from marketdata.domain.candles import Candle
 from marketdata.entrypoints.vendors.common import (
     BINANCE_INTERVALS,
     BINANCE_SYMBOL,
-    ms_of,
     number_text,
+    time_of,
     zone_of_offset,
 )
 
@@ -86,13 +86,14 @@ encode = msgspec.json.Encoder().encode
 decode_request = msgspec.json.Decoder(Request).decode
 
 
-def kline_event(stream: StreamName, candle: Candle, event_ms: int) -> KlineEvent:
+def kline_event(stream: StreamName, candle: Candle, event: int, micro: bool) -> KlineEvent:
     """A bar as Binance's kline event: `x` its `final` (a stored candle is final as
-    written); prices and volume as strings, as Binance sends them."""
-    opens = ms_of(candle.ts)
+    written); prices and volume as strings, as Binance sends them; times (`event` the
+    event's) in ms, or µs with `micro`."""
+    opens = time_of(candle.ts, micro)
     kline = Kline(
         t=opens,
-        T=opens + stream.tf_min * 60_000 - 1,
+        T=opens + stream.tf_min * 60_000 * (1000 if micro else 1) - 1,
         s=stream.ticker,
         i=stream.interval,
         o=number_text(candle.open),
@@ -102,4 +103,4 @@ def kline_event(stream: StreamName, candle: Candle, event_ms: int) -> KlineEvent
         v=number_text(candle.volume),
         x=candle.final is not False,
     )
-    return KlineEvent(E=event_ms, s=stream.ticker, k=kline)
+    return KlineEvent(E=event, s=stream.ticker, k=kline)

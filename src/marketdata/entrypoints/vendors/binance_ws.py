@@ -38,10 +38,12 @@ from marketdata.domain.replay import (
 )
 from marketdata.entrypoints.errors import (
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
     close_code_of,
 )
 from marketdata.entrypoints.metrics import Metrics
+from marketdata.entrypoints.vendors.binance_errors import BinanceError
 from marketdata.entrypoints.vendors.binance_klines import (
     Combined,
     StreamName,
@@ -50,9 +52,10 @@ from marketdata.entrypoints.vendors.binance_klines import (
     kline_event,
     stream_of,
 )
+from marketdata.entrypoints.vendors.binance_wire import micro_unit
 from marketdata.entrypoints.vendors.common import (
     Present,
-    ms_of,
+    time_of,
 )
 from marketdata.entrypoints.websocket import ReplayRegistry, client_messages
 
@@ -85,8 +88,10 @@ class Streams:
         metrics: Metrics,
         *,
         combined: bool,
+        micro: bool = False,
     ) -> None:
         self._socket = socket
+        self._micro = micro  # times in µs (`timeUnit=MICROSECOND`)
         self._group = group
         self._source = source
         self._live = live
@@ -150,9 +155,9 @@ class Streams:
                 await session.apply(Stop())
 
     async def kline(self, stream: StreamName, candles: list[Candle]) -> None:
-        event_ms = ms_of(self._present())
+        at = time_of(self._present(), self._micro)
         for candle in candles:
-            event = kline_event(stream, candle, event_ms)
+            event = kline_event(stream, candle, at, self._micro)
             await self.send(Combined(stream.name, event) if self.combined else event)
         self._metrics.candles_sent += len(candles)
 
@@ -256,9 +261,23 @@ async def serve_streams(
         await _close(socket, CLOSE_TRY_AGAIN, "too many connections; try again later")
         return
     try:
+        micro = micro_unit(socket.query_params.get("timeUnit"), "timeUnit")
+    except BinanceError as refused:
+        registry.leave(stop)
+        await _close(socket, CLOSE_POLICY, refused.msg)
+        return
+    try:
         async with asyncio.TaskGroup() as group:
             streams = Streams(
-                socket, group, source, live, clock, present, metrics, combined=combined
+                socket,
+                group,
+                source,
+                live,
+                clock,
+                present,
+                metrics,
+                combined=combined,
+                micro=micro,
             )
             for name in names:  # each on its own: one that is not served stops no other
                 await streams.subscribe([name])

@@ -49,6 +49,20 @@ def ms_of(at: datetime) -> int:
     return (at - EPOCH) // _MS
 
 
+def time_of(at: datetime, micro: bool) -> int:
+    """An instant as Binance writes it: ms since the epoch, or µs (its `MICROSECOND` unit)."""
+    return (at - EPOCH) // _US if micro else ms_of(at)
+
+
+def at_time(value: int) -> datetime:
+    """A time Binance is given, in ms or µs ("can be passed in milliseconds or microseconds":
+    from 10**14 on, µs, an instant of 1973 or later, where ms would be past the year 5000),
+    clamped to what a datetime holds."""
+    if value < 10**14:
+        return at_ms(value)
+    return EPOCH + _US * value if value < (LATEST - EPOCH) // _US else LATEST
+
+
 def at_ms(ms: int) -> datetime:
     """Milliseconds since the epoch as an instant, clamped to what a datetime holds."""
     if ms <= 0:
