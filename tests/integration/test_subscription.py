@@ -3,6 +3,7 @@ worker fires no statement trigger, only row triggers enabled for replication. Wh
 transactions change is kept as every other writer's is: the catalog, the rollups, the change
 feed (`check` finds nothing), from the initial copy on, a replicated TRUNCATE included."""
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from marketdata.adapters.postgres.migrations import migrate
+from marketdata.adapters.postgres.pool import DatabaseConfig
 from tests.replication import Replication
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,12 +29,25 @@ def rows(ticker: str, count: int, start: datetime = START) -> list[tuple[object,
     ]
 
 
-@pytest.fixture
-def subscribed(replicated: Replication) -> Iterator[tuple[Callable[[str], None], str]]:
+@pytest.fixture(params=["superuser", "another owner"])
+def subscribed(
+    replicated: Replication, request: pytest.FixtureRequest
+) -> Iterator[tuple[Callable[[str], None], str]]:
     """A feed database with its own `candles` on the primary, published, and the service's
-    database subscribed to it (the feed's first rows copied): a way to run SQL on the feed,
-    and the service's database."""
+    database subscribed to it by a superuser (the feed's first rows copied): a way to run SQL
+    on the feed, and the service's database. With "another owner", that database's tables
+    belong to a role that is no superuser: PostgreSQL 16 and later then apply as that role
+    in a security-restricted operation, where deferred triggers are refused."""
     primary = replicated.primary
+    ours = replicated.primary_url()
+    if request.param == "another owner":
+        primary.execute("DROP DATABASE IF EXISTS owned WITH (FORCE)")
+        primary.execute("DROP ROLE IF EXISTS mdowner")
+        primary.execute("CREATE ROLE mdowner LOGIN")
+        primary.execute("CREATE DATABASE owned OWNER mdowner")
+        ours = replicated.primary.url("owned").replace("postgres@", "mdowner@")
+        asyncio.run(migrate(DatabaseConfig(url=ours)))
+        ours = replicated.primary.url("owned")
     primary.execute(f"DROP DATABASE IF EXISTS {FEED} WITH (FORCE)")
     primary.execute(f"CREATE DATABASE {FEED}")
     feed = primary.url(FEED)
@@ -48,7 +64,6 @@ def subscribed(replicated: Replication) -> Iterator[tuple[Callable[[str], None],
         conn.execute("CREATE PUBLICATION feed FOR TABLE candles")
         # on one server the slot is made first (CREATE SUBSCRIPTION would wait on itself)
         conn.execute("SELECT pg_create_logical_replication_slot('feed', 'pgoutput')")
-    ours = replicated.primary_url()
     dsn = f"host=127.0.0.1 port={primary.port} dbname={FEED} user=postgres"
     with psycopg.connect(ours, autocommit=True) as conn:
         conn.execute(
@@ -70,6 +85,9 @@ def subscribed(replicated: Replication) -> Iterator[tuple[Callable[[str], None],
         with psycopg.connect(feed, autocommit=True) as conn:
             conn.execute("SELECT pg_drop_replication_slot('feed')")
         primary.execute(f"DROP DATABASE {FEED} WITH (FORCE)")
+        if request.param == "another owner":
+            primary.execute("DROP DATABASE owned WITH (FORCE)")
+            primary.execute("DROP ROLE mdowner")
 
 
 def replicated_as(ours: str, query: str, expected: object, within: float = 20.0) -> None:
@@ -111,15 +129,32 @@ def test_a_subscription_s_changes_are_kept_as_any_writer_s(
             " COMMIT"
         )
         replicated_as(ours, count, [("SUBA", 29), ("SUBB", 1)])
-        heard = list(conn.notifies(timeout=5, stop_after=1))
-        assert heard
-        assert '"SUBA"' in heard[0].payload
+        # one notification (each row's, applied at once as the table's owner in a restricted
+        # operation), naming the tickers
+        heard = " ".join(n.payload for n in conn.notifies(timeout=1))
+        assert '"SUBA"' in heard
+        assert '"SUBB"' in heard
         kept(ours)
         revision = conn.execute(
             "SELECT revision FROM candles WHERE ticker = 'SUBA' AND ts = %s",
             (START + timedelta(minutes=10),),
         ).fetchone()
         assert revision == (1,)  # a correction, as live clients are told
+    # rows, a TRUNCATE, rows again, in one transaction: only the last rows stay
+    on_feed(
+        "BEGIN;"
+        f" INSERT INTO candles ({COLUMNS}) VALUES"
+        f" ('SUBC', 5, '{START.isoformat()}', 1, 2, 0.5, 1.5, 3);"
+        " TRUNCATE candles;"
+        f" INSERT INTO candles ({COLUMNS}) SELECT 'SUBD', 5, ts, 1, 2, 0.5, 1.5, 3"
+        f" FROM generate_series('{START.isoformat()}'::timestamptz, '{START.isoformat()}'::"
+        "timestamptz + interval '3 hours', interval '5 minutes') ts;"
+        " COMMIT"
+    )
+    replicated_as(ours, count, [("SUBD", 37)])
+    kept(ours)
+    with psycopg.connect(ours) as conn:
+        assert conn.execute("SELECT count(*) FROM candle_pending").fetchone() == (0,)
     on_feed("TRUNCATE candles")
     replicated_as(ours, count, [])
     kept(ours)

@@ -61,9 +61,9 @@ async def drift(config: DatabaseConfig) -> list[Drift]:
         return [Drift(*row) for row in await cursor.fetchall()]
 
 
-# The triggers that keep what a write implies (migrations 0006, 0011), each as made: how,
-# and the states it may be in ("O" fires for ordinary writers, "A" for every one, "R" in
-# replication's apply worker only, "D" never).
+# The triggers of `candles` that keep what a write implies (migrations 0006, 0011), each as
+# made: how, and the states it may be in ("O" fires for ordinary writers, "A" for every one,
+# "R" in replication's workers only, "D" never).
 TRIGGERS = {
     "candles_inserted": (
         "CREATE TRIGGER candles_inserted AFTER INSERT ON candles REFERENCING NEW TABLE AS"
@@ -90,13 +90,6 @@ TRIGGERS = {
         "CREATE TRIGGER candles_replicated AFTER INSERT OR UPDATE OR DELETE ON candles FOR"
         " EACH ROW EXECUTE FUNCTION candles_replicated(); ALTER TABLE candles ENABLE REPLICA"
         " TRIGGER candles_replicated",
-        "RA",
-    ),
-    "candles_replicated_commit": (
-        "CREATE CONSTRAINT TRIGGER candles_replicated_commit AFTER INSERT OR UPDATE OR DELETE"
-        " ON candles DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION"
-        " candles_replicated_commit(); ALTER TABLE candles ENABLE REPLICA TRIGGER"
-        " candles_replicated_commit",
         "RA",
     ),
 }

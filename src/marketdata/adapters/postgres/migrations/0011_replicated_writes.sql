@@ -1,13 +1,17 @@
 -- Logical replication into `candles` (a SUBSCRIPTION from the user's feed database), kept
 -- as every other writer is. PostgreSQL's apply worker fires row triggers only, and only those
 -- enabled for replication (ENABLE REPLICA or ALWAYS): the statement triggers never see its
--- changes. Two row triggers enabled for replication do, in the apply worker (and its initial
--- copy's worker) only: each row changed is noted (`candle_pending`), and at the commit of the
--- replicated transaction a deferred trigger applies them all at once, as a statement's changed
--- rows are applied (`candle_changes_apply`, the UPDATE's path of `candles_changed` made a
--- function of its own). A replicated TRUNCATE fires `candles_truncated`, now ENABLE ALWAYS.
--- A session that sets session_replication_role = replica itself still skips the triggers
--- (`marketdata check` finds what it wrote).
+-- changes. A row trigger enabled for replication does, in a replication worker only: each row
+-- it changes is noted (`candle_pending`), and at the commit of the replicated transaction a
+-- deferred trigger on that table (never truncated: a deferred event on `candles` would point
+-- into a heap a TRUNCATE in the same transaction replaced) applies them all at once, as a
+-- statement's changed rows are applied (`candle_changes_apply`, the UPDATE's path of
+-- `candles_changed` made a function of its own). Where PostgreSQL applies as the table's
+-- owner in a security-restricted operation (16 and later, a subscription owned by another
+-- role without run_as_owner), which refuses deferred triggers, each row is applied at once
+-- instead. A replicated TRUNCATE fires `candles_truncated`, now ENABLE ALWAYS, which also
+-- drops what the transaction noted before it. A session that sets session_replication_role
+-- = replica itself still skips the triggers (`marketdata check` finds what it wrote).
 
 -- What the changed rows of a statement imply (each row's key, the hash of its values before
 -- and after, NULL where it was not or is no more, and whether it needs this transaction's
@@ -150,63 +154,88 @@ CREATE UNLOGGED TABLE IF NOT EXISTS candle_pending (
 );
 CREATE INDEX IF NOT EXISTS candle_pending_xid ON candle_pending (xid);
 
--- Whether this transaction runs in a logical replication worker (asked once per transaction).
-CREATE OR REPLACE FUNCTION candle_replicating() RETURNS boolean LANGUAGE plpgsql AS $$
+-- Rows a replication worker changed (keys, hashes before and after, marks): noted for the
+-- commit, or applied at once (`now`). Runs as its owner: the worker's role may not write the
+-- tables the triggers keep.
+CREATE OR REPLACE FUNCTION candle_replicated_rows(
+    k_ticker text[], k_tf integer[], k_ts timestamptz[], k_old bigint[], k_new bigint[],
+    k_xact xid8[], now boolean
+) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
-    IF coalesce(current_setting('marketdata.replicating', true), '') = '' THEN
-        PERFORM set_config('marketdata.replicating',
-                           CASE WHEN (SELECT a.backend_type
-                                      FROM pg_stat_get_activity(pg_backend_pid()) a)
-                                     LIKE 'logical replication%'
-                                THEN 'yes' ELSE 'no' END, true);
+    IF now THEN
+        PERFORM candle_changes_apply(
+            k_ticker, k_tf, k_ts, k_old, k_new,
+            ARRAY(SELECT x IS DISTINCT FROM pg_current_xact_id() FROM unnest(k_xact) x));
+    ELSE
+        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash, xact)
+        SELECT * FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new, k_xact);
     END IF;
-    RETURN current_setting('marketdata.replicating') = 'yes';
 END
 $$;
 
+-- The row trigger (replication workers only; a session of another kind with
+-- session_replication_role = replica passes). Not SECURITY DEFINER: it tells whether the
+-- worker runs as the table's owner in a security-restricted operation (its current user is
+-- not its session's), where PostgreSQL refuses deferred triggers.
 CREATE OR REPLACE FUNCTION candles_replicated() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    now boolean;
+    o bigint;
+    n bigint;
 BEGIN
-    IF current_setting('marketdata.fixing', true) = 'on' OR NOT candle_replicating() THEN
+    IF current_setting('marketdata.fixing', true) = 'on' THEN
         RETURN NULL;
+    END IF;
+    IF coalesce(current_setting('marketdata.replicating', true), '') = '' THEN
+        PERFORM set_config('marketdata.replicating',
+                           CASE WHEN EXISTS (SELECT 1 FROM pg_stat_subscription s
+                                             WHERE s.pid = pg_backend_pid())
+                                THEN 'yes' ELSE 'no' END, true);
+    END IF;
+    IF current_setting('marketdata.replicating') <> 'yes' THEN
+        RETURN NULL;
+    END IF;
+    now := current_user <> session_user;
+    IF TG_OP <> 'INSERT' THEN
+        o := candle_hash(OLD.ticker, OLD.tf_min, OLD.ts, OLD.open, OLD.high, OLD.low,
+                         OLD.close, OLD.volume, OLD.openint);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        n := candle_hash(NEW.ticker, NEW.tf_min, NEW.ts, NEW.open, NEW.high, NEW.low,
+                         NEW.close, NEW.volume, NEW.openint);
     END IF;
     IF TG_OP = 'UPDATE' AND (OLD.ticker, OLD.tf_min, OLD.ts) = (NEW.ticker, NEW.tf_min, NEW.ts)
     THEN
-        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash, xact)
-        VALUES (NEW.ticker, NEW.tf_min, NEW.ts,
-                candle_hash(OLD.ticker, OLD.tf_min, OLD.ts, OLD.open, OLD.high, OLD.low,
-                            OLD.close, OLD.volume, OLD.openint),
-                candle_hash(NEW.ticker, NEW.tf_min, NEW.ts, NEW.open, NEW.high, NEW.low,
-                            NEW.close, NEW.volume, NEW.openint), NEW.xact);
-        RETURN NULL;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN  -- a key that moved: removed, then added
-        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash)
-        VALUES (OLD.ticker, OLD.tf_min, OLD.ts,
-                candle_hash(OLD.ticker, OLD.tf_min, OLD.ts, OLD.open, OLD.high, OLD.low,
-                            OLD.close, OLD.volume, OLD.openint), NULL);
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        INSERT INTO candle_pending (ticker, tf_min, ts, old_hash, new_hash, xact)
-        VALUES (NEW.ticker, NEW.tf_min, NEW.ts, NULL,
-                candle_hash(NEW.ticker, NEW.tf_min, NEW.ts, NEW.open, NEW.high, NEW.low,
-                            NEW.close, NEW.volume, NEW.openint), NEW.xact);
+        PERFORM candle_replicated_rows(ARRAY[NEW.ticker], ARRAY[NEW.tf_min], ARRAY[NEW.ts],
+                                       ARRAY[o], ARRAY[n], ARRAY[NEW.xact], now);
+    ELSIF TG_OP = 'UPDATE' THEN  -- a key that moved: removed, then added
+        PERFORM candle_replicated_rows(ARRAY[OLD.ticker, NEW.ticker],
+                                       ARRAY[OLD.tf_min, NEW.tf_min], ARRAY[OLD.ts, NEW.ts],
+                                       ARRAY[o, NULL], ARRAY[NULL, n],
+                                       ARRAY[NULL, NEW.xact]::xid8[], now);
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM candle_replicated_rows(ARRAY[OLD.ticker], ARRAY[OLD.tf_min], ARRAY[OLD.ts],
+                                       ARRAY[o], ARRAY[NULL::bigint], ARRAY[NULL::xid8], now);
+    ELSE
+        PERFORM candle_replicated_rows(ARRAY[NEW.ticker], ARRAY[NEW.tf_min], ARRAY[NEW.ts],
+                                       ARRAY[NULL::bigint], ARRAY[n], ARRAY[NEW.xact], now);
     END IF;
     RETURN NULL;
 END
 $$;
 
--- At the commit (deferred, once per row changed): the first applies every row of the
--- transaction, each key once (its values before the transaction and after it); the others
--- find nothing left.
-CREATE OR REPLACE FUNCTION candles_replicated_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+-- At the commit (deferred, once per row noted): the first applies every row the transaction
+-- noted, each key once (its values before the transaction and after it); the others find
+-- nothing left.
+CREATE OR REPLACE FUNCTION candle_pending_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     xid xid8 := pg_current_xact_id();
     u record;
 BEGIN
-    IF current_setting('marketdata.replicating', true) IS DISTINCT FROM 'yes' THEN
+    IF current_setting('marketdata.committing', true) = 'on' THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('marketdata.replicating', 'applied', true);
+    PERFORM set_config('marketdata.committing', 'on', true);
     WITH taken AS (
         DELETE FROM candle_pending p WHERE p.xid = pg_current_xact_id() RETURNING p.*
     ), net AS (
@@ -228,19 +257,36 @@ BEGIN
 END
 $$;
 
+-- `candles_truncated` as in 0006, and what the transaction noted before it dropped.
+CREATE OR REPLACE FUNCTION candles_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    new_version bigint := nextval('candle_series_version');
+BEGIN
+    INSERT INTO candle_changes (ticker, tf_min, first_ts, last_ts, version, kind)
+    SELECT ticker, tf_min, first_ts, last_ts, new_version, 'removed' FROM candle_series;
+    DELETE FROM candle_series;
+    DELETE FROM candle_rollups;
+    DELETE FROM candle_pending WHERE xid = pg_current_xact_id();
+    PERFORM pg_notify('marketdata_candles',
+                      json_build_object('x', pg_current_xact_id()::text::bigint,
+                                        'v', new_version)::text);
+    RETURN NULL;
+END
+$$;
+
 DROP TRIGGER IF EXISTS candles_replicated ON candles;
-DROP TRIGGER IF EXISTS candles_replicated_commit ON candles;
 CREATE TRIGGER candles_replicated AFTER INSERT OR UPDATE OR DELETE ON candles
     FOR EACH ROW EXECUTE FUNCTION candles_replicated();
-CREATE CONSTRAINT TRIGGER candles_replicated_commit AFTER INSERT OR UPDATE OR DELETE ON candles
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION candles_replicated_commit();
 ALTER TABLE candles ENABLE REPLICA TRIGGER candles_replicated;
-ALTER TABLE candles ENABLE REPLICA TRIGGER candles_replicated_commit;
+DROP TRIGGER IF EXISTS candle_pending_commit ON candle_pending;
+CREATE CONSTRAINT TRIGGER candle_pending_commit AFTER INSERT ON candle_pending
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION candle_pending_commit();
+ALTER TABLE candle_pending ENABLE ALWAYS TRIGGER candle_pending_commit;
 ALTER TABLE candles ENABLE ALWAYS TRIGGER candles_truncated;
 
--- As 0010 did: the trigger functions run as their owner, and every function that runs
--- statements looks names up in the schema of `candles`, then pg_temp (made again above:
--- CREATE OR REPLACE gave `candles_changed` its settings back as written).
+-- As 0010 did: the trigger functions of `candles` run as their owner (but the replication
+-- row trigger, above), and every function that runs statements looks names up in the schema
+-- of `candles`, then pg_temp (`candles_changed` and `candles_truncated` were made again).
 DO $$
 DECLARE
     home text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -251,11 +297,12 @@ BEGIN
         SELECT p.oid::regprocedure AS signature, p.proname
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = home
-          AND p.proname IN ('candles_changed', 'candle_changes_apply', 'candle_replicating',
-                            'candles_replicated', 'candles_replicated_commit')
+          AND p.proname IN ('candles_changed', 'candles_truncated', 'candle_changes_apply',
+                            'candle_replicated_rows', 'candles_replicated',
+                            'candle_pending_commit')
     LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f.signature, home);
-        IF f.proname LIKE 'candles\_%' THEN
+        IF f.proname IN ('candles_changed', 'candles_truncated', 'candle_pending_commit') THEN
             EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f.signature);
         END IF;
     END LOOP;
