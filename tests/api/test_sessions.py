@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from litestar.exceptions import WebSocketDisconnect
@@ -141,3 +142,27 @@ def test_a_session_ended_ends_its_streams_saying_so(
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json(timeout=10)
     assert closed.value.code == 1000
+
+
+def test_polygon_s_next_url_stays_in_the_session(client: Client, db_url: str) -> None:
+    # A client following next_url as given (the JS client, a browser) read bars from after
+    # the present: it pointed under /polygon, outside the session. massive joins its base
+    # URL and the URL's path: that too stays in the session.
+    opens = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+    insert(db_url, series("AAPL", 60, tf_min=1, start=opens))
+    sid = made(client, speed=1, start="2024-03-01T14:40:00Z")["id"]
+    base = f"/sessions/{sid}/polygon"
+    path = "/v2/aggs/ticker/AAPL/range/1/minute/2024-03-01/2024-03-01"
+    first = client.get(f"{base}{path}", params={"limit": 4}).json()
+    assert first["resultsCount"] == 4
+    seen, follow = [], urlparse(first["next_url"])
+    assert follow.path == f"{base}{path}"
+    for url in (f"{follow.path}?{follow.query}", f"{base}{follow.path}?{follow.query}"):
+        page = client.get(url.removeprefix("http://testserver.local"))
+        assert page.status_code == 200, page.text
+        seen.append([bar["t"] for bar in page.json()["results"]])
+    assert seen[0] == seen[1]
+    cut = int(datetime(2024, 3, 1, 14, 40, tzinfo=UTC).timestamp() * 1000)
+    assert all(t + 60_000 <= cut for t in seen[0])  # nothing closes after the present
+    elsewhere = client.get(f"{base}/sessions/other/polygon{path}?{follow.query}")
+    assert elsewhere.status_code == 404

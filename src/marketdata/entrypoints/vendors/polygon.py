@@ -22,13 +22,14 @@ from typing import Annotated, Any
 from dishka.integrations.litestar import FromDishka, inject
 from litestar import Request, Response, Router, get
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
 
 from marketdata.domain.errors import DomainError
 from marketdata.domain.queries import CandleQueries
+from marketdata.domain.sessions import TravelSession
 from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     decoded,
@@ -179,13 +180,14 @@ async def aggregates(
     return await answer(request, queries, settings, present(), path, query)
 
 
-@get(PREFIX + AGGS, include_in_schema=False)
+@get([PREFIX + AGGS, "/sessions/{again:str}" + PREFIX + AGGS], include_in_schema=False)
 @inject
 async def aggregates_doubled(
     request: Request[Any, Any, Any],
     queries: NamedDependency[CandleQueries],
     settings: FromDishka[Settings],
     present: NamedDependency[Present],
+    travel: NamedDependency[TravelSession | None],
     ticker: TickerParam,
     multiplier: MultiplierParam,
     timespan: TimespanParam,
@@ -196,7 +198,12 @@ async def aggregates_doubled(
     limit: Limit = None,
     cursor: CursorParam = None,
 ) -> AggsBody:
-    """`/polygon/polygon/v2/aggs/...`: a `next_url` as the massive client follows it."""
+    """`/polygon/polygon/v2/aggs/...`: a `next_url` as the massive client follows it (its
+    base URL, then the URL's path); under a session, `/sessions/{id}/polygon/sessions/{id}/
+    polygon/v2/aggs/...`, the same session's only."""
+    again = request.path_params.get("again")
+    if again is not None and (travel is None or travel.id != again):
+        raise NotFoundException(f"no session {again!r} here")
     query = decoded(AggsQuery, adjusted=adjusted, sort=sort, limit=limit, cursor=cursor)
     path = AggsPath(ticker, multiplier, timespan, from_, to)
     return await answer(request, queries, settings, present(), path, query)

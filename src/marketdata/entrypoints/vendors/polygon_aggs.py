@@ -235,12 +235,16 @@ async def answer(
 
 
 def _next_url(request: Request[Any, Any, Any], path: AggsPath, cursor: Cursor) -> str:
-    """The next page's absolute URL under /polygon: the path as asked, the cursor."""
+    """The next page's absolute URL where the protocol was asked (`/polygon`, or under a
+    time-travel session `/sessions/{id}/polygon`: a client that follows it stays in the
+    session): the path as asked, the cursor."""
     origin = f"{request.base_url.scheme}://{request.base_url.netloc}"
+    asked = request.url.path
+    mount = asked[: asked.index(PREFIX + "/") + len(PREFIX)]
     parts = (path.ticker, path.multiplier, path.timespan, path.start, path.end)
     ticker, multiplier, timespan, start, end = (quote(p, safe=":") for p in parts)
     return (
-        f"{origin}{PREFIX}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}"
+        f"{origin}{mount}/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{start}/{end}"
         f"?cursor={encode_token(cursor)}"
     )
 
