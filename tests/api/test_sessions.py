@@ -166,3 +166,20 @@ def test_polygon_s_next_url_stays_in_the_session(client: Client, db_url: str) ->
     assert all(t + 60_000 <= cut for t in seen[0])  # nothing closes after the present
     elsewhere = client.get(f"{base}/sessions/other/polygon{path}?{follow.query}")
     assert elsewhere.status_code == 404
+
+
+def test_a_session_that_is_not_is_each_protocol_s_own_404(client: Client) -> None:
+    # as each answers a path it does not serve: Binance's code and msg, Alpaca's message,
+    # Polygon's status ERROR, UDF's s/errmsg (the clients raise their typed errors on them)
+    base = "/sessions/nope"
+    answers = {
+        "binance": client.get(f"{base}/binance/api/v3/time"),
+        "alpaca": client.get(f"{base}/alpaca/v2/stocks/bars", params={"symbols": "AAPL"}),
+        "polygon": client.get(f"{base}/polygon/v2/aggs/ticker/A/range/1/day/2024-01-01/2024-01-02"),
+        "udf": client.get(f"{base}/udf/config"),
+    }
+    assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(answers, 404)
+    assert answers["binance"].json()["code"] == -1000
+    assert "no session 'nope'" in answers["binance"].json()["msg"]
+    assert "no session 'nope'" in answers["alpaca"].json()["message"]
+    assert answers["polygon"].json()["status"] in ("ERROR", "NOT_FOUND")

@@ -12,10 +12,14 @@ from typing import Annotated, Any
 
 from dishka import AsyncContainer
 from litestar import Router, WebSocket, websocket
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import NotFoundException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import PathParameter
 from litestar.types import ControllerRouterHandler, Scope
 
+from marketdata.domain.errors import NotFound
 from marketdata.domain.ports import CandleRepository, Sessions
 from marketdata.domain.queries import CandleQueries, QueryLimits
 from marketdata.domain.replay import Clock, LiveFeed, ReplaySource, Writes
@@ -39,10 +43,13 @@ async def _no_session() -> TravelSession | None:
 async def _session(
     session_id: Annotated[str, PathParameter()], scope: Scope
 ) -> TravelSession | None:
-    """The session of the URL (NotFound, in the protocol's own error shape, when there is
-    none)."""
+    """The session of the URL; when there is none, 404 as the protocol says it for a path it
+    does not serve (an HTTP error, which each protocol's handlers answer in its own shape)."""
     sessions: Sessions = await _container(scope).get(Sessions)
-    return await sessions.get(session_id)
+    try:
+        return await sessions.get(session_id)
+    except NotFound as missing:
+        raise NotFoundException(missing.message) from None
 
 
 async def _present(
@@ -105,6 +112,12 @@ async def session_stream(socket: WebSocket[Any, Any, Any], live: NamedDependency
     )
 
 
+async def _existing(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Every call under a session that is not is answered as a path not served (404, in the
+    protocol's words), those that read nothing of it (a server time, a ping) included."""
+    await _session(connection.path_params["session_id"], connection.scope)
+
+
 def sessions_router(protocols: list[ControllerRouterHandler]) -> Router:
     """Every protocol again under `/sessions/{session_id}`, as of that session (left out
     of the API's description: each is described once, at its own prefix)."""
@@ -112,5 +125,6 @@ def sessions_router(protocols: list[ControllerRouterHandler]) -> Router:
         path="/sessions/{session_id:str}",
         route_handlers=[*protocols, session_stream],
         dependencies={"travel": Provide(_session)},
+        guards=[_existing],
         include_in_schema=False,
     )
