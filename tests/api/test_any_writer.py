@@ -83,18 +83,19 @@ def through_psycopg(url: str) -> Sql:
 
 def through_psql(url: str) -> Sql:
     def run(statement: str) -> None:
-        if statement.startswith("COPY"):  # psql's \copy of a file, as a cron job does
-            head, *rows = statement.split("\n")
-            with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as data:
+        with tempfile.NamedTemporaryFile("w", suffix=".tsv") as data:
+            if statement.startswith("COPY"):  # psql's \copy of a file, as a cron job does
+                head, *rows = statement.split("\n")
                 data.write("\n".join(rows) + "\n")
-            statement = f"\\copy {head.removeprefix('COPY ').removesuffix(' FROM STDIN')}"
-            statement += f" FROM '{data.name}'"
-        done = subprocess.run(
-            [psql_path(), url, "-v", "ON_ERROR_STOP=1", "-c", statement],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+                data.flush()
+                statement = f"\\copy {head.removeprefix('COPY ').removesuffix(' FROM STDIN')}"
+                statement += f" FROM '{data.name}'"
+            done = subprocess.run(
+                [psql_path(), url, "-v", "ON_ERROR_STOP=1", "-c", statement],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         assert done.returncode == 0, done.stderr
 
     return run
