@@ -148,6 +148,11 @@ def test_times_in_microseconds_when_asked(client: Client) -> None:
     assert [r[0] for r in rows] == [p[0] * 1000 for p in plain]
     assert [r[6] for r in rows] == [p[0] * 1000 + 5 * 60_000_000 - 1 for p in plain]
     assert [r[1:6] for r in rows] == [p[1:6] for p in plain]
+    mixed = client.get(  # startTime in µs, endTime in ms: in order as instants
+        "/binance/api/v3/klines",
+        params={"symbol": "BTCUSDT", "interval": "5m", "startTime": start, "endTime": ms(DAY) * 2},
+    )
+    assert mixed.status_code == 200, mixed.text
     server = client.get("/binance/api/v3/time", headers={"X-MBX-TIME-UNIT": "microsecond"})
     assert server.json()["serverTime"] > 10**15
     info = client.get("/binance/api/v3/exchangeInfo", headers=micro).json()

@@ -122,6 +122,8 @@ def test_a_subscription_s_changes_are_kept_as_any_writer_s(
             f" ('SUBB', 5, '{START.isoformat()}', 1, 2, 0.5, 1.5, 3);"
             " UPDATE candles SET high = high + 100 WHERE ticker = 'SUBA' AND ts ="
             f" '{(START + timedelta(minutes=10)).isoformat()}';"
+            " UPDATE candles SET close = close WHERE ticker = 'SUBA' AND ts ="
+            f" '{(START + timedelta(minutes=15)).isoformat()}';"
             " UPDATE candles SET ts = ts + interval '1 day' WHERE ticker = 'SUBA' AND ts ="
             f" '{(START + timedelta(minutes=20)).isoformat()}';"
             " DELETE FROM candles WHERE ticker = 'SUBA' AND ts ="
@@ -140,6 +142,16 @@ def test_a_subscription_s_changes_are_kept_as_any_writer_s(
             (START + timedelta(minutes=10),),
         ).fetchone()
         assert revision == (1,)  # a correction, as live clients are told
+        same = conn.execute(
+            "SELECT revision FROM candles WHERE ticker = 'SUBA' AND ts = %s",
+            (START + timedelta(minutes=15),),
+        ).fetchone()
+        assert same == (0,)  # rewritten with the same values: no correction
+        with pytest.raises(psycopg.errors.RaiseException, match="replication workers only"):
+            conn.execute(  # the helper the workers' trigger calls, as its owner: not for us
+                "SELECT candle_replicated_rows(ARRAY['SUBA'], ARRAY[5], ARRAY[now()],"
+                " ARRAY[1::bigint], ARRAY[NULL::bigint], ARRAY[NULL::xid8], true)"
+            )
     # rows, a TRUNCATE, rows again, in one transaction: only the last rows stay
     on_feed(
         "BEGIN;"

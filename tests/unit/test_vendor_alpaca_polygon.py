@@ -221,3 +221,5 @@ def test_alpaca_a_minute_first_heard_corrected_is_a_new_bar() -> None:
     later = msgspec.structs.replace(first, ts=minute + timedelta(minutes=1))
     assert [kind(later), kind(msgspec.structs.replace(later, revision=1))] == ["b", "u"]
     assert kind(msgspec.structs.replace(first, revision=3)) == "u"  # an older minute, again
+    # a session's stream after a seek back: the minutes come again as written, bars again
+    assert kind(msgspec.structs.replace(first, revision=0)) == "b"

@@ -84,7 +84,7 @@ TRIGGERS = {
         "CREATE TRIGGER candles_truncated AFTER TRUNCATE ON candles FOR EACH STATEMENT"
         " EXECUTE FUNCTION candles_truncated(); ALTER TABLE candles ENABLE ALWAYS TRIGGER"
         " candles_truncated",
-        "AO",
+        "A",
     ),
     "candles_replicated": (
         "CREATE TRIGGER candles_replicated AFTER INSERT OR UPDATE OR DELETE ON candles FOR"

@@ -109,8 +109,6 @@ class PostgresLiveFeed:
             changed = [await self._heard.get()]
             while not self._heard.empty():  # all that waits, in one read
                 changed.append(self._heard.get_nowait())
-            for heard in changed:  # who reads these tickers ahead reads again
-                self.written.committed(heard.tickers)
             for pause in (0.2, 0.4, 0.8, 1.6, 3.2, None):  # the pool may be coming back
                 try:
                     await self._deliver(changed)
@@ -243,11 +241,13 @@ class PostgresLiveFeed:
         for change in missed:
             by_xid.setdefault(change.xid, set()).add(change.ticker)
         self.known.forget({c.ticker for c in missed})
+        self.written.committed({c.ticker for c in missed})
         for xid, tickers in by_xid.items():
             self._heard.put_nowait(Heard(xid, frozenset(tickers)))
 
     async def _notified(self, payload: str) -> None:
         heard = changes.parse(payload)
+        self.written.committed(heard.tickers)  # who reads these tickers ahead reads again
         if heard.tickers is None:
             self.known.reset(enabled=True)
         else:

@@ -79,6 +79,13 @@ def location_of(url: str) -> Location:
 SESSION = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=1"
 
 
+def _options(url: str, ours: str) -> str:
+    """The URL's own `options` (a search_path, say), then ours: psycopg's `options` argument
+    takes the URL's place."""
+    given = conninfo_to_dict(url).get("options")
+    return f"{given} {ours}" if given else ours
+
+
 def _connect_timeout(config: DatabaseConfig) -> int:
     # libpq takes whole seconds and psycopg enforces at least 2.
     return max(2, math.ceil(config.connect_timeout))
@@ -128,7 +135,7 @@ async def connect(config: DatabaseConfig, name: str) -> Connection:
             autocommit=True,
             connect_timeout=_connect_timeout(config),
             application_name=name,
-            options=SESSION,
+            options=_options(config.url, SESSION),
         )
 
 
@@ -164,8 +171,11 @@ class Database:
                 # work_mem: the sorts of resampling and of keeping rollups (a day of
                 # one-minute candles, a year of hourly ones) fit in memory instead of
                 # spilling to disk: 15-25 % faster, measured (bench/README.md)
-                "options": f"-c statement_timeout={round(config.command_timeout * 1000)}"
-                f" {SESSION} -c work_mem=32MB{read_only}",
+                "options": _options(
+                    config.url,
+                    f"-c statement_timeout={round(config.command_timeout * 1000)}"
+                    f" {SESSION} -c work_mem=32MB{read_only}",
+                ),
                 "application_name": name,
                 "autocommit": True,
             },

@@ -117,6 +117,12 @@ class LiveBars:
                 return taken
             await self.wake.wait()
 
+    def check(self) -> None:
+        """Raise what ended the subscription: TooSlow (the client cut), or what it followed
+        having ended (NotFound: a time-travel session)."""
+        if self._subscription is not None:
+            self._subscription.take(0)
+
     def close(self) -> None:
         if self._subscription is not None:
             self._reason = self._subscription.reason or self._reason
@@ -245,6 +251,7 @@ class BarStream(abc.ABC):
             if ended == "shutdown":
                 await farewell(self.socket, CLOSE_RESTART)
             elif ended == "cut":
+                self.bars.check()  # what ended it, when not the client (NotFound)
                 await farewell(self.socket, CLOSE_POLICY, self.send(self.slow(self.bars.reason)))
         except* (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the client went away while we were sending

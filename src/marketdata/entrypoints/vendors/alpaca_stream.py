@@ -234,16 +234,16 @@ class Connection(BarStream):
         return Subscriptions("subscription", **lists)
 
     def message_of(self, event: LiveEvent) -> StreamBar | None:
-        """A minute bar to the channel that wants it: a minute newer than any this client
-        was sent to `bars`, one again to `updatedBars` (by what this connection was sent,
-        not by the revision: a minute written and corrected before the listener reads it
-        comes once, at revision 1); deleted spans and forming bars have no Alpaca message."""
+        """A minute bar to the channel that wants it: to `bars` as first written, or newer
+        than any this client was sent (a minute written and corrected before the listener
+        read it comes once, at revision 1: new to this client); a correction to
+        `updatedBars`; deleted spans and forming bars have no Alpaca message."""
         if not isinstance(event, Candle) or event.final is False:
             return None
         newest = self._newest.get(event.ticker)
-        if newest is None or event.ts > newest:
+        if not event.revision or newest is None or event.ts > newest:
             kind, channel = "b", "bars"
-            self._newest[event.ticker] = event.ts
+            self._newest[event.ticker] = max(event.ts, newest or event.ts)
         else:
             kind, channel = "u", "updatedBars"
         if event.ticker not in self.channels[channel]:

@@ -227,7 +227,7 @@ async def _klines(
     if tz is None:
         raise not_valid("timeZone")
     start, end = query.start_time, query.end_time
-    if start is not None and end is not None and start > end:
+    if start is not None and end is not None and at_time(start) > at_time(end):
         raise BinanceError(-1023, "Start time is greater than end time.")
     try:
         plan = await reads.plan(ticker, tf_min, BarOptions(tz=tz))

@@ -156,12 +156,15 @@ CREATE INDEX IF NOT EXISTS candle_pending_xid ON candle_pending (xid);
 
 -- Rows a replication worker changed (keys, hashes before and after, marks): noted for the
 -- commit, or applied at once (`now`). Runs as its owner: the worker's role may not write the
--- tables the triggers keep.
+-- tables the triggers keep; so it refuses any other caller (it is not a trigger function).
 CREATE OR REPLACE FUNCTION candle_replicated_rows(
     k_ticker text[], k_tf integer[], k_ts timestamptz[], k_old bigint[], k_new bigint[],
     k_xact xid8[], now boolean
 ) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_stat_subscription s WHERE s.pid = pg_backend_pid()) THEN
+        RAISE EXCEPTION 'candle_replicated_rows is for logical replication workers only';
+    END IF;
     IF now THEN
         PERFORM candle_changes_apply(
             k_ticker, k_tf, k_ts, k_old, k_new,
@@ -205,6 +208,9 @@ BEGIN
                          NEW.close, NEW.volume, NEW.openint);
     END IF;
     IF TG_OP = 'UPDATE' AND (OLD.ticker, OLD.tf_min, OLD.ts) = (NEW.ticker, NEW.tf_min, NEW.ts)
+       AND o = n THEN
+        RETURN NULL;  -- no value changed (as `candles_changed` skips such rows)
+    ELSIF TG_OP = 'UPDATE' AND (OLD.ticker, OLD.tf_min, OLD.ts) = (NEW.ticker, NEW.tf_min, NEW.ts)
     THEN
         PERFORM candle_replicated_rows(ARRAY[NEW.ticker], ARRAY[NEW.tf_min], ARRAY[NEW.ts],
                                        ARRAY[o], ARRAY[n], ARRAY[NEW.xact], now);
