@@ -191,7 +191,8 @@ def test_a_database_url_s_own_options_are_kept(
     url = database_factory()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA md")
-    env = {"DATABASE_URL": f"{url}?options=-c%20search_path%3Dmd"}
+    joined = "&" if "?" in url else "?"  # the embedded server's URL has a query already
+    env = {"DATABASE_URL": f"{url}{joined}options=-c%20search_path%3Dmd"}
     assert run(["migrate"], env, tmp_path).returncode == 0
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT to_regclass('md.candles') IS NOT NULL").fetchone() == (True,)
