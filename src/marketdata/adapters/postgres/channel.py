@@ -1,10 +1,23 @@
 """The one NOTIFY channel between the service's processes (see `changes` and `live`), and
 who follows what it announces."""
 
+import select
 from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
 
 CHANNEL = "marketdata_candles"
 FLUSH = "flush"  # a payload: what every process knows of the catalog is to be read again
+
+
+def readable(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a listening connection's socket holds something not read yet (a
+    notification)."""
+    try:
+        return bool(select.select([conn.pgconn.socket], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
 
 
 class Watch:

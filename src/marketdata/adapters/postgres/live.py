@@ -17,7 +17,6 @@ of them is forgotten at once.
 import asyncio
 import contextlib
 import heapq
-import select
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +27,7 @@ import structlog
 from marketdata.adapters.postgres import changes
 from marketdata.adapters.postgres.bars import bars_params, bars_sql, shape_of
 from marketdata.adapters.postgres.changes import Change, Heard, Snapshot
-from marketdata.adapters.postgres.channel import CHANNEL, FLUSH, CandleWatch
+from marketdata.adapters.postgres.channel import CHANNEL, FLUSH, CandleWatch, readable
 from marketdata.adapters.postgres.forming import forming_sql
 from marketdata.adapters.postgres.known import KnownSeries
 from marketdata.adapters.postgres.live_events import (
@@ -53,14 +52,6 @@ log = structlog.get_logger(logger_name="marketdata.live")
 
 _ADVANCE_EVERY = 5.0  # seconds between moves of the listener's snapshot
 _PRUNE_EVERY = 600.0
-
-
-def _readable(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether the listener's socket holds something not read yet (a notification)."""
-    try:
-        return bool(select.select([conn.pgconn.socket], [], [], 0)[0])
-    except (OSError, ValueError, psycopg.OperationalError):
-        return True
 
 
 class PostgresLiveFeed:
@@ -177,7 +168,7 @@ class PostgresLiveFeed:
                 await self._catch_up(conn, now)
             self._snapshot, self._seen = now, set()
             self.known.reset(enabled=True)
-            self.known.pending = lambda: _readable(conn)
+            self.known.pending = lambda: readable(conn)
             self.sessions.reset()
             self.written.reset()
             self.connected.set()
