@@ -56,9 +56,10 @@ def parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "check",
-        help="validate settings, reach the database and each replica (DATABASE_REPLICA_URLS: "
-        "a standby within REPLICA_MAX_LAG_SECONDS), compare the series catalog and the rollups "
-        "with the candles (writes that skipped the triggers); exit 0 when all is well",
+        help="validate settings, reach the database (no pending migrations) and each replica "
+        "(DATABASE_REPLICA_URLS: a standby within REPLICA_MAX_LAG_SECONDS), check the triggers "
+        "of candles, compare the series catalog and the rollups with the candles (writes that "
+        "skipped the triggers); exit 0 when all is well",
     )
     mend = commands.add_parser(
         "mend",

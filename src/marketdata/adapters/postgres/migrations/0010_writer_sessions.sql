@@ -11,8 +11,64 @@
 --   triggers), and every function that runs statements looks names up in the schema of
 --   `candles`, then pg_temp. The SQL functions inlined into those statements keep no setting
 --   (one would keep them from being inlined): they are planned in their caller's path.
+-- An UPDATE's changed rows are applied by a function of their own, `candle_changes_apply`
+-- (0011's replicated rows take the same path).
 
--- `candles_changed` as in 0006, with the INSERT's marks.
+-- What the changed rows of a statement imply (each row's key, the hash of its values before
+-- and after, NULL where it was not or is no more, and whether it needs this transaction's
+-- mark): the revision and mark of the rows another program changed, the catalog's counts,
+-- spans and checksums, the runs of candles removed, then `candle_apply`. For an UPDATE's
+-- rows (as 0006 did within `candles_changed`), and for a replicated transaction's (0011).
+CREATE OR REPLACE FUNCTION candle_changes_apply(
+    k_ticker text[], k_tf integer[], k_ts timestamptz[], k_old bigint[], k_new bigint[],
+    k_fix boolean[]
+) RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    xid xid8 := pg_current_xact_id();
+    d record;  -- per series: t, tf, added, removed, lo, hi, x
+    r record;  -- runs removed: t, tf, lo, hi
+BEGIN
+    -- another program's update: its changed candles' revision and transaction
+    PERFORM set_config('marketdata.fixing', 'on', true);
+    UPDATE candles c SET
+        revision = c.revision + CASE WHEN f.old_hash IS NULL THEN 0 ELSE 1 END,
+        xact = xid
+    FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new, k_fix)
+        AS f(ticker, tf_min, ts, old_hash, new_hash, fix)
+    WHERE f.fix AND f.new_hash IS NOT NULL
+      AND c.ticker = f.ticker AND c.tf_min = f.tf_min AND c.ts = f.ts;
+    PERFORM set_config('marketdata.fixing', 'off', true);
+    SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf, array_agg(s.a) AS added,
+           array_agg(s.r) AS removed, array_agg(s.lo) AS lo, array_agg(s.hi) AS hi,
+           array_agg(s.x) AS x
+    INTO d
+    FROM (SELECT f.ticker, f.tf_min,
+                 count(*) FILTER (WHERE f.old_hash IS NULL) AS a,
+                 count(*) FILTER (WHERE f.new_hash IS NULL) AS r,
+                 min(f.ts) AS lo, max(f.ts) AS hi,
+                 bit_xor(coalesce(f.old_hash, 0) # coalesce(f.new_hash, 0)) AS x
+          FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new)
+              AS f(ticker, tf_min, ts, old_hash, new_hash)
+          GROUP BY f.ticker, f.tf_min) s;
+    SELECT array_agg(g.ticker) AS t, array_agg(g.tf_min) AS tf, array_agg(g.lo) AS lo,
+           array_agg(g.hi) AS hi
+    INTO r
+    FROM candle_removed_runs(
+        ARRAY(SELECT f.t FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
+              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
+        ARRAY(SELECT f.tf FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
+              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
+        ARRAY(SELECT f.ts FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
+              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts)) g;
+    IF d.t IS NULL THEN
+        RETURN;  -- no row
+    END IF;
+    PERFORM candle_apply(d.t, d.tf, d.added, d.removed, d.lo, d.hi, d.x, r.t, r.tf, r.lo, r.hi);
+END
+$$;
+
+-- `candles_changed` as in 0006, with the INSERT's marks, its UPDATE's rows applied by
+-- `candle_changes_apply`.
 CREATE OR REPLACE FUNCTION candles_changed() RETURNS trigger LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -75,38 +131,8 @@ BEGIN
         IF u.t IS NULL THEN
             RETURN NULL;  -- no value changed
         END IF;
-        -- another program's update: its changed candles' revision and transaction
-        PERFORM set_config('marketdata.fixing', 'on', true);
-        UPDATE candles c SET
-            revision = c.revision + CASE WHEN f.old_hash IS NULL THEN 0 ELSE 1 END,
-            xact = xid
-        FROM unnest(u.t, u.tf, u.ts, u.old_hash, u.new_hash, u.fix)
-            AS f(ticker, tf_min, ts, old_hash, new_hash, fix)
-        WHERE f.fix AND f.new_hash IS NOT NULL
-          AND c.ticker = f.ticker AND c.tf_min = f.tf_min AND c.ts = f.ts;
-        PERFORM set_config('marketdata.fixing', 'off', true);
-        SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf, array_agg(s.a) AS added,
-               array_agg(s.r) AS removed, array_agg(s.lo) AS lo, array_agg(s.hi) AS hi,
-               array_agg(s.x) AS x
-        INTO d
-        FROM (SELECT f.ticker, f.tf_min,
-                     count(*) FILTER (WHERE f.old_hash IS NULL) AS a,
-                     count(*) FILTER (WHERE f.new_hash IS NULL) AS r,
-                     min(f.ts) AS lo, max(f.ts) AS hi,
-                     bit_xor(coalesce(f.old_hash, 0) # coalesce(f.new_hash, 0)) AS x
-              FROM unnest(u.t, u.tf, u.ts, u.old_hash, u.new_hash)
-                  AS f(ticker, tf_min, ts, old_hash, new_hash)
-              GROUP BY f.ticker, f.tf_min) s;
-        SELECT array_agg(g.ticker) AS t, array_agg(g.tf_min) AS tf, array_agg(g.lo) AS lo,
-               array_agg(g.hi) AS hi
-        INTO r
-        FROM candle_removed_runs(
-            ARRAY(SELECT f.t FROM unnest(u.t, u.tf, u.ts, u.new_hash) f(t, tf, ts, h)
-                  WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
-            ARRAY(SELECT f.tf FROM unnest(u.t, u.tf, u.ts, u.new_hash) f(t, tf, ts, h)
-                  WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
-            ARRAY(SELECT f.ts FROM unnest(u.t, u.tf, u.ts, u.new_hash) f(t, tf, ts, h)
-                  WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts)) g;
+        PERFORM candle_changes_apply(u.t, u.tf, u.ts, u.old_hash, u.new_hash, u.fix);
+        RETURN NULL;
     END IF;
     IF d.t IS NULL THEN
         RETURN NULL;  -- no row
@@ -129,6 +155,7 @@ BEGIN
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = home
           AND p.proname IN ('candles_changed', 'candles_truncated', 'candle_apply',
+                            'candle_changes_apply',
                             'candle_rollups_build', 'candle_rollups_refresh', 'candle_mend',
                             'candle_rollups_drift')
     LOOP

@@ -5,140 +5,13 @@
 -- it changes is noted (`candle_pending`), and at the commit of the replicated transaction a
 -- deferred trigger on that table (never truncated: a deferred event on `candles` would point
 -- into a heap a TRUNCATE in the same transaction replaced) applies them all at once, as a
--- statement's changed rows are applied (`candle_changes_apply`, the UPDATE's path of
--- `candles_changed` made a function of its own). Where PostgreSQL applies as the table's
--- owner in a security-restricted operation (16 and later, a subscription owned by another
--- role without run_as_owner), which refuses deferred triggers, each row is applied at once
--- instead. A replicated TRUNCATE fires `candles_truncated`, now ENABLE ALWAYS, which also
--- drops what the transaction noted before it. A session that sets session_replication_role
--- = replica itself still skips the triggers (`marketdata check` finds what it wrote).
-
--- What the changed rows of a statement imply (each row's key, the hash of its values before
--- and after, NULL where it was not or is no more, and whether it needs this transaction's
--- mark): the revision and mark of the rows another program changed, the catalog's counts,
--- spans and checksums, the runs of candles removed, then `candle_apply`. For an UPDATE's
--- rows (as 0006 did within `candles_changed`), and for a replicated transaction's (below).
-CREATE OR REPLACE FUNCTION candle_changes_apply(
-    k_ticker text[], k_tf integer[], k_ts timestamptz[], k_old bigint[], k_new bigint[],
-    k_fix boolean[]
-) RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
-DECLARE
-    xid xid8 := pg_current_xact_id();
-    d record;  -- per series: t, tf, added, removed, lo, hi, x
-    r record;  -- runs removed: t, tf, lo, hi
-BEGIN
-    -- another program's update: its changed candles' revision and transaction
-    PERFORM set_config('marketdata.fixing', 'on', true);
-    UPDATE candles c SET
-        revision = c.revision + CASE WHEN f.old_hash IS NULL THEN 0 ELSE 1 END,
-        xact = xid
-    FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new, k_fix)
-        AS f(ticker, tf_min, ts, old_hash, new_hash, fix)
-    WHERE f.fix AND f.new_hash IS NOT NULL
-      AND c.ticker = f.ticker AND c.tf_min = f.tf_min AND c.ts = f.ts;
-    PERFORM set_config('marketdata.fixing', 'off', true);
-    SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf, array_agg(s.a) AS added,
-           array_agg(s.r) AS removed, array_agg(s.lo) AS lo, array_agg(s.hi) AS hi,
-           array_agg(s.x) AS x
-    INTO d
-    FROM (SELECT f.ticker, f.tf_min,
-                 count(*) FILTER (WHERE f.old_hash IS NULL) AS a,
-                 count(*) FILTER (WHERE f.new_hash IS NULL) AS r,
-                 min(f.ts) AS lo, max(f.ts) AS hi,
-                 bit_xor(coalesce(f.old_hash, 0) # coalesce(f.new_hash, 0)) AS x
-          FROM unnest(k_ticker, k_tf, k_ts, k_old, k_new)
-              AS f(ticker, tf_min, ts, old_hash, new_hash)
-          GROUP BY f.ticker, f.tf_min) s;
-    SELECT array_agg(g.ticker) AS t, array_agg(g.tf_min) AS tf, array_agg(g.lo) AS lo,
-           array_agg(g.hi) AS hi
-    INTO r
-    FROM candle_removed_runs(
-        ARRAY(SELECT f.t FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
-              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
-        ARRAY(SELECT f.tf FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
-              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts),
-        ARRAY(SELECT f.ts FROM unnest(k_ticker, k_tf, k_ts, k_new) f(t, tf, ts, h)
-              WHERE f.h IS NULL ORDER BY f.t, f.tf, f.ts)) g;
-    IF d.t IS NULL THEN
-        RETURN;  -- no row
-    END IF;
-    PERFORM candle_apply(d.t, d.tf, d.added, d.removed, d.lo, d.hi, d.x, r.t, r.tf, r.lo, r.hi);
-END
-$$;
-
--- `candles_changed` as in 0010, its UPDATE's rows applied by `candle_changes_apply`.
-CREATE OR REPLACE FUNCTION candles_changed() RETURNS trigger LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan AS $$
-DECLARE
-    xid xid8 := pg_current_xact_id();
-    d record;  -- per series: t, tf, added, removed, lo, hi, x
-    r record;  -- runs removed: t, tf, lo, hi
-    u record;  -- an update's changed rows: t, tf, ts, old_hash, new_hash, fix
-BEGIN
-    IF current_setting('marketdata.fixing', true) = 'on' THEN
-        RETURN NULL;
-    END IF;
-    SELECT NULL::text[] AS t, NULL::int[] AS tf, NULL::timestamptz[] AS lo,
-           NULL::timestamptz[] AS hi INTO r;
-    IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf, array_agg(s.n) AS added,
-               array_agg(0::bigint) AS removed, array_agg(s.lo) AS lo, array_agg(s.hi) AS hi,
-               array_agg(s.x) AS x, sum(s.marked) AS marked
-        INTO d
-        FROM (SELECT n.ticker, n.tf_min, count(*) AS n, min(n.ts) AS lo, max(n.ts) AS hi,
-                     bit_xor(candle_hash(n.ticker, n.tf_min, n.ts, n.open, n.high, n.low,
-                                         n.close, n.volume, n.openint)) AS x,
-                     count(*) FILTER (WHERE n.xact <> xid) AS marked
-              FROM new_rows n GROUP BY n.ticker, n.tf_min) s;
-        IF d.marked > 0 THEN  -- rows with another transaction's mark: this one's
-            PERFORM set_config('marketdata.fixing', 'on', true);
-            UPDATE candles c SET xact = xid
-            FROM new_rows n
-            WHERE n.xact <> xid
-              AND c.ticker = n.ticker AND c.tf_min = n.tf_min AND c.ts = n.ts;
-            PERFORM set_config('marketdata.fixing', 'off', true);
-        END IF;
-    ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg(s.ticker) AS t, array_agg(s.tf_min) AS tf,
-               array_agg(0::bigint) AS added, array_agg(s.n) AS removed,
-               array_agg(s.lo) AS lo, array_agg(s.hi) AS hi, array_agg(s.x) AS x
-        INTO d
-        FROM (SELECT o.ticker, o.tf_min, count(*) AS n, min(o.ts) AS lo, max(o.ts) AS hi,
-                     bit_xor(candle_hash(o.ticker, o.tf_min, o.ts, o.open, o.high, o.low,
-                                         o.close, o.volume, o.openint)) AS x
-              FROM old_rows o GROUP BY o.ticker, o.tf_min) s;
-        SELECT array_agg(o.ticker) AS t, array_agg(o.tf_min) AS tf, array_agg(o.ts) AS ts
-        INTO u FROM old_rows o;
-        SELECT array_agg(g.ticker) AS t, array_agg(g.tf_min) AS tf, array_agg(g.lo) AS lo,
-               array_agg(g.hi) AS hi
-        INTO r FROM candle_removed_runs(u.t, u.tf, u.ts) g;
-    ELSE
-        SELECT array_agg(coalesce(o.ticker, n.ticker)) AS t,
-               array_agg(coalesce(o.tf_min, n.tf_min)) AS tf,
-               array_agg(coalesce(o.ts, n.ts)) AS ts, array_agg(o.h) AS old_hash,
-               array_agg(n.h) AS new_hash, array_agg(n.xact IS DISTINCT FROM xid) AS fix
-        INTO u
-        FROM (SELECT o.ticker, o.tf_min, o.ts,
-                     candle_hash(o.ticker, o.tf_min, o.ts, o.open, o.high, o.low, o.close,
-                                 o.volume, o.openint) AS h FROM old_rows o) o
-        FULL JOIN (SELECT n.ticker, n.tf_min, n.ts, n.xact,
-                          candle_hash(n.ticker, n.tf_min, n.ts, n.open, n.high, n.low, n.close,
-                                      n.volume, n.openint) AS h FROM new_rows n) n
-            ON o.ticker = n.ticker AND o.tf_min = n.tf_min AND o.ts = n.ts
-        WHERE o.h IS DISTINCT FROM n.h;
-        IF u.t IS NULL THEN
-            RETURN NULL;  -- no value changed
-        END IF;
-        PERFORM candle_changes_apply(u.t, u.tf, u.ts, u.old_hash, u.new_hash, u.fix);
-        RETURN NULL;
-    END IF;
-    IF d.t IS NULL THEN
-        RETURN NULL;  -- no row
-    END IF;
-    PERFORM candle_apply(d.t, d.tf, d.added, d.removed, d.lo, d.hi, d.x, r.t, r.tf, r.lo, r.hi);
-    RETURN NULL;
-END
-$$;
+-- statement's changed rows are applied (`candle_changes_apply`, 0010). Where PostgreSQL
+-- applies as the table's owner in a security-restricted operation (16 and later, a
+-- subscription owned by another role without run_as_owner), which refuses deferred
+-- triggers, each row is applied at once instead. A replicated TRUNCATE fires
+-- `candles_truncated`, now ENABLE ALWAYS, which also drops what the transaction noted before
+-- it. A session that sets session_replication_role = replica itself still skips the
+-- triggers (`marketdata check` finds what it wrote).
 
 -- The rows a replicated transaction changed, until its commit applies them (then deleted, in
 -- the same transaction: nothing here outlives one, so nothing is logged).
@@ -292,7 +165,7 @@ ALTER TABLE candles ENABLE ALWAYS TRIGGER candles_truncated;
 
 -- As 0010 did: the trigger functions of `candles` run as their owner (but the replication
 -- row trigger, above), and every function that runs statements looks names up in the schema
--- of `candles`, then pg_temp (`candles_changed` and `candles_truncated` were made again).
+-- of `candles`, then pg_temp (`candles_truncated` was made again).
 DO $$
 DECLARE
     home text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -303,12 +176,11 @@ BEGIN
         SELECT p.oid::regprocedure AS signature, p.proname
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = home
-          AND p.proname IN ('candles_changed', 'candles_truncated', 'candle_changes_apply',
-                            'candle_replicated_rows', 'candles_replicated',
-                            'candle_pending_commit')
+          AND p.proname IN ('candles_truncated', 'candle_replicated_rows',
+                            'candles_replicated', 'candle_pending_commit')
     LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f.signature, home);
-        IF f.proname IN ('candles_changed', 'candles_truncated', 'candle_pending_commit') THEN
+        IF f.proname IN ('candles_truncated', 'candle_pending_commit') THEN
             EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', f.signature);
         END IF;
     END LOOP;
