@@ -215,6 +215,17 @@ def test_a_time_zone_cuts_days_in_that_offset(client: Client) -> None:
     assert same[0][0] == ms(DAY)
 
 
+@pytest.mark.parametrize("interval", ["1h", "4h", "1d"])
+def test_a_time_zone_of_minutes_cuts_bars_in_that_offset(client: Client, interval: str) -> None:
+    # Kathmandu has kept +05:45 since 1986: its bars are the offset's
+    tf_min = {"1h": 60, "4h": 240, "1d": 1440}[interval]
+    rows = klines(client, symbol="BTCUSDT", interval=interval, timeZone="+05:45", startTime=0)
+    ours = candles(client, ticker="BTCUSDT", tf_min=tf_min, tz="Asia/Kathmandu")
+    assert rows
+    assert rows == [as_kline(c, tf_min) for c in ours]
+    assert {row[0] // 60_000 % 60 for row in rows} == {15}  # 00:00 at +05:45 is 18:15 UTC
+
+
 ERRORS = [
     ({"interval": "1m"}, -1102, "Mandatory parameter 'symbol'"),
     ({"symbol": "BTCUSDT"}, -1102, "Mandatory parameter 'interval'"),
@@ -233,7 +244,9 @@ ERRORS = [
     ({"symbol": "BTCUSDT", "interval": "1m", "endTime": "-5"}, -1100, "'endTime'"),
     ({"symbol": "BTCUSDT", "interval": "1m", "startTime": 10**30}, -1100, "'startTime'"),
     ({"symbol": "BTCUSDT", "interval": "1m", "startTime": 9, "endTime": 8}, -1023, "Start time"),
-    ({"symbol": "BTCUSDT", "interval": "1d", "timeZone": "05:45"}, -1130, "'timeZone'"),
+    ({"symbol": "BTCUSDT", "interval": "1d", "timeZone": "05:60"}, -1130, "'timeZone'"),
+    ({"symbol": "BTCUSDT", "interval": "1d", "timeZone": "+14:30"}, -1130, "'timeZone'"),
+    ({"symbol": "BTCUSDT", "interval": "1d", "timeZone": "Asia/Kathmandu"}, -1130, "'timeZone'"),
     ({"symbol": "BTCUSDT", "interval": "1d", "timeZone": "+15:00"}, -1130, "'timeZone'"),
 ]
 
@@ -443,6 +456,15 @@ def test_streams_in_the_url_raw_and_combined(live: Client, db_url: str) -> None:
         combined = [receive(both), receive(both)]
     assert sorted(c["stream"] for c in combined) == ["liveusdt@kline_1m", "liveusdt@kline_3m"]
     assert all(c["data"]["e"] == "kline" for c in combined)
+
+
+def test_a_stream_in_an_offset_of_minutes_cuts_its_bars_there(live: Client, db_url: str) -> None:
+    with live.websocket_connect("/binance/ws/liveusdt@kline_1h@+05:45") as ws:
+        Writer(db_url, [[minute(1)]]).run()
+        event = receive(ws)
+    # the hour from 19:00 at +05:45 is the one from 13:15 UTC
+    assert event["k"]["t"] == ms(START - timedelta(minutes=15))
+    assert event["k"]["T"] == ms(START + timedelta(minutes=45)) - 1
 
 
 def test_stream_times_in_microseconds_when_asked(live: Client, db_url: str) -> None:

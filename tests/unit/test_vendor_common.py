@@ -1,9 +1,10 @@
 """The vendor protocols' shared rules: symbols and assets, offsets, resolutions, times."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from marketdata.domain.candles import zone_info
 from marketdata.entrypoints.settings import SettingsError, settings_from
 from marketdata.entrypoints.vendors.common import (
     EPOCH,
@@ -77,7 +78,10 @@ def test_vendor_assets_is_read_and_checked() -> None:
         ("-1:00", "Etc/GMT+1"),
         ("-12", "Etc/GMT+12"),
         ("+14:00", "Etc/GMT-14"),
-        ("05:45", None),  # no fixed zone of its own
+        ("05:45", "<+0545>-05:45"),  # a fixed offset of its own, as PostgreSQL reads it
+        ("-0:30", "<-0030>+00:30"),
+        ("+14:30", None),
+        ("05:60", None),
         ("+15", None),
         ("-13:00", None),
         ("Asia/Tokyo", None),
@@ -86,6 +90,15 @@ def test_vendor_assets_is_read_and_checked() -> None:
 )
 def test_offsets_as_zones(offset: str, zone: str | None) -> None:
     assert zone_of_offset(offset) == zone
+
+
+def test_a_fixed_offset_is_a_zone_python_reads_as_postgresql_does() -> None:
+    kathmandu = zone_info("<+0545>-05:45")
+    assert kathmandu.utcoffset(None) == timedelta(hours=5, minutes=45)
+    assert zone_info("<-0330>+03:30").utcoffset(None) == -timedelta(hours=3, minutes=30)
+    for wrong in ("<+0545>+05:45", "<+2400>-24:00"):
+        with pytest.raises(ValueError, match="not a fixed offset"):
+            zone_info(wrong)
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,10 @@ for REST, exports and replays (`bar_options`); made in SQL by `adapters/postgres
 
 import enum
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import msgspec
 
-from marketdata.domain.candles import Candle, zone_of
+from marketdata.domain.candles import Candle, zone_info, zone_of
 from marketdata.domain.errors import InvalidParameter
 
 MINUTES_PER_DAY = 1440
@@ -122,7 +121,7 @@ def local_to_utc(naive: datetime, tz: str) -> datetime:
     """A local time of `tz` as an instant, read as PostgreSQL reads `timestamp AT TIME ZONE`:
     a time that happens twice (clocks going back) is the later one, standard time; a time
     that does not happen (clocks going forward) keeps the offset from before the change."""
-    zone = ZoneInfo(tz)
+    zone = zone_info(tz)
     early, late = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
     if early.utcoffset() != late.utcoffset() and (
         early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
@@ -136,7 +135,7 @@ def bar_close(ts: datetime, tf_min: int, tz: str, resampled: bool) -> datetime:
     when the next bucket opens, in local time (days of 23 or 25 hours)."""
     if not resampled or tz == "UTC":
         return ts + timedelta(minutes=tf_min)
-    local = ts.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
+    local = ts.astimezone(zone_info(tz)).replace(tzinfo=None)
     return local_to_utc(local + timedelta(minutes=tf_min), tz)
 
 

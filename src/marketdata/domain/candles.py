@@ -2,7 +2,7 @@
 
 import enum
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -101,6 +101,30 @@ def zone_of(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidParameter("tz", f"{name!r} is not a known time zone") from None
     return name
+
+
+# A fixed offset from UTC written as PostgreSQL reads a POSIX zone: `<+0545>-05:45` is 5 h 45
+# min east of UTC (POSIX counts west). No IANA zone is such an offset for all its history
+# (Asia/Kathmandu was +05:30 until 1986); a vendor's offsets of minutes are cut in these.
+_FIXED = re.compile(r"<([+-])(\d\d)(\d\d)>[+-]\d\d:\d\d")
+
+
+def fixed_zone(minutes: int) -> str:
+    """The zone of a fixed offset `minutes` east of UTC, as PostgreSQL and `zone_info` read
+    it."""
+    (hours, rest), (sign, posix) = divmod(abs(minutes), 60), ("+-" if minutes >= 0 else "-+")
+    return f"<{sign}{hours:02d}{rest:02d}>{posix}{hours:02d}:{rest:02d}"
+
+
+def zone_info(name: str) -> tzinfo:
+    """The zone a valid zone name (`zone_of`, `fixed_zone`) names, for Python's arithmetic."""
+    fixed = _FIXED.fullmatch(name)
+    if fixed is None:
+        return ZoneInfo(name)
+    minutes = (int(fixed[2]) * 60 + int(fixed[3])) * (1 if fixed[1] == "+" else -1)
+    if name != fixed_zone(minutes) or abs(minutes) >= 24 * 60:
+        raise ValueError(f"{name!r} is not a fixed offset")
+    return timezone(timedelta(minutes=minutes), name)
 
 
 def limit_of(value: int, maximum: int) -> int:

@@ -14,7 +14,6 @@ import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -23,7 +22,7 @@ from marketdata.domain.bar_options import (
     MINUTES_PER_DAY,
     BarOptions,
 )
-from marketdata.domain.candles import zone_of
+from marketdata.domain.candles import zone_info, zone_of
 from marketdata.domain.errors import InvalidParameter, NotFound, no_candles
 
 
@@ -221,7 +220,7 @@ def aligned(rollup: int, tz: str, first: datetime, last: datetime) -> bool:
 def _zone_year(tz: str, year: int) -> tuple[frozenset[int], tuple[int, ...]]:
     """The UTC offsets (seconds) `tz` uses in `year`, and the instants (seconds since the
     epoch) its offset changes, found day by day and then to the second."""
-    zone = ZoneInfo(tz)
+    zone = zone_info(tz)
 
     def offset(at: datetime) -> int:
         delta = at.astimezone(zone).utcoffset()

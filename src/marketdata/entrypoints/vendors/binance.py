@@ -107,8 +107,8 @@ KLINES_DOC = (
     "timeframe are resampled as `/candles` does; `1s` and `1M` are not served: -1120), "
     "ascending. With `startTime`, the first `limit` bars opening at or after it (and by "
     "`endTime`); otherwise the last `limit` opening by `endTime` (default now). `limit` "
-    "500, at most 1000. `timeZone` (a whole-hour UTC offset: `+08:00`, `-5`) cuts days "
-    "and weeks in that offset. Each row: [open time ms, open, high, low, close, volume, "
+    "500, at most 1000. `timeZone` (a UTC offset from -12:00 to +14:00: `+08:00`, `-5`, "
+    "`05:45`) cuts bars in that offset. Each row: [open time ms, open, high, low, close, volume, "
     'close time ms (open + interval - 1), "0" (quote volume: not stored), 0 (trades), '
     '"0" (taker buy base), "0" (taker buy quote), "0"]; the bar forming now comes as it '
     "stands. `uiKlines` (which Binance tunes for charts) answers the same."

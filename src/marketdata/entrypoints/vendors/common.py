@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from marketdata.domain.bar_options import PLAIN, BarOptions
-from marketdata.domain.candles import Candle, Order
+from marketdata.domain.candles import Candle, Order, fixed_zone
 from marketdata.domain.errors import InvalidParameter, NotFound
 from marketdata.domain.queries import CandleQueries, CandleQuery
 from marketdata.domain.timeframes import Series, serving
@@ -187,16 +187,19 @@ _OFFSET = re.compile(r"([+-]?)(\d{1,2})(?::(\d{2}))?")
 
 
 def zone_of_offset(offset: str) -> str | None:
-    """A UTC offset as Binance writes it (`8`, `+08:00`, `-1:00`, `0`) as a zone our bars
-    are cut in: whole hours from -12 to +14 are the fixed zones `Etc/GMT-8` (sic: POSIX
-    signs are inverted) and `UTC`; None for any other (05:45 has no fixed zone of its own)."""
+    """A UTC offset as Binance writes it (`8`, `+08:00`, `-1:00`, `05:45`, `0`), from -12:00 to
+    +14:00, as a zone our bars are cut in: whole hours are the fixed zones `Etc/GMT-8` (sic:
+    POSIX signs are inverted) and `UTC`, others a fixed offset of their own (`fixed_zone`);
+    None for anything else."""
     match = _OFFSET.fullmatch(offset.strip())
-    if match is None or (match[3] is not None and match[3] != "00"):
+    if match is None or int(match[3] or 0) > 59:
         return None
-    hours = int(match[2]) * (-1 if match[1] == "-" else 1)
-    if not -12 <= hours <= 14:
+    minutes = (int(match[2]) * 60 + int(match[3] or 0)) * (-1 if match[1] == "-" else 1)
+    if not -12 * 60 <= minutes <= 14 * 60:
         return None
-    return "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"
+    if minutes % 60:
+        return fixed_zone(minutes)
+    return "UTC" if minutes == 0 else f"Etc/GMT{-minutes // 60:+d}"
 
 
 # -- reads -------------------------------------------------------------------------------
