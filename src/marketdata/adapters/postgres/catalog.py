@@ -61,36 +61,43 @@ async def drift(config: DatabaseConfig) -> list[Drift]:
         return [Drift(*row) for row in await cursor.fetchall()]
 
 
-# The triggers of `candles` that keep what a write implies (migrations 0006, 0011), each as
-# made: how, and the states it may be in ("O" fires for ordinary writers, "A" for every one,
-# "R" in replication's workers only, "D" never).
+# The triggers that keep what a write of `candles` implies (migrations 0006, 0011), by table
+# and name, each as made: how, and the states it may be in ("O" fires for ordinary writers,
+# "A" for every one, "R" in replication's workers only, "D" never).
 TRIGGERS = {
-    "candles_inserted": (
+    ("candles", "candles_inserted"): (
         "CREATE TRIGGER candles_inserted AFTER INSERT ON candles REFERENCING NEW TABLE AS"
         " new_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
         "OA",
     ),
-    "candles_updated": (
+    ("candles", "candles_updated"): (
         "CREATE TRIGGER candles_updated AFTER UPDATE ON candles REFERENCING OLD TABLE AS"
         " old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
         "OA",
     ),
-    "candles_deleted": (
+    ("candles", "candles_deleted"): (
         "CREATE TRIGGER candles_deleted AFTER DELETE ON candles REFERENCING OLD TABLE AS"
         " old_rows FOR EACH STATEMENT EXECUTE FUNCTION candles_changed()",
         "OA",
     ),
-    "candles_truncated": (
+    ("candles", "candles_truncated"): (
         "CREATE TRIGGER candles_truncated AFTER TRUNCATE ON candles FOR EACH STATEMENT"
         " EXECUTE FUNCTION candles_truncated(); ALTER TABLE candles ENABLE ALWAYS TRIGGER"
         " candles_truncated",
         "A",
     ),
-    "candles_replicated": (
+    ("candles", "candles_replicated"): (
         "CREATE TRIGGER candles_replicated AFTER INSERT OR UPDATE OR DELETE ON candles FOR"
         " EACH ROW EXECUTE FUNCTION candles_replicated(); ALTER TABLE candles ENABLE REPLICA"
         " TRIGGER candles_replicated",
         "RA",
+    ),
+    # what a replication worker noted applied at its transaction's commit
+    ("candle_pending", "candle_pending_commit"): (
+        "CREATE CONSTRAINT TRIGGER candle_pending_commit AFTER INSERT ON candle_pending"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION candle_pending_commit();"
+        " ALTER TABLE candle_pending ENABLE ALWAYS TRIGGER candle_pending_commit",
+        "A",
     ),
 }
 
@@ -103,23 +110,25 @@ async def triggers_out(config: DatabaseConfig) -> list[str]:
         translated_errors(location_of(config.url), config),
     ):
         cursor = await conn.execute(
-            "SELECT tgname, tgenabled FROM pg_trigger"
-            " WHERE tgrelid = 'candles'::regclass AND NOT tgisinternal"
+            "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t"
+            " JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE t.tgrelid IN ('candles'::regclass, 'candle_pending'::regclass)"
+            " AND NOT t.tgisinternal"
         )
-        enabled = {name: state for name, state in await cursor.fetchall()}
+        enabled = {(table, name): state for table, name, state in await cursor.fetchall()}
     out = []
-    for name, (create, states) in TRIGGERS.items():
-        state = enabled.get(name)
+    for (table, name), (create, states) in TRIGGERS.items():
+        state = enabled.get((table, name))
         mode = {"O": "", "A": " ALWAYS", "R": " REPLICA"}[states[0]]
         if state is None:
-            out.append(f"trigger {name} of candles is gone: {create};")
+            out.append(f"trigger {name} of {table} is gone: {create};")
         elif state not in states:
             how = {"D": "disabled", "R": "set to fire for replication only"}.get(
                 state, "set to fire for ordinary writers only"
             )
             out.append(
-                f"trigger {name} of candles is {how}:"
-                f" ALTER TABLE candles ENABLE{mode} TRIGGER {name};"
+                f"trigger {name} of {table} is {how}:"
+                f" ALTER TABLE {table} ENABLE{mode} TRIGGER {name};"
             )
     return out
 
