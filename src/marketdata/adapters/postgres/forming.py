@@ -55,16 +55,23 @@ def forming_sql(shape: Shape) -> bytes:
     however late the listener hears of it), read from the stored candle before the first
     (whose bar may have become final), with the candle after them (whether the last is
     final); each row also says whether its bar is `complete` (final by its time, not by a
-    later candle), and every row carries the buckets of the first and last candles (one row
-    of them when no bar is left)."""
+    later candle) and, last, whether the change `began` what follows that stored candle (no
+    candle after it but those the change wrote first: its bar became final by this change,
+    not by an earlier one), and every row carries the buckets of the first and last candles
+    (one row of them when no bar is left)."""
     source = source_sql(msgspec.structs.replace(shape, keyset=False, table=CANDLES))
     formed = _FORMED.format(last=_last_close(shape))
+    kept = f" AND {in_session('ts AT TIME ZONE %(tz)s', shape)}" if shape.session else ""
     if shape.live:
         return f"""SELECT q.i, f.* FROM unnest(%(tickers)s::text[], %(firsts)s::timestamptz[],
     %(lasts)s::timestamptz[], %(xids)s::xid8[]) WITH ORDINALITY AS q(ticker, first, last, xid, i)
 CROSS JOIN LATERAL (
     WITH prev AS (
         SELECT max(ts) AS ts FROM ({source}) r WHERE ts < q.first
+    ), began AS (
+        SELECT NOT EXISTS (SELECT FROM candles WHERE ticker = q.ticker AND tf_min = %(source)s
+                           AND ts > (SELECT ts FROM prev) AND xact <= q.xid
+                           AND (xact <> q.xid OR revision > 0){kept}) AS began
     ), span AS (
         SELECT {label("coalesce((SELECT ts FROM prev), q.first)")} AS lo,
                ({label("q.last")} AT TIME ZONE %(tz)s + %(stride)s) AT TIME ZONE %(tz)s AS hi
@@ -74,7 +81,7 @@ CROSS JOIN LATERAL (
             SELECT min(x.ts) FROM ({source}) x, span s WHERE x.ts >= s.hi))
     ), {formed}
     SELECT labels.*, f.bucket, f.open, f.high, f.low, f.close, f.volume, f.openint, f.closes,
-           f.later OR f.complete, f.complete, f.ts
+           f.later OR f.complete, f.complete, f.ts, (SELECT began FROM began)
     FROM (SELECT {label("q.first")}, {label("q.last")}) labels
     LEFT JOIN (
         SELECT * FROM formed

@@ -59,7 +59,8 @@ def formed(
 ) -> list[LiveEvent]:
     """One change's events from its rows of the live forming statement: (first bucket,
     last bucket, then each bar: bucket, open .. openint, its candle's close, final,
-    complete, its candle's open), in time order."""
+    complete, its candle's open, whether the change began what follows the bar before it),
+    in time order."""
     events: list[LiveEvent] = []
     if change.kind == "removed" and rows:
         events.append(Removed(change.ticker, group.tf_min, rows[0][0], rows[0][1]))
@@ -74,8 +75,8 @@ def formed(
                 events.append(_forming(change.ticker, group.tf_min, held[-1], change.version))
             continue
         since = [b for b in held if b[10] >= change.first]
-        if not since:  # the bar before the change, final now that a later one began
-            if held[-1][8] and not held[-1][9]:
+        if not since:  # the bar before the change, final now that the change began a later
+            if held[-1][8] and not held[-1][9] and held[-1][11]:
                 events.append(_forming(change.ticker, group.tf_min, held[-1], 0))
         elif all(written.get(b[10]) == 0 for b in since):  # appended
             events += [_forming(change.ticker, group.tf_min, b, 0) for b in since]
