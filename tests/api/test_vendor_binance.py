@@ -200,6 +200,23 @@ def test_resampled_intervals_are_the_bars_of_candles(
     assert rows == [as_kline(c, tf_min) for c in candles(client, ticker="ETHUSDT", tf_min=tf_min)]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/binance/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=0&limit=100",
+        "/udf/history?symbol=BTCUSDT&resolution=1&from=1659312000&to=1659330000",
+    ],
+)
+def test_vendor_answers_are_gzip_as_the_vendors_servers_send_them(
+    client: Client, path: str
+) -> None:
+    # binance-sdk-spot asks for br and cannot read it (no brotli decoder of its own)
+    asked = {"Accept-Encoding": "gzip, deflate, br"}
+    assert client.get(path, headers=asked).headers["content-encoding"] == "gzip"
+    ours = client.get("/candles?ticker=BTCUSDT&tf_min=1&limit=100", headers=asked)
+    assert ours.headers["content-encoding"] == "br"  # our own API: the smaller one
+
+
 def test_ui_klines_are_klines(client: Client) -> None:
     params = {"symbol": "BTCUSDT", "interval": "15m", "startTime": 0, "limit": 50}
     ui = client.get("/binance/api/v3/uiKlines", params=params).json()

@@ -11,8 +11,11 @@ from dishka.integrations.litestar import setup_dishka
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import Headers
+from litestar.enums import CompressionEncoding
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
+from litestar.middleware.compression import CompressionMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -153,10 +156,11 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
         ),
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
-        # brotli when the client accepts it, else gzip; levels chosen for speed
-        # (bench/README.md: ratio and CPU per request)
+        # brotli when the client accepts it, else gzip (a vendor's routes: gzip); levels
+        # chosen for speed (bench/README.md: ratio and CPU per request)
         compression_config=CompressionConfig(
             backend="brotli",
+            middleware_class=_VendorsGzip,
             minimum_size=settings.compression_min_bytes,
             brotli_quality=4,
             gzip_compress_level=5,
@@ -168,6 +172,19 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
     setup_dishka(container, app)
     app.asgi_handler = _unlinked_when_done(app.asgi_handler)
     return app
+
+
+class _VendorsGzip(CompressionMiddleware):
+    """Compression as configured, but gzip on a vendor's routes (`VENDOR_ROUTES`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = scope.get("route_handler")
+        accepted = Headers.from_scope(scope).get("accept-encoding", "")
+        if handler is None or not handler.opt.get("gzip_only") or "gzip" not in accepted:
+            await super().__call__(scope, receive, send)
+            return
+        gzip = CompressionEncoding.GZIP
+        await self.app(scope, receive, self.create_compression_send_wrapper(send, gzip, scope))
 
 
 def _unlinked_when_done(handler: ASGIApp) -> ASGIApp:

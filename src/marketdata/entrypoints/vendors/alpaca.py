@@ -35,7 +35,7 @@ from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     symbols_of,
 )
 from marketdata.entrypoints.vendors.alpaca_stream import stock_stream
-from marketdata.entrypoints.vendors.common import Present
+from marketdata.entrypoints.vendors.common import VENDOR_ROUTES, Present
 
 
 def _doc(description: str, example: str | int | None = None) -> QueryParameter:
@@ -262,6 +262,7 @@ def router() -> Router:
     return Router(
         path="/alpaca",
         route_handlers=[stock_bars, stock_symbol_bars, crypto_bars, stock_stream],
+        opt=VENDOR_ROUTES,
         exception_handlers={
             DomainError: alpaca_error,
             ValidationException: alpaca_error,

@@ -47,6 +47,7 @@ from marketdata.entrypoints.vendors.binance_ws import combined_streams, raw_stre
 from marketdata.entrypoints.vendors.common import (
     BINANCE_INTERVALS,
     LATEST,
+    VENDOR_ROUTES,
     NotServed,
     Present,
     UnknownSymbol,
@@ -267,6 +268,7 @@ def router() -> Router:
         path="/binance",
         route_handlers=[BinanceRest, raw_streams, combined_streams],
         exception_handlers=HANDLERS,
+        opt=VENDOR_ROUTES,
     )
 
 

@@ -25,6 +25,12 @@ _MS = timedelta(milliseconds=1)
 _US = timedelta(microseconds=1)
 
 
+# A vendor's routes: answered gzip where the client takes it, as the vendors' servers
+# answer, never brotli (app.py's compression): a vendor's client may ask for br it cannot
+# read (binance-sdk-spot sends `Accept-Encoding: gzip, deflate, br` and has no decoder).
+VENDOR_ROUTES = {"gzip_only": True}
+
+
 # -- the present -------------------------------------------------------------------------
 
 

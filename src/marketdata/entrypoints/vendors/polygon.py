@@ -35,7 +35,7 @@ from marketdata.entrypoints.vendors.alpaca_polygon_common import (
     decoded,
     failure_of,
 )
-from marketdata.entrypoints.vendors.common import Present
+from marketdata.entrypoints.vendors.common import VENDOR_ROUTES, Present
 from marketdata.entrypoints.vendors.polygon_aggs import (
     PREFIX,
     AggsBody,
@@ -232,6 +232,7 @@ def router() -> Router:
     return Router(
         path=PREFIX,
         route_handlers=[aggregates, aggregates_doubled, stocks_stream],
+        opt=VENDOR_ROUTES,
         exception_handlers={
             DomainError: polygon_error,
             ValidationException: polygon_error,

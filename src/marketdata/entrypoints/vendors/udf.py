@@ -24,6 +24,7 @@ from marketdata.domain.timeframes import COMMON_TF_MINS
 from marketdata.entrypoints.settings import Settings
 from marketdata.entrypoints.vendors.common import (
     CRYPTO_QUOTES,
+    VENDOR_ROUTES,
     NotServed,
     Present,
     UnknownSymbol,
@@ -351,6 +352,7 @@ def router() -> Router:
         path="/udf",
         route_handlers=[UdfController],
         exception_handlers=HANDLERS,
+        opt=VENDOR_ROUTES,
     )
 
 
