@@ -117,6 +117,52 @@ def test_exchange_info_narrows_to_symbols_asked_for(client: Client) -> None:
     assert (unknown.status_code, unknown.json()) == (400, {"code": -1121, "msg": "Invalid symbol."})
 
 
+@pytest.mark.parametrize(
+    ("params", "listed"),
+    [
+        ({"permissions": "SPOT"}, True),
+        ({"permissions": '["MARGIN","SPOT"]'}, True),
+        ({"permissions": "MARGIN"}, False),
+        ({"permissions": '["MARGIN","LEVERAGED"]'}, False),
+        ({"symbolStatus": "TRADING"}, True),
+        ({"symbolStatus": "BREAK"}, False),  # every symbol here trades
+        ({"symbolStatus": "HALT", "permissions": "SPOT"}, False),
+    ],
+)
+def test_exchange_info_filters_by_permission_and_status(
+    client: Client, params: dict[str, str], listed: bool
+) -> None:
+    body = client.get("/binance/api/v3/exchangeInfo", params=params).json()
+    assert bool(body["symbols"]) is listed
+
+
+def test_exchange_info_permission_sets_shown_or_not(client: Client) -> None:
+    asked = {"symbol": "BTCUSDT", "showPermissionSets": "false"}
+    hidden = client.get("/binance/api/v3/exchangeInfo", params=asked).json()["symbols"][0]
+    assert (hidden["permissions"], hidden["permissionSets"]) == (["SPOT"], [])
+    shown = client.get("/binance/api/v3/exchangeInfo", params={"symbol": "BTCUSDT"}).json()
+    assert shown["symbols"][0]["permissionSets"] == [["SPOT"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"symbol": "BTCUSDT", "permissions": "SPOT"}, -1128),
+        ({"symbols": '["BTCUSDT"]', "symbolStatus": "TRADING"}, -1128),
+        ({"symbol": "BTCUSDT", "symbolStatus": "TRADING"}, -1128),
+        ({"symbolStatus": "OPEN"}, -1122),
+        ({"permissions": "[SPOT"}, -1100),
+        ({"showPermissionSets": "maybe"}, -1130),
+    ],
+)
+def test_exchange_info_refuses_what_binance_refuses(
+    client: Client, params: dict[str, str], code: int
+) -> None:
+    refused = client.get("/binance/api/v3/exchangeInfo", params=params)
+    assert refused.status_code == 400
+    assert refused.json()["code"] == code
+
+
 def test_klines_are_our_candles_as_binance_rows(client: Client) -> None:
     rows = klines(client, symbol="BTCUSDT", interval="1m", startTime=0, limit=1000)
     ours = candles(client, ticker="BTCUSDT", tf_min=1, limit=1000)

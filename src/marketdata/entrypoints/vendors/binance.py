@@ -33,6 +33,8 @@ from marketdata.entrypoints.vendors.binance_errors import (
     not_valid,
 )
 from marketdata.entrypoints.vendors.binance_wire import (
+    SPOT,
+    SYMBOL_STATUSES,
     ExchangeInfo,
     ExchangeInfoQuery,
     KlinesQuery,
@@ -40,6 +42,7 @@ from marketdata.entrypoints.vendors.binance_wire import (
     SymbolInfo,
     kline_rows,
     micro_unit,
+    permissions_param,
     symbols_param,
     ticker_of,
 )
@@ -145,8 +148,9 @@ class BinanceRest(Controller):
         description="Each stored ticker that is a valid Binance symbol, as a `TRADING` spot "
         "symbol: its base and quote assets (as VENDOR_ASSETS names them, else a common "
         "quote suffix, BTCUSDT: BTC and USDT, else the ticker in USD), 8-decimal precisions, "
-        "`PRICE_FILTER` and `LOT_SIZE`. `symbol` or `symbols` (a JSON array) narrow it. At "
-        "most MAX_LIMIT symbols.",
+        "`PRICE_FILTER` and `LOT_SIZE`. `symbol` or `symbols` (a JSON array) narrow it; "
+        "`permissions` without SPOT, or `symbolStatus` HALT or BREAK, leave none. At most "
+        "MAX_LIMIT symbols.",
     )
     @inject
     async def exchange_info(
@@ -159,10 +163,28 @@ class BinanceRest(Controller):
         symbols: Annotated[
             str | None, _param("symbols", "A JSON array of symbols.", '["BTCUSDT","ETHUSDT"]')
         ] = None,
+        permissions: Annotated[
+            str | None, _param("permissions", "One, or a JSON array of them.", "SPOT")
+        ] = None,
+        symbol_status: Annotated[
+            str | None, _param("symbolStatus", "TRADING, HALT or BREAK.", "TRADING")
+        ] = None,
+        show_permission_sets: Annotated[
+            str | None, _param("showPermissionSets", "Fill permissionSets.", "true")
+        ] = None,
     ) -> ExchangeInfo:
         query: ExchangeInfoQuery = decoded(ExchangeInfoQuery, request)
-        if query.symbol is not None and query.symbols is not None:
+        named = (query.symbol, query.symbols, query.permissions)
+        if sum(given is not None for given in named) > 1 or (
+            query.symbol_status is not None and (query.symbol or query.symbols)
+        ):
             raise BinanceError(-1128, "Combination of optional parameters invalid.")
+        if query.symbol_status is not None and query.symbol_status not in SYMBOL_STATUSES:
+            raise BinanceError(-1122, "Invalid symbolStatus.")
+        # every symbol here is a TRADING spot symbol: other filters keep none
+        kept = query.symbol_status in (None, "TRADING") and (
+            query.permissions is None or "SPOT" in permissions_param(query.permissions)
+        )
         if query.symbol is not None:
             wanted: tuple[str, ...] | None = (ticker_of(query.symbol),)
         elif query.symbols is not None:
@@ -178,12 +200,13 @@ class BinanceRest(Controller):
                 except NotFound:
                     raise invalid_symbol() from None
             tickers = list(wanted)
-        named = named_pairs(settings.vendor_assets)
+        assets = named_pairs(settings.vendor_assets)
+        sets = SPOT if query.show_permission_sets else ()
         listed = []
-        for ticker in tickers:
+        for ticker in tickers if kept else ():
             if binance_symbol(ticker) is not None:
-                pair = pair_of(ticker, named)
-                listed.append(SymbolInfo(ticker, pair.base, pair.quote))
+                pair = pair_of(ticker, assets)
+                listed.append(SymbolInfo(ticker, pair.base, pair.quote, permission_sets=sets))
         return ExchangeInfo(time_of(present(), _micro(request)), listed)
 
     @get(

@@ -32,9 +32,16 @@ class KlinesQuery(msgspec.Struct, frozen=True, rename="camel"):
     time_zone: str = "0"
 
 
-class ExchangeInfoQuery(msgspec.Struct, frozen=True):
+class ExchangeInfoQuery(msgspec.Struct, frozen=True, rename="camel"):
     symbol: str | None = None
     symbols: str | None = None  # a JSON array of symbols
+    permissions: str | None = None  # one permission, or a JSON array of them
+    symbol_status: str | None = None  # TRADING, HALT or BREAK
+    show_permission_sets: bool = True
+
+
+SYMBOL_STATUSES = ("TRADING", "HALT", "BREAK")  # what symbolStatus may filter by
+SPOT: tuple[tuple[str, ...], ...] = (("SPOT",),)  # every symbol's permission sets
 
 
 _encode = msgspec.json.Encoder().encode
@@ -115,7 +122,7 @@ class SymbolInfo(msgspec.Struct, rename="camel"):
     is_margin_trading_allowed: bool = False
     filters: list[dict[str, str]] = msgspec.field(default_factory=lambda: FILTERS)
     permissions: tuple[str, ...] = ("SPOT",)
-    permission_sets: tuple[tuple[str, ...], ...] = (("SPOT",),)
+    permission_sets: tuple[tuple[str, ...], ...] = SPOT
 
 
 class ExchangeInfo(msgspec.Struct, rename="camel"):
@@ -138,6 +145,16 @@ def ticker_of(symbol: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
+def permissions_param(text: str) -> tuple[str, ...]:
+    """`SPOT`, or a JSON array of permissions (`["MARGIN","LEVERAGED"]`)."""
+    if not text.startswith("["):
+        return (text,)
+    try:
+        return tuple(msgspec.json.decode(text, type=list[str]))
+    except msgspec.MsgspecError:
+        raise illegal("permissions", r'^\["[A-Z0-9_]{1,20}"(,"[A-Z0-9_]{1,20}"){0,}\]$') from None
+
+
 def symbols_param(text: str) -> tuple[str, ...]:
     try:
         symbols = msgspec.json.decode(text, type=list[str])
