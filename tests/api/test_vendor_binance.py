@@ -261,6 +261,10 @@ def test_vendor_answers_are_gzip_as_the_vendors_servers_send_them(
     assert client.get(path, headers=asked).headers["content-encoding"] == "gzip"
     ours = client.get("/candles?ticker=BTCUSDT&tf_min=1&limit=100", headers=asked)
     assert ours.headers["content-encoding"] == "br"  # our own API: the smaller one
+    made = client.post("/sessions", json={"start": "2022-08-02T00:00:00Z", "speed": 1})
+    assert made.status_code == 201, made.text
+    under = client.get(f"/sessions/{made.json()['id']}{path}", headers=asked)
+    assert under.headers["content-encoding"] == "gzip"  # a time-travel session's too
 
 
 def test_ui_klines_are_klines(client: Client) -> None:
