@@ -1,9 +1,11 @@
 """Bar semantics in plain Python, written apart from the service, to check it against:
 sessions, day starts, buckets in local time, close times, gap fill, labels, forming bars.
 
-A local time is read as PostgreSQL reads `timestamp AT TIME ZONE zone` (its documented
-rule): a time that happens twice is the later, standard-time one; a time that does not
-happen keeps the offset in force before the change.
+A bucket starts at a local time (counted from its origin) and closes when the next starts.
+A local time that happens twice is the later, standard-time one (as PostgreSQL reads
+`timestamp AT TIME ZONE zone`); one that does not happen (clocks going forward) starts when
+the gap ends, at the first instant whose local time is past it: an hour of local time that
+the change cuts is shorter, and holds what is in it.
 """
 
 import math
@@ -21,11 +23,13 @@ def instant(local: datetime, zone: ZoneInfo) -> datetime:
         return real[1]  # happens twice: the later
     if real:
         return real[0]
-    # does not happen: the offset of the instant just before the change
-    before = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    offset = (before - timedelta(hours=3)).astimezone(zone).utcoffset()
-    assert offset is not None
-    return (local - offset).replace(tzinfo=UTC)
+    # does not happen: the first whole minute whose local time is past it
+    at = candidates[0]
+    while (at - timedelta(minutes=1)).astimezone(zone).replace(tzinfo=None) >= local:
+        at -= timedelta(minutes=1)
+    while at.astimezone(zone).replace(tzinfo=None) < local:
+        at += timedelta(minutes=1)
+    return at
 
 
 def local(ts: datetime, zone: ZoneInfo) -> datetime:
@@ -58,22 +62,25 @@ class Spec:
         monday = tf_min % 10080 == 0
         self.origin = datetime(1970, 1, 5 if monday else 1, day_start.hour, day_start.minute)
 
+    def start(self, ts: datetime) -> datetime:
+        """The local time the bucket of `ts` starts at."""
+        at = local(ts, self.zone)
+        return self.origin + ((at - self.origin) // self.stride) * self.stride
+
     def bucket(self, ts: datetime) -> datetime:
         if not self.resampled:
             return ts
-        at = local(ts, self.zone)
-        start = self.origin + ((at - self.origin) // self.stride) * self.stride
-        return instant(start, self.zone)
+        return instant(self.start(ts), self.zone)
 
     def close(self, bucket: datetime) -> datetime:
         if not self.resampled:
             return bucket + self.stride
-        return instant(local(bucket, self.zone) + self.stride, self.zone)
+        return instant(self.start(bucket) + self.stride, self.zone)
 
     def last_close(self, bucket: datetime, source_tf: int) -> datetime:
         """When the last source candle the bucket can hold closes: its close, or the end of
         the last session before it when the session leaves the bucket's end out."""
-        close = local(bucket, self.zone) + self.stride
+        close = self.start(bucket) + self.stride
         if self.session is None or in_session(
             (close - timedelta(minutes=source_tf)).time(), self.session
         ):
@@ -94,7 +101,7 @@ class Spec:
         """Whether a missing bucket is filled: within the session's hours (intraday)."""
         if self.session is None or self.tf_min >= 1440:
             return True
-        moment = local(bucket, self.zone)
+        moment = self.start(bucket) if self.resampled else local(bucket, self.zone)
         if in_session(moment.time(), self.session):
             return True
         opens = datetime.combine(moment.date(), self.session[0])

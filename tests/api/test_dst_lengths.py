@@ -216,3 +216,67 @@ def test_filled_hours_stay_on_their_grid_after_a_half_hour_change(
         "18:00",
     ]
     assert same(got, expected), first_difference(got, expected)
+
+
+NONE = (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC))
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.mark.parametrize(
+    ("zone", "tf_min", "day_start", "start", "end", "first"),
+    [
+        # Lord Howe's 02:00 hour starts at 02:30 (15:30Z) and closes at 03:00 (16:00Z)
+        ("Australia/Lord_Howe", 60, time(0), "2024-10-05T15:30:00Z", "2024-10-05T18:55:00Z", 1),
+        # Santiago's 2024-09-08 starts at 01:00 (04:00Z; the clocks skipped midnight) and
+        # closes at the next midnight (03:00Z): 23 hours, whole in a range ending then
+        ("America/Santiago", 1440, time(0), "2024-09-08T04:00:00Z", "2024-09-09T02:55:00Z", 1),
+        ("America/Santiago", 1440, time(0), "2024-09-08T04:00:00Z", "2024-09-11T02:55:00Z", 3),
+        # Chatham's clocks go from 02:45 to 03:45 (14:00Z): its 03:00 hour is the quarter of
+        # an hour from 14:00Z, apart from the 04:00 hour (14:15Z)
+        ("Pacific/Chatham", 60, time(0), "2024-09-28T13:15:00Z", "2024-09-28T16:10:00Z", 3),
+        # New York's day starting at 02:30 on 2024-03-10 starts at 03:00 EDT (07:00Z)
+        ("America/New_York", 1440, time(2, 30), "2024-03-09T07:30:00Z", "2024-03-12T06:25:00Z", 3),
+    ],
+)
+@pytest.mark.parametrize("fill", ["none", "null", "prev"])
+def test_a_bucket_that_starts_in_a_gap_of_local_time_holds_what_is_left_of_it(
+    app_factory: AppFactory,
+    db_url: str,
+    zone: str,
+    tf_min: int,
+    day_start: time,
+    start: str,
+    end: str,
+    first: int,
+    fill: str,
+) -> None:
+    since, until = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    candles = fives("GAP", since - timedelta(days=2), until + timedelta(days=2), NONE)
+    insert(db_url, candles)
+    spec = Spec(tf_min, True, zone, day_start=day_start, fill=fill, label="open")
+    five = timedelta(minutes=5)
+    expected = [
+        b
+        for b in bars(spec, candles, "GAP")
+        if since <= moment(b["ts"]) and moment(b["ts_close"]) - five <= until
+    ]
+    asked = {
+        "ticker": "GAP",
+        "tf_min": tf_min,
+        "tz": zone,
+        "fill": fill,
+        "label": "open",
+        "start": start,
+        "end": end,
+    }
+    if day_start != time(0):
+        asked["day_start"] = f"{day_start:%H:%M}"
+    with app_factory() as client:
+        got = client.get("/candles/range", params=asked).json()["data"]
+    assert len(got) >= first
+    assert not any(b.get("filled") for b in got)  # no bucket is missing
+    assert [b["ts_close"] for b in got[:-1]] == [b["ts"] for b in got[1:]]  # none overlaps
+    assert same(got, expected), first_difference(got, expected)

@@ -177,18 +177,28 @@ def test_bar_options_are_read_by_their_value_objects() -> None:
             bar_options(**bad)
 
 
-def test_postgres_reading_of_local_times_is_kept() -> None:
+def test_local_times_that_happen_twice_or_not_at_all() -> None:
     ny = "America/New_York"
-    # clocks go forward at 02:00: 02:30 does not happen and keeps the offset before (EST)
+    # clocks go forward at 02:00 to 03:00: 02:30 does not happen; it starts when the gap
+    # ends (03:00 EDT), where PostgreSQL would keep the offset before (07:30Z, 03:30 EDT)
     assert local_to_utc(datetime(2024, 3, 10, 2, 30), ny) == datetime(
-        2024, 3, 10, 7, 30, tzinfo=UTC
+        2024, 3, 10, 7, tzinfo=UTC
     )
+    # Chatham goes from +12:45 to +13:45 at 02:45: its 03:00 starts at 14:00Z
+    chatham = datetime(2024, 9, 29, 3)
+    assert local_to_utc(chatham, "Pacific/Chatham") == datetime(2024, 9, 28, 14, tzinfo=UTC)
     # clocks go back at 02:00: 01:30 happens twice, the later one (EST) is taken
     assert local_to_utc(datetime(2024, 11, 3, 1, 30), ny) == datetime(
         2024, 11, 3, 6, 30, tzinfo=UTC
     )
     # the day of 2024-03-10 has 23 hours, 2024-11-03 25
+    days = BarOptions(tz=ny)
     spring = datetime(2024, 3, 10, 5, tzinfo=UTC)
-    assert bar_close(spring, 1440, ny, resampled=True) - spring == timedelta(hours=23)
+    assert bar_close(spring, 1440, days, resampled=True) - spring == timedelta(hours=23)
     autumn = datetime(2024, 11, 3, 4, tzinfo=UTC)
-    assert bar_close(autumn, 1440, ny, resampled=True) - autumn == timedelta(hours=25)
+    assert bar_close(autumn, 1440, days, resampled=True) - autumn == timedelta(hours=25)
+    # Santiago's 2024-09-08 starts at 01:00 (04:00Z, clocks went forward at midnight) and
+    # closes at the next midnight (03:00Z), not 24 hours after 01:00
+    santiago = datetime(2024, 9, 8, 4, tzinfo=UTC)
+    closes = bar_close(santiago, 1440, BarOptions(tz="America/Santiago"), resampled=True)
+    assert closes == datetime(2024, 9, 9, 3, tzinfo=UTC)

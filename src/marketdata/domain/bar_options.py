@@ -118,25 +118,32 @@ def session_of(text: str) -> Session:
 
 
 def local_to_utc(naive: datetime, tz: str) -> datetime:
-    """A local time of `tz` as an instant, read as PostgreSQL reads `timestamp AT TIME ZONE`:
-    a time that happens twice (clocks going back) is the later one, standard time; a time
-    that does not happen (clocks going forward) keeps the offset from before the change."""
+    """When a local time of `tz` happens (buckets.instant, in SQL): a time that happens twice
+    (clocks going back) is the later one, standard time, as PostgreSQL reads it; a time that
+    does not happen (clocks going forward) is when the gap ends, the first whole minute
+    whose local time is past it."""
     zone = zone_info(tz)
     early, late = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
-    if early.utcoffset() != late.utcoffset() and (
-        early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
-    ):
+    if early.utcoffset() == late.utcoffset():
+        return early.astimezone(UTC)
+    if early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive:
         return late.astimezone(UTC)
-    return early.astimezone(UTC)
+    at = min(early.astimezone(UTC), late.astimezone(UTC))
+    while at.astimezone(zone).replace(tzinfo=None) < naive:
+        at += timedelta(minutes=1)
+    return at
 
 
-def bar_close(ts: datetime, tf_min: int, tz: str, resampled: bool) -> datetime:
+def bar_close(ts: datetime, tf_min: int, options: BarOptions, resampled: bool) -> datetime:
     """When the bar opening at `ts` closes: a stored bar `tf_min` later; a resampled one
-    when the next bucket opens, in local time (days of 23 or 25 hours)."""
-    if not resampled or tz == "UTC":
-        return ts + timedelta(minutes=tf_min)
-    local = ts.astimezone(zone_info(tz)).replace(tzinfo=None)
-    return local_to_utc(local + timedelta(minutes=tf_min), tz)
+    when the next bucket starts, in local time (days of 23 or 25 hours; after a bucket that
+    began late, in a gap of local time, the next on the grid)."""
+    stride = timedelta(minutes=tf_min)
+    if not resampled or options.tz == "UTC":
+        return ts + stride
+    local = ts.astimezone(zone_info(options.tz)).replace(tzinfo=None)
+    origin = options.origin(tf_min)
+    return local_to_utc(origin + (local - origin) // stride * stride + stride, options.tz)
 
 
 def labelled(candle: Candle, label: Label | None) -> Candle:

@@ -19,9 +19,11 @@ import msgspec
 from marketdata.adapters.postgres.buckets import (
     CANDLE_ROWS,
     COLUMNS,
-    LOCAL_LABEL,
     ROLLUP_ROWS,
     bucketed,
+    instant,
+    label,
+    start,
 )
 from marketdata.domain.bar_options import BarOptions, Fill, Session
 from marketdata.domain.candles import Order, TimeRange
@@ -160,7 +162,7 @@ data AS (
     inside += _after(shape)
     return f"""
 run AS ({source_sql(shape)} ORDER BY ts {direction} LIMIT %(rows)s
-), buckets AS ({bucketed("SELECT * FROM run", LOCAL_LABEL)}
+), buckets AS ({bucketed("SELECT * FROM run")}
 ), data AS (
     SELECT bucket, open, high, low, close, volume, openint
     FROM buckets b(bucket, open, high, low, close, volume, openint, n)
@@ -191,9 +193,10 @@ def whole_by(shape: Shape, bucket: str) -> str:
 
 
 def _close(shape: Shape, bucket: str = "bucket") -> str:
-    """A bar's close time: the next bucket's start (local days of 23 or 25 hours)."""
+    """A bar's close time: the next bucket's start (local days of 23 or 25 hours; after a
+    bucket that began late, in a gap of local time, the next on the grid)."""
     if shape.resample:
-        return f"({bucket} AT TIME ZONE %(tz)s + %(stride)s) AT TIME ZONE %(tz)s"
+        return instant(f"{start(bucket)} + %(stride)s")
     return f"{bucket} + %(stride)s"
 
 
@@ -201,14 +204,13 @@ def _filled(shape: Shape) -> str:
     """CTEs after `data` ending in `bars`: every bucket between the first and the last bar
     (within the session's hours, for buckets shorter than a day), those without a candle
     made up: nulls, or the previous close with no volume."""
-    if shape.resample:
-        local, lo, hi = "g", "lo AT TIME ZONE %(tz)s", "hi AT TIME ZONE %(tz)s"
-        label = "g AT TIME ZONE %(tz)s"
+    if shape.resample:  # the buckets' local starts, from the first bar's to the last's
+        local, lo, hi, named = "g", start("lo"), start("hi"), instant("g")
     else:
-        local, lo, hi, label = "g AT TIME ZONE %(tz)s", "lo", "hi", "g"
+        local, lo, hi, named = "g AT TIME ZONE %(tz)s", "lo", "hi", "g"
     # a bucket wholly in the local hours that do not exist (clocks going forward) is none;
     # one partly in them is (Lord Howe's 02:00 hour starts at 02:30)
-    hours = " AND (g + %(stride)s) AT TIME ZONE %(tz)s > " + label if shape.resample else ""
+    hours = f" AND {instant('g + %(stride)s')} > {named}" if shape.resample else ""
     if shape.session and shape.intraday:  # a bucket inside the session, or one it opens in
         t = f"({local})::time"
         # how long after the bucket's start the session opens, on its day or the next
@@ -226,9 +228,7 @@ def _filled(shape: Shape) -> str:
     # (the keyset keeps those that close after the cursor), when there are candles before.
     before = "%(after_close)s::timestamptz - %(stride)s"
     if shape.resample:
-        before = (
-            f"date_bin(%(stride)s, ({before}) AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s"
-        )
+        before = label(before)
     earlier_rows = source_sql(msgspec.structs.replace(shape, ranged=False, keyset=False))
     return f""", first AS (SELECT min(bucket) AS first FROM data
 ), span AS (
@@ -239,7 +239,7 @@ def _filled(shape: Shape) -> str:
            max(bucket) AS hi
     FROM data
 ), labels AS (
-    SELECT {label} AS bucket FROM span, generate_series({lo}, {hi}, %(stride)s) g
+    SELECT {named} AS bucket FROM span, generate_series({lo}, {hi}, %(stride)s) g
     WHERE span.hi IS NOT NULL{hours}
     UNION SELECT bucket FROM data
 ), joined AS (

@@ -8,13 +8,35 @@ its group, so one is a third of the sorting of three.
 """
 
 
+def start(at: str) -> str:
+    """The local time the bucket of the instant `at` (an SQL expression) starts at: counted
+    in local time of a zone (its 23- and 25-hour days included) from `origin`
+    (bar_options.BarOptions.origin: the epoch, weeks from a Monday, plus the day start).
+    Parameters: stride, tz, origin."""
+    return f"date_bin(%(stride)s, ({at}) AT TIME ZONE %(tz)s, %(origin)s)"
+
+
+def instant(local: str) -> str:
+    """When the local time `local` (an SQL expression) of %(tz)s happens: where clocks go
+    back, the later of its two instants (standard time, as PostgreSQL reads it); where they
+    go forward past it, when the gap ends, the first whole minute whose local time is past
+    it (PostgreSQL's reading, the offset before the change, is later: Chatham's 03:00 would
+    be its 04:00). A bucket that starts in the gap so holds what is left of it."""
+    at = f"(({local}) AT TIME ZONE %(tz)s)"
+    gap_end = (  # (an alias no expression given here names)
+        f"(SELECT min(gap_minute) FROM generate_series({at} - ({at} AT TIME ZONE %(tz)s"
+        f" - ({local})), {at}, interval '1 minute') gap_minute"
+        f" WHERE gap_minute AT TIME ZONE %(tz)s >= ({local}))"
+    )
+    return f"CASE WHEN {at} AT TIME ZONE %(tz)s = ({local}) THEN {at} ELSE {gap_end} END"
+
+
 def label(at: str) -> str:
-    """The bucket of the instant `at` (an SQL expression): counted in local time of a zone
-    (its 23- and 25-hour days included) from `origin` (bar_options.BarOptions.origin: the
-    epoch, weeks from a Monday, plus the day start), labelled by its start. The one rule for
-    reads, replays and live bars (the rollups' own is the database's `candle_buckets`, which
-    counts from the same origins). Parameters: stride, tz, origin."""
-    return f"date_bin(%(stride)s, ({at}) AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s"
+    """The bucket of the instant `at`, labelled by when it starts (`start`, `instant`): the
+    one rule for reads, replays and live bars (the rollups' own is the database's
+    `candle_buckets`, which counts from the same origins, and whose days and weeks start at
+    local midnights, which no change of clocks since 1970 has skipped but at its start)."""
+    return instant(start(at))
 
 
 LOCAL_LABEL = label("ts")
@@ -34,15 +56,16 @@ ROLLUP_ROWS = (
 )
 
 
-def bucketed(rows: str, label: str, count: str = "count(*)") -> str:
-    """Buckets of `rows` (a query with the columns of CANDLE_ROWS), labelled by `label`:
-    bucket, open, high, low, close, volume, openint, and `count` (of the rows read, or
-    `sum(n)`: of the stored candles they hold). Not ordered."""
+def bucketed(rows: str, count: str = "count(*)") -> str:
+    """Buckets of `rows` (a query with the columns of CANDLE_ROWS), grouped by their local
+    start and labelled once each (`label`): bucket, open, high, low, close, volume,
+    openint, and `count` (of the rows read, or `sum(n)`: of the stored candles they hold).
+    Not ordered."""
     return f"""
-SELECT bucket, (e[1]).open, h, l, (e[array_upper(e, 1)]).close, v,
+SELECT {instant("local_start")} AS bucket, (e[1]).open, h, l, (e[array_upper(e, 1)]).close, v,
        (e[array_upper(e, 1)]).openint, n
 FROM (
-    SELECT {label} AS bucket, array_agg(ROW(o, c, oi)::candle_edge ORDER BY ts) AS e,
+    SELECT {start("ts")} AS local_start, array_agg(ROW(o, c, oi)::candle_edge ORDER BY ts) AS e,
            max(h) AS h, min(l) AS l, coalesce(sum(v), 0) AS v, {count}::int8 AS n
-    FROM ({rows}) r GROUP BY bucket
+    FROM ({rows}) r GROUP BY local_start
 ) g"""

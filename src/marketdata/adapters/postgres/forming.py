@@ -9,31 +9,31 @@ import functools
 import msgspec
 
 from marketdata.adapters.postgres.bars import CANDLES, Shape, in_session, source_sql, whole_by
-from marketdata.adapters.postgres.buckets import LOCAL_LABEL, label
+from marketdata.adapters.postgres.buckets import instant, label, start
 
 
 def _last_close(shape: Shape) -> str:
     """When the last source candle a bucket can hold closes: the bucket's close (the next
     bucket's start, in local time), or the end of the last session before it when a session
     leaves the bucket's end out (a day's bar of a 09:30-16:00 session: 16:00)."""
-    close = "(bucket AT TIME ZONE %(tz)s + %(stride)s)"
+    close = "(local_start + %(stride)s)"
     if not shape.session:
-        return f"{close} AT TIME ZONE %(tz)s"
+        return instant(close)
     ends = f"(date_trunc('day', {close}) + %(session_end)s)"
     last = (
         f"CASE WHEN {in_session(f'{close} - %(source_stride)s', shape)} THEN {close}"
         f" WHEN {ends} <= {close} THEN {ends} ELSE {ends} - interval '1 day' END"
     )
-    return f"({last}) AT TIME ZONE %(tz)s"
+    return instant(last)
 
 
 _FORMED = """formed AS (
-    SELECT bucket, ts, first_value(o) OVER b AS open, max(h) OVER b AS high,
+    SELECT {bucket} AS bucket, ts, first_value(o) OVER b AS open, max(h) OVER b AS high,
            min(l) OVER b AS low, c AS close, sum(v) OVER b AS volume, oi AS openint,
            ts + %(source_stride)s AS closes,
-           coalesce(lead(bucket) OVER (ORDER BY ts) <> bucket, false) AS later,
+           coalesce(lead(local_start) OVER (ORDER BY ts) <> local_start, false) AS later,
            ts + %(source_stride)s >= {last} AS complete
-    FROM src WINDOW b AS (PARTITION BY bucket ORDER BY ts
+    FROM src WINDOW b AS (PARTITION BY local_start ORDER BY ts
                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 )"""
 
@@ -60,7 +60,7 @@ def forming_sql(shape: Shape) -> bytes:
     not by an earlier one), and every row carries the buckets of the first and last candles
     (one row of them when no bar is left)."""
     source = source_sql(msgspec.structs.replace(shape, keyset=False, table=CANDLES))
-    formed = _FORMED.format(last=_last_close(shape))
+    formed = _FORMED.format(bucket=instant("local_start"), last=_last_close(shape))
     kept = f" AND {in_session('ts AT TIME ZONE %(tz)s', shape)}" if shape.session else ""
     if shape.live:
         return f"""SELECT q.i, f.* FROM unnest(%(tickers)s::text[], %(firsts)s::timestamptz[],
@@ -74,9 +74,9 @@ CROSS JOIN LATERAL (
                            AND (xact <> q.xid OR revision > 0){kept}) AS began
     ), span AS (
         SELECT {label("coalesce((SELECT ts FROM prev), q.first)")} AS lo,
-               ({label("q.last")} AT TIME ZONE %(tz)s + %(stride)s) AT TIME ZONE %(tz)s AS hi
+               {instant(start("q.last") + " + %(stride)s")} AS hi
     ), src AS (
-        SELECT r.*, {LOCAL_LABEL} AS bucket FROM ({source}) r, span
+        SELECT r.*, {start("ts")} AS local_start FROM ({source}) r, span
         WHERE r.ts >= span.lo AND (r.ts < span.hi OR r.ts = (
             SELECT min(x.ts) FROM ({source}) x, span s WHERE x.ts >= s.hi))
     ), {formed}
@@ -91,10 +91,9 @@ CROSS JOIN LATERAL (
 ORDER BY q.i, f.ts""".encode()
     ranged = " AND bucket >= %(start)s" + whole_by(shape, "bucket") if shape.ranged else ""
     return f"""WITH src AS (
-    SELECT r.*, {LOCAL_LABEL} AS bucket FROM ({source}) r
+    SELECT r.*, {start("ts")} AS local_start FROM ({source}) r
     WHERE %(after_close)s::timestamptz IS NULL
-       OR ts >= date_bin(%(stride)s, (%(after_close)s::timestamptz - %(source_stride)s)
-                         AT TIME ZONE %(tz)s, %(origin)s) AT TIME ZONE %(tz)s
+       OR ts >= {label("%(after_close)s::timestamptz - %(source_stride)s")}
     ORDER BY ts LIMIT %(rows)s
 ), {formed}
 SELECT bucket, open, high, low, close, volume, openint, closes, later OR complete

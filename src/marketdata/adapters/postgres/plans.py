@@ -55,7 +55,7 @@ def plan_sql(plan: Plan, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
         plan.options,
         limit=plan.limit + extra if plan.limit is not None else None,
         time_range=window,
-        after_close=bar_close(after, plan.tf_min, plan.options.tz, resampled) if after else None,
+        after_close=bar_close(after, plan.tf_min, plan.options, resampled) if after else None,
     )
     params["as_of"] = plan.as_of
     if shape.fill is not Fill.NONE:

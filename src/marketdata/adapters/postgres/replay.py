@@ -201,7 +201,7 @@ def _range(selection: ReplaySelection) -> TimeRange | None:
 
 
 def _bucket_close(bucket: datetime, stream: Stream, selection: ReplaySelection) -> datetime:
-    return bar_close(bucket, stream.tf_min, selection.options.tz, stream.resample is not None)
+    return bar_close(bucket, stream.tf_min, selection.options, stream.resample is not None)
 
 
 def _prefixed(text: bytes, params: dict[str, Any], prefix: str) -> tuple[bytes, dict[str, Any]]:

@@ -29,16 +29,16 @@ def frames(events: Sequence[LiveEvent]) -> Iterator[tuple[int, list[Candle] | Re
 def shown(candles: list[Candle], options: BarOptions) -> list[Candle]:
     """Bars as the caller asked to see them: labelled, `ts_close` only with a label."""
     if options.label is not None:
-        return [labelled(_closed(c, options.tz), options.label) for c in candles]
+        return [labelled(_closed(c, options), options.label) for c in candles]
     # a close time set for the order, not asked for
     return [
         msgspec.structs.replace(c, ts_close=None) if c.ts_close is not None else c for c in candles
     ]
 
 
-def _closed(candle: Candle, tz: str) -> Candle:
+def _closed(candle: Candle, options: BarOptions) -> Candle:
     """A forming bar is ordered by its source candle's close: shown with its own."""
     if candle.final is None:
         return candle
-    closes = bar_close(candle.ts, candle.tf_min, tz, resampled=True)
+    closes = bar_close(candle.ts, candle.tf_min, options, resampled=True)
     return msgspec.structs.replace(candle, ts_close=closes)
