@@ -79,6 +79,32 @@ def test_live_sends_each_committed_candle_with_revisions(
         assert "revision" not in got[3]["candle"]
 
 
+def test_live_hears_every_ticker_of_a_transaction_of_many_statements(
+    app_factory: AppFactory, db_url: str
+) -> None:
+    # A feed handler's transaction: a statement per ticker (psycopg's executemany, pandas'
+    # to_sql in chunks); each statement notifies its own tickers, all at the commit.
+    insert = (
+        "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    with (
+        app_factory() as client,
+        client.websocket_connect("/ws/live?tickers=MA,MB,MC&tf_min=5") as ws,
+    ):
+        assert receive(ws)["message"] == "live"
+        with psycopg.connect(db_url) as conn:
+            for ticker, i in (("MA", 0), ("MB", 0), ("MC", 0), ("MA", 1)):
+                conn.execute(insert, row(ticker, i))
+        got = [json.loads(ws.receive_text(timeout=10)) for _ in range(4)]
+    assert sorted((m["candle"]["ticker"], m["candle"]["ts"]) for m in got) == [
+        ("MA", "2024-06-03T13:30:00Z"),
+        ("MA", "2024-06-03T13:35:00Z"),
+        ("MB", "2024-06-03T13:30:00Z"),
+        ("MC", "2024-06-03T13:30:00Z"),
+    ]
+
+
 def test_replay_runs_into_live_without_a_gap_or_a_repeat_while_writes_arrive(
     app_factory: AppFactory, db_url: str
 ) -> None:

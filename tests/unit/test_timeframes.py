@@ -181,9 +181,7 @@ def test_local_times_that_happen_twice_or_not_at_all() -> None:
     ny = "America/New_York"
     # clocks go forward at 02:00 to 03:00: 02:30 does not happen; it starts when the gap
     # ends (03:00 EDT), where PostgreSQL would keep the offset before (07:30Z, 03:30 EDT)
-    assert local_to_utc(datetime(2024, 3, 10, 2, 30), ny) == datetime(
-        2024, 3, 10, 7, tzinfo=UTC
-    )
+    assert local_to_utc(datetime(2024, 3, 10, 2, 30), ny) == datetime(2024, 3, 10, 7, tzinfo=UTC)
     # Chatham goes from +12:45 to +13:45 at 02:45: its 03:00 starts at 14:00Z
     chatham = datetime(2024, 9, 29, 3)
     assert local_to_utc(chatham, "Pacific/Chatham") == datetime(2024, 9, 28, 14, tzinfo=UTC)

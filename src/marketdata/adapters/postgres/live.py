@@ -76,7 +76,9 @@ class PostgresLiveFeed:
         self._by_ticker: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._snapshot: Snapshot | None = None
-        self._seen: set[int] = set()  # transactions delivered that the snapshot does not see
+        # transactions delivered that the snapshot does not see, with the tickers delivered
+        # (None: all); a transaction of many statements is heard once per statement
+        self._seen: dict[int, frozenset[str] | None] = {}
         self.connected = asyncio.Event()
         self.delivered = 0  # changes delivered (for metrics and tests)
         # what was heard, in order, for the delivery task: the listener goes straight back
@@ -166,7 +168,7 @@ class PostgresLiveFeed:
             now = await changes.current(conn)
             if self._snapshot is not None:
                 await self._catch_up(conn, now)
-            self._snapshot, self._seen = now, set()
+            self._snapshot, self._seen = now, {}
             self.known.reset(enabled=True)
             self.known.pending = lambda: readable(conn)
             self.sessions.reset()
@@ -184,7 +186,7 @@ class PostgresLiveFeed:
                         if note.payload == marker:  # everything committed before it arrived
                             self._snapshot, self._seen = (
                                 self._pending,
-                                {x for x in self._seen if not self._pending.sees(x)},
+                                {x: t for x, t in self._seen.items() if not self._pending.sees(x)},
                             )
                             marker = None
                         continue
@@ -243,12 +245,16 @@ class PostgresLiveFeed:
             self.known.reset(enabled=True)
         else:
             self.known.forget(heard.tickers)
-        if (self._snapshot is not None and self._snapshot.sees(heard.xid)) or (
-            heard.xid in self._seen
-        ):
+        if self._snapshot is not None and self._snapshot.sees(heard.xid):
             return  # delivered already (by the catch-up)
-        self._seen.add(heard.xid)
-        self._heard.put_nowait(heard)
+        # each statement of a transaction notifies its own tickers, all at its commit: those
+        # not heard of it yet are delivered
+        before = self._seen.get(heard.xid, frozenset())
+        if before is None or (heard.tickers is not None and heard.tickers <= before):
+            return
+        new = heard.tickers - before if heard.tickers is not None else None
+        self._seen[heard.xid] = before | new if new is not None else None
+        self._heard.put_nowait(Heard(heard.xid, new))
 
     # delivery
 
