@@ -141,6 +141,45 @@ def test_plain_sql_of_any_kind_keeps_the_catalog_exact(db_url: str) -> None:
     assert entries(db_url) == {}
 
 
+def test_one_statement_that_empties_and_refills_a_series_counts_it_exactly(
+    db_url: str,
+) -> None:
+    # Its DELETE's trigger runs first and sees the series refilled by the same statement
+    write(db_url, rows_of("R", 10) + rows_of("S", 4))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "WITH gone AS (DELETE FROM candles WHERE ticker = 'R' RETURNING *)"
+            " INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+            " SELECT ticker, tf_min, ts, open, high, low, close + 1, volume, openint FROM gone"
+        )
+        conn.execute(
+            "MERGE INTO candles c USING (SELECT ticker, tf_min, ts + interval '1 day' AS ts,"
+            " open FROM candles WHERE ticker = 'S' UNION ALL SELECT ticker, tf_min, ts, open"
+            " FROM candles WHERE ticker = 'S') v ON c.ticker = v.ticker AND c.tf_min = v.tf_min"
+            " AND c.ts = v.ts WHEN MATCHED THEN DELETE WHEN NOT MATCHED THEN INSERT (ticker,"
+            " tf_min, ts, open, high, low, close, volume) VALUES (v.ticker, v.tf_min, v.ts,"
+            " v.open, v.open, v.open, v.open, 1)"
+        )
+    assert drift(db_url) == []
+    held = entries(db_url)
+    assert (held["R", 5][2], held["S", 5][2]) == (10, 4)
+
+
+def test_a_candle_moved_to_a_key_that_had_none_is_a_first_version(db_url: str) -> None:
+    rows = rows_of("MV", 3)
+    write(db_url, rows)
+    for shift in (1.0, 2.0):  # corrected twice: revision 2
+        write(db_url, [(*rows[0][:3], rows[0][3] + shift, *rows[0][4:])])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE candles SET ticker = 'MW' WHERE ticker = 'MV' AND ts = %s", (rows[0][2],)
+        )
+        moved = conn.execute("SELECT revision FROM candles WHERE ticker = 'MW'").fetchone()
+        conn.execute("UPDATE candles SET close = close + 1 WHERE ticker = 'MW'")
+        corrected = conn.execute("SELECT revision FROM candles WHERE ticker = 'MW'").fetchone()
+    assert (moved, corrected) == ((0,), (1,))
+
+
 def test_check_finds_writes_that_skipped_the_triggers_and_mend_mends_them(
     tmp_path: Path, db_url: str
 ) -> None:
