@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import psycopg
 import pytest
 from dishka import Provider, Scope, provide
 
@@ -242,3 +243,27 @@ def test_a_wrong_guess_is_read_again_and_answers_right(client: Client, db_url: s
     assert response.json() == client.get("/candles?ticker=A&tf_min=1440&limit=5&x").json()
     run_sql(db_url, "DELETE FROM candles WHERE ticker = 'A'")
     assert client.get(f"{url}&gone").status_code == 404
+
+
+def test_the_symbols_etag_changes_whenever_the_list_does(client: Client, db_url: str) -> None:
+    # Versions are taken by statements, not at commit: a transaction that took its version
+    # early and commits late can swap one ticker for another under the same highest version
+    # and the same number of series.
+    insert(db_url, series("OLD", 3))
+    columns = "ticker, tf_min, ts, open, high, low, close, volume"
+    with psycopg.connect(db_url) as late, psycopg.connect(db_url, autocommit=True) as early:
+        late.execute("DELETE FROM candles WHERE ticker = 'OLD'")
+        late.execute(
+            f"INSERT INTO candles ({columns}) SELECT 'NEW', {columns[8:]}"
+            " FROM (SELECT * FROM candles WHERE ticker = 'B' LIMIT 3) b"
+        )
+        early.execute(
+            f"INSERT INTO candles ({columns}) SELECT 'C', {columns[8:]}"
+            " FROM (SELECT * FROM candles WHERE ticker = 'B' LIMIT 3) b"
+        )
+        before = client.get("/symbols")
+        late.commit()
+    after = client.get("/symbols", headers={"If-None-Match": before.headers["etag"]})
+    assert "OLD" in before.json()["symbols"]
+    assert after.status_code == 200
+    assert "NEW" in after.json()["symbols"]

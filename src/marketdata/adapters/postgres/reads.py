@@ -117,10 +117,14 @@ class PostgresCandleRepository:
         return self._known.hint(ticker)
 
     async def catalog_version(self) -> str:
+        # the highest version and the count alone repeat where a transaction that took its
+        # version early commits late, swapping one ticker for another: each series counts
         rows = await self._db.fetch(
-            "SELECT coalesce(max(version), 0), count(*) FROM candle_series", ()
+            "SELECT coalesce(max(version), 0), count(*), coalesce(bit_xor(hashtextextended("
+            "ticker || '/' || tf_min || '/' || version, 0)), 0) FROM candle_series",
+            (),
         )
-        return f"{rows[0][0]}-{rows[0][1]}"
+        return f"{rows[0][0]}-{rows[0][1]}-{rows[0][2] & 0xFFFFFFFFFFFF:x}"
 
     async def gaps(self, ticker: str, tf_min: int, min_gap: timedelta, limit: int) -> list[Gap]:
         rows = await self._reads.fetch(
