@@ -232,6 +232,32 @@ def test_a_database_of_0007_gets_new_checksums_and_its_drift_is_still_found(
     assert [(d.ticker, d.what) for d in drifted] == [("KEPT", "candles changed")]
 
 
+def test_a_database_of_0012_gets_its_utc_weeks_counted_from_a_monday(
+    database_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    """Weeks kept in UTC were binned from 1970-01-01, a Thursday, until 0013: migrating
+    builds them again from Mondays."""
+    url = _migrated_before("0013", database_factory())
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rollup_timeframes VALUES (1440, 'UTC', true), (10080, 'UTC', true)"
+        )
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " SELECT 'W', 60, ts, 1, 2, 0.5, 1.5, 1 FROM generate_series("
+            " timestamptz '2024-03-04 00:00+00', '2024-03-17 23:00+00', '1 hour') ts"
+        )
+        weeks = (
+            "SELECT ts::date::text, candles FROM candle_rollups WHERE tf_min = 10080 ORDER BY ts"
+        )
+        assert conn.execute(weeks).fetchall()[0] == ("2024-02-29", 72)  # a Thursday's week
+    kept = {"DATABASE_URL": url, "ROLLUP_TF_MINS": "1440,10080"}
+    migrated = run(["migrate"], kept, tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute(weeks).fetchall() == [("2024-03-04", 168), ("2024-03-11", 168)]
+
+
 def test_an_older_timescaledb_is_named_not_drifted_past() -> None:
     """TimescaleDB is not installable here: the rule that start-up and `check` apply."""
     refused = timescale_message("2.17.2", hypertable=True)

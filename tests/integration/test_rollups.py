@@ -26,7 +26,14 @@ from marketdata.domain.replay import ReplaySelection, planned
 from marketdata.domain.timeframes import Resample, Rollup, serving
 from tests.support import AppFactory, insert, read_plan, reset
 
-KEPT = [Rollup(15), Rollup(60), Rollup(1440, "America/New_York"), Rollup(1440)]
+KEPT = [
+    Rollup(15),
+    Rollup(60),
+    Rollup(1440, "America/New_York"),
+    Rollup(1440),
+    Rollup(10080, "America/New_York"),
+    Rollup(10080),
+]
 # Around New York's change to summer time (2024-03-10 07:00 UTC), over a weekend
 START = datetime(2024, 3, 7, 20, 0, tzinfo=UTC)
 SLOTS = 6 * 24 * 60  # six days of one-minute slots
@@ -287,6 +294,8 @@ async def test_existing_data_is_built_in_and_drift_is_found(db_url: str) -> None
             ("B", "60", 1),
             ("B", "1440", 1),
             ("B", "1440@America/New_York", 1),
+            ("B", "10080", 1),
+            ("B", "10080@America/New_York", 1),
         }
         assert (await catalog.mend(store.config, None))[0] == ["B"]
         assert await rollups.drift(store.config) == []

@@ -144,6 +144,12 @@ def test_alignment_follows_the_zone_over_the_series_span_only() -> None:
     weeks = serving(10080, held(1), BarOptions(), [Rollup(1440), Rollup(7)])
     assert weeks.resample == Resample(1, 1440)
     assert serving(10080, held(1), BarOptions(), [Rollup(7)]).resample == Resample(1)
+    # a rollup of weeks counts from the same Monday: it serves weeks and two-week bars
+    kept = [Rollup(1440), Rollup(10080), Rollup(10080, "America/St_Johns")]
+    assert serving(10080, held(1), BarOptions(), kept).resample == Resample(1, 10080)
+    assert serving(20160, held(1), BarOptions(), kept).resample == Resample(1, 10080)
+    johns = BarOptions("America/St_Johns")
+    assert serving(10080, held(1), johns, kept).resample == Resample(1, 10080, "America/St_Johns")
 
 
 def test_day_start_and_session_take_only_rollups_whose_buckets_fit() -> None:

@@ -18,9 +18,9 @@ from typing import Literal
 import msgspec
 
 from marketdata.domain.bar_options import (
-    EPOCH,
     MINUTES_PER_DAY,
     BarOptions,
+    origin_of,
 )
 from marketdata.domain.candles import zone_info, zone_of
 from marketdata.domain.errors import InvalidParameter, NotFound, no_candles
@@ -155,7 +155,9 @@ def _fits(
     if not (base_tf < rollup.tf_min <= tf_min and tf_min % rollup.tf_min == 0):
         return False
     step = rollup.tf_min
-    origin = int((options.origin(tf_min) - EPOCH).total_seconds()) // 60
+    # the requested buckets' origin, from the rollup's own (a rollup of weeks counts from a
+    # Monday, as weeks do)
+    origin = int((options.origin(tf_min) - origin_of(step)).total_seconds()) // 60
     edges = (origin, *((options.session.start, options.session.end) if options.session else ()))
     if rollup.tf_min % base_tf or any(edge % step for edge in edges):
         return False
