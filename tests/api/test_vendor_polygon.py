@@ -311,3 +311,30 @@ def test_a_server_shutdown_closes_streams_as_a_restart(app_factory: AppFactory, 
             except WebSocketDisconnect as closed:
                 code = closed.code
     assert code == 1012
+
+
+def test_weeks_begin_sunday_and_from_goes_back_to_its_bar(client: Client, db_url: str) -> None:
+    # "weekly bars begin Sunday at 12:00:00 AM EST", and `from` is snapped back to the
+    # start of the bar it falls in (Polygon's knowledge base)
+    hours = [
+        Candle(
+            "WK", 60, datetime(2024, 3, 1, tzinfo=UTC) + timedelta(hours=i), 1, 2, 0.5, 1.5, 1, 0
+        )
+        for i in range(24 * 20)
+    ]
+    insert(db_url, hours)
+    weeks = aggs(client, f"{AGGS}/WK/range/1/week/2024-03-06/2024-03-20")["results"]
+    sundays = [
+        datetime(2024, 3, 3, 5, tzinfo=UTC),  # New York's midnight (EST)
+        datetime(2024, 3, 10, 5, tzinfo=UTC),  # clocks go forward later that night
+        datetime(2024, 3, 17, 4, tzinfo=UTC),  # (EDT)
+    ]
+    assert [w["t"] for w in weeks] == [ms(s.isoformat()) for s in sundays]
+    assert [w["v"] for w in weeks] == [
+        sum(c.volume for c in hours if a <= c.ts < b)
+        for a, b in zip(sundays, [*sundays[1:], datetime(2024, 3, 24, 4, tzinfo=UTC)], strict=True)
+    ]
+    # a `from` in milliseconds inside an hour: that hour comes first
+    inside = ms("2024-03-06T10:30:00+00:00")
+    first = aggs(client, f"{AGGS}/WK/range/1/hour/{inside}/2024-03-06")["results"][0]
+    assert first["t"] == ms("2024-03-06T10:00:00+00:00")

@@ -141,9 +141,19 @@ def bar_close(ts: datetime, tf_min: int, options: BarOptions, resampled: bool) -
     stride = timedelta(minutes=tf_min)
     if not resampled or options.tz == "UTC":
         return ts + stride
+    return local_to_utc(_local_start(ts, tf_min, options) + stride, options.tz)
+
+
+def bucket_start(ts: datetime, tf_min: int, options: BarOptions) -> datetime:
+    """When the bucket of `tf_min` that holds the instant `ts` starts, cut as `options`
+    say (buckets.label, in SQL)."""
+    return local_to_utc(_local_start(ts, tf_min, options), options.tz)
+
+
+def _local_start(ts: datetime, tf_min: int, options: BarOptions) -> datetime:
+    stride, origin = timedelta(minutes=tf_min), options.origin(tf_min)
     local = ts.astimezone(zone_info(options.tz)).replace(tzinfo=None)
-    origin = options.origin(tf_min)
-    return local_to_utc(origin + (local - origin) // stride * stride + stride, options.tz)
+    return origin + (local - origin) // stride * stride
 
 
 def labelled(candle: Candle, label: Label | None) -> Candle:

@@ -13,7 +13,12 @@ import msgspec
 import structlog
 from litestar import Request
 
-from marketdata.domain.bar_options import MINUTES_PER_DAY, MINUTES_PER_WEEK
+from marketdata.domain.bar_options import (
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    BarOptions,
+    bucket_start,
+)
 from marketdata.domain.candles import Candle
 from marketdata.domain.errors import InvalidParameter, InvalidQuery
 from marketdata.domain.queries import CandleQueries
@@ -149,6 +154,16 @@ def bound(text: str, name: str, zone: str, *, end: bool) -> datetime:
     return midnight - MICROSECOND if end else midnight
 
 
+def polygon_options(tf_min: int, zone: str) -> BarOptions:
+    """Bars cut as Polygon cuts them: days in `zone` from its midnight, weeks from Sunday's
+    ("weekly bars begin Sunday at 12:00:00 AM EST", Polygon's knowledge base: their origin
+    a day before the Monday ours count from), shorter bars on the UTC epoch."""
+    options = bar_options_for(tf_min, zone)
+    if tf_min % MINUTES_PER_WEEK == 0:
+        return msgspec.structs.replace(options, day_start=-MINUTES_PER_DAY)
+    return options
+
+
 def tickers_of(ticker: str) -> tuple[list[str], str]:
     """The stored tickers a Polygon ticker may name, and the zone of its days: `X:BTCUSD`
     as stored, else `BTCUSD` (crypto, forex and indices: UTC days); a stock as it is (New
@@ -198,6 +213,9 @@ async def answer(
     candidates, zone = tickers_of(path.ticker)
     start, end = bound(path.start, "from", zone, end=False), bound(path.end, "to", zone, end=True)
     held = await resolved(queries, path.ticker, candidates)
+    options = polygon_options(tf_min, zone)
+    # `from` is taken back to the start of the bar it falls in, as Polygon does
+    start = bucket_start(start, tf_min, options)
     span = window(start, end, now, tf_min, tf_min in held.tf_mins, zone)
     found: list[Candle] = []
     more: datetime | None = None
@@ -209,7 +227,7 @@ async def answer(
             held.ticker,
             tf_min,
             span,
-            bar_options_for(tf_min, zone),
+            options,
             min(query.limit - len(found), settings.max_limit),
             descending=query.sort == "desc",
             resume=resume,
