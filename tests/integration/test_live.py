@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from marketdata.adapters.postgres.live import PostgresLiveFeed
@@ -229,3 +230,44 @@ async def test_a_write_reaches_each_group_of_resampled_streams_with_one_query(
     finally:
         await feed.close()
         await database.close()
+
+
+async def test_a_transaction_heard_over_two_deliveries_reaches_each_ticker_once(
+    db_url: str,
+) -> None:
+    # Each statement notifies its own tickers; a transaction's notifications may be heard
+    # in two reads of the socket, the delivery between them reading another transaction's
+    # too (here A: MA then MB; B: MB then MA, its MA heard after a delivery).
+    insert = (
+        "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume, openint)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    xids = []
+    with psycopg.connect(db_url) as conn:
+        for statements in ((("MA", 0), ("MB", 0)), (("MB", 1), ("MA", 1))):
+            for ticker, i in statements:
+                conn.execute(insert, row(ticker, i))
+            xids.append(conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0])
+            conn.commit()
+    database = Database(DatabaseConfig(url=db_url, pool_min_size=1))
+    await database.open()
+    feed = PostgresLiveFeed(DatabaseConfig(url=db_url), database)  # not listening: fed here
+    wake = Wake()
+    sub = feed.subscribe([Stream("MA", 5), Stream("MB", 5)], wake)
+
+    async def heard(*notes: tuple[int, str]) -> None:
+        for xid, ticker in notes:
+            await feed._notified(f'{{"x": {xid}, "v": 1, "t": ["{ticker}"]}}')
+        queued = []
+        while not feed._heard.empty():
+            queued.append(feed._heard.get_nowait())
+        await feed._deliver(queued)
+
+    a, b = xids
+    await heard((a, "MA"), (a, "MB"), (b, "MB"))
+    await heard((b, "MA"))
+    got = sorted((c.ticker, c.ts) for c in sub.take(100))
+    await database.close()
+    assert got == sorted(
+        (t, START + timedelta(minutes=5 * i)) for t in ("MA", "MB") for i in (0, 1)
+    )

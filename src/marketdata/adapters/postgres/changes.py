@@ -56,6 +56,36 @@ def parse(payload: str) -> Heard:
     return Heard(int(message["x"]), frozenset(tickers) if tickers is not None else None)
 
 
+class Delivered:
+    """The transactions a listener delivered that its snapshot does not see yet, each with
+    the tickers delivered (None: all). Each statement of a transaction notifies its own
+    tickers, all at the commit: a transaction may be heard several times."""
+
+    def __init__(self) -> None:
+        self._tickers: dict[int, frozenset[str] | None] = {}
+
+    def fresh(self, heard: Heard) -> Heard | None:
+        """What `heard` names that was not delivered yet, noted as delivered now."""
+        before = self._tickers.get(heard.xid, frozenset())
+        if before is None or (heard.tickers is not None and heard.tickers <= before):
+            return None
+        new = heard.tickers - before if heard.tickers is not None else None
+        self._tickers[heard.xid] = before | new if new is not None else None
+        return Heard(heard.xid, new)
+
+    def sent(self, change: Change) -> bool:
+        if change.xid not in self._tickers:
+            return False
+        tickers = self._tickers[change.xid]
+        return tickers is None or change.ticker in tickers
+
+    def past(self, snapshot: "Snapshot") -> "Delivered":
+        """Those the snapshot does not see (it sees the others' changes itself)."""
+        kept = Delivered()
+        kept._tickers = {x: t for x, t in self._tickers.items() if not snapshot.sees(x)}
+        return kept
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """A PostgreSQL snapshot (`pg_current_snapshot()`): which transactions it sees."""
 

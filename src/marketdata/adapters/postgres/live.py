@@ -26,7 +26,7 @@ import structlog
 
 from marketdata.adapters.postgres import changes
 from marketdata.adapters.postgres.bars import bars_params, bars_sql, shape_of
-from marketdata.adapters.postgres.changes import Change, Heard, Snapshot
+from marketdata.adapters.postgres.changes import Change, Delivered, Heard, Snapshot
 from marketdata.adapters.postgres.channel import CHANNEL, FLUSH, CandleWatch, readable
 from marketdata.adapters.postgres.forming import forming_sql
 from marketdata.adapters.postgres.known import KnownSeries
@@ -76,9 +76,7 @@ class PostgresLiveFeed:
         self._by_ticker: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._snapshot: Snapshot | None = None
-        # transactions delivered that the snapshot does not see, with the tickers delivered
-        # (None: all); a transaction of many statements is heard once per statement
-        self._seen: dict[int, frozenset[str] | None] = {}
+        self._seen = Delivered()  # what was delivered that the snapshot does not see
         self.connected = asyncio.Event()
         self.delivered = 0  # changes delivered (for metrics and tests)
         # what was heard, in order, for the delivery task: the listener goes straight back
@@ -168,7 +166,7 @@ class PostgresLiveFeed:
             now = await changes.current(conn)
             if self._snapshot is not None:
                 await self._catch_up(conn, now)
-            self._snapshot, self._seen = now, {}
+            self._snapshot, self._seen = now, Delivered()
             self.known.reset(enabled=True)
             self.known.pending = lambda: readable(conn)
             self.sessions.reset()
@@ -184,10 +182,8 @@ class PostgresLiveFeed:
                 async for note in conn.notifies(timeout=1.0, stop_after=None):
                     if note.payload.startswith("mark:"):
                         if note.payload == marker:  # everything committed before it arrived
-                            self._snapshot, self._seen = (
-                                self._pending,
-                                {x: t for x, t in self._seen.items() if not self._pending.sees(x)},
-                            )
+                            self._snapshot = self._pending
+                            self._seen = self._seen.past(self._pending)
                             marker = None
                         continue
                     if note.payload == FLUSH:
@@ -225,9 +221,8 @@ class PostgresLiveFeed:
 
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any], now: Snapshot) -> None:
         assert self._snapshot is not None
-        missed = [
-            c for c in await changes.missed(conn, now, self._snapshot) if c.xid not in self._seen
-        ]
+        found = await changes.missed(conn, now, self._snapshot)
+        missed = [c for c in found if not self._seen.sent(c)]
         if missed:
             log.info("live listener caught up", changes=len(missed))
         by_xid: dict[int, set[str]] = {}
@@ -247,14 +242,8 @@ class PostgresLiveFeed:
             self.known.forget(heard.tickers)
         if self._snapshot is not None and self._snapshot.sees(heard.xid):
             return  # delivered already (by the catch-up)
-        # each statement of a transaction notifies its own tickers, all at its commit: those
-        # not heard of it yet are delivered
-        before = self._seen.get(heard.xid, frozenset())
-        if before is None or (heard.tickers is not None and heard.tickers <= before):
-            return
-        new = heard.tickers - before if heard.tickers is not None else None
-        self._seen[heard.xid] = before | new if new is not None else None
-        self._heard.put_nowait(Heard(heard.xid, new))
+        if (fresh := self._seen.fresh(heard)) is not None:  # what it names not heard yet
+            self._heard.put_nowait(fresh)
 
     # delivery
 
@@ -282,7 +271,17 @@ class PostgresLiveFeed:
                         group = Built.of(stream)
                         built.setdefault(group, {}).setdefault(ticker, []).append(subscription)
                         series.add((ticker, group.reads))
-        read = await changes.read_back(self._db, [h.xid for h in heard], sorted(series))
+        # each transaction's changes to the tickers it was heard of here (another of its
+        # notifications, heard before or after, delivers its other tickers)
+        named_by = {(h.xid, t) for h in heard if h.tickers is not None for t in h.tickers}
+        whole = {h.xid for h in heard if h.tickers is None}
+        read = [
+            (change, candles)
+            for change, candles in await changes.read_back(
+                self._db, [h.xid for h in heard], sorted(series)
+            )
+            if change.xid in whole or (change.xid, change.ticker) in named_by
+        ]
         out: dict[Subscription, list[LiveEvent]] = {}
         for change, candles in read:
             for subscription in self._subscribers.get((change.ticker, change.tf_min), ()):

@@ -144,7 +144,6 @@ def ticker_of(symbol: str) -> str:
     return symbol
 
 
-@functools.lru_cache(maxsize=64)
 def permissions_param(text: str) -> tuple[str, ...]:
     """`SPOT`, or a JSON array of permissions (`["MARGIN","LEVERAGED"]`)."""
     if not text.startswith("["):
@@ -155,6 +154,7 @@ def permissions_param(text: str) -> tuple[str, ...]:
         raise illegal("permissions", r'^\["[A-Z0-9_]{1,20}"(,"[A-Z0-9_]{1,20}"){0,}\]$') from None
 
 
+@functools.lru_cache(maxsize=64)
 def symbols_param(text: str) -> tuple[str, ...]:
     try:
         symbols = msgspec.json.decode(text, type=list[str])
