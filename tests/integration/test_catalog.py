@@ -165,6 +165,26 @@ def test_one_statement_that_empties_and_refills_a_series_counts_it_exactly(
     assert (held["R", 5][2], held["S", 5][2]) == (10, 4)
 
 
+def test_a_series_written_behind_the_triggers_still_takes_deletes(db_url: str) -> None:
+    # its catalog counts fewer candles than the table holds until it is mended: a DELETE of
+    # more than it counts is a drift found by check, not a failed write
+    rows = rows_of("BH", 11)
+    write(db_url, rows[:1])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " SELECT * FROM unnest(%s::text[], %s::int4[], %s::timestamptz[], %s::float8[],"
+            " %s::float8[], %s::float8[], %s::float8[], %s::float8[])",
+            [list(column) for column in zip(*(r[:8] for r in rows[1:]), strict=True)],
+        )
+        conn.execute("SET session_replication_role = origin")
+        conn.execute("DELETE FROM candles WHERE ticker = 'BH' AND ts <= %s", (rows[2][2],))
+    assert [(d.ticker, d.table_count) for d in drift(db_url)] == [("BH", 8)]
+    assert asyncio.run(catalog.mend(DatabaseConfig(url=db_url), ["BH"]))[0] == ["BH"]
+    assert drift(db_url) == []
+
+
 def test_a_candle_moved_to_a_key_that_had_none_is_a_first_version(db_url: str) -> None:
     rows = rows_of("MV", 3)
     write(db_url, rows)

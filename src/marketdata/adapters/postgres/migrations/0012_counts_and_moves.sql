@@ -5,7 +5,9 @@
 --   trigger first, which sees the series filled again: the count went to 0, was held at 1
 --   by `greatest` (the catalog's CHECK wanted more than 0), and the INSERT's trigger then
 --   counted one candle too many. A count is now its deltas, 0 allowed for as long as the
---   statement's other trigger has not run.
+--   statement's other trigger has not run (and held at 0, not below, where the catalog
+--   already counted fewer candles than the table holds: a write that skipped the triggers,
+--   which `check` finds, must not make the next DELETE fail).
 -- - A candle another program's UPDATE moved to a key that had none (another ticker, time
 --   or timeframe) kept the revision it had where it was; it is a first version (0) where it
 --   is now.
@@ -44,7 +46,7 @@ BEGIN
         RETURNING cs.ticker
     ), kept AS (
         UPDATE candle_series cs SET
-            count = cs.count + d.added - d.removed,
+            count = greatest(cs.count + d.added - d.removed, 0),
             first_ts = CASE WHEN d.removed > 0
                 THEN (SELECT min(c.ts) FROM candles c WHERE c.ticker = d.ticker AND c.tf_min = d.tf_min)
                 ELSE least(cs.first_ts, d.lo) END,
