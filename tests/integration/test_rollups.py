@@ -395,6 +395,13 @@ LEVELS = [(15, "UTC", True), (60, "UTC", True), (1440, "UTC", True)]
         ),
         ([1440], LEVELS, []),
         ([7], LEVELS, []),
+        # weeks count from a Monday: a level of 3.5 days (from the epoch, a Thursday) is
+        # no parent of theirs, whole days are
+        (
+            [60],
+            [(1440, "UTC", True), (5040, "UTC", True), (10080, "UTC", True)],
+            [(1440, "UTC", 60, None), (5040, "UTC", 60, None), (10080, "UTC", 60, 1440)],
+        ),
         # a zone's days from its own finer days only (else the candles); weeks from days
         (
             [1],
