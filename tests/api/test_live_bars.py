@@ -226,23 +226,30 @@ def test_a_bar_ended_by_a_later_one_is_sent_final_once(
     client: Client, db_url: str, files: dict[str, list[Candle]]
 ) -> None:
     # Hour 0 ends early (its last minute 00:30): it is final when hour 1 begins, and then
-    # only; correcting or filling in hour 1 later sends hour 1, not hour 0 again.
+    # only; correcting hour 1's candle, writing it again (deleted and inserted in one
+    # transaction) or filling hour 1 in later sends hour 1, not hour 0 again.
     minutes = {c.ts.strftime("%H:%M"): c for c in files["BTCUSDT"][:120]}
     write_in_chunks(db_url, [c for at, c in minutes.items() if at <= "00:30"], 1000)
+    at = "ticker = 'BTCUSDT' AND ts = '2022-08-01 01:05Z'"
     with client.websocket_connect("/ws/live?ticker=BTCUSDT&tf_min=60") as ws:
         assert json.loads(ws.receive_text(timeout=10))["message"] == "live"
         write_in_chunks(db_url, [minutes["01:05"]], 1)  # hour 1 begins: hour 0 final
         with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f"UPDATE candles SET close = close + 1 WHERE {at}")
+        with psycopg.connect(db_url) as conn:
+            conn.execute(f"DELETE FROM candles WHERE {at}")
             conn.execute(
-                "UPDATE candles SET close = close + 1 WHERE ticker = 'BTCUSDT'"
-                " AND ts = '2022-08-01 01:05Z'"
+                "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+                " VALUES ('BTCUSDT', 1, '2022-08-01 01:05Z', 1, 2, 0.5, 1.5, 1)"
             )
         write_in_chunks(db_url, [minutes["01:02"]], 1)  # out of order, inside hour 1
         messages = drained(ws, quiet=1.5)
-    sent = [(m["candle"]["ts"], m.get("final", False)) for m in messages]
+    sent = [(m["candle"]["ts"], m.get("final", False)) for m in messages if m["type"] == "CANDLE"]
     assert sent == [
         ("2022-08-01T00:00:00Z", True),
         ("2022-08-01T01:00:00Z", False),
         ("2022-08-01T01:00:00Z", False),  # corrected
+        ("2022-08-01T01:00:00Z", False),  # written again: as the deletion left it,
+        ("2022-08-01T01:00:00Z", False),  # then with the candle inserted
         ("2022-08-01T01:00:00Z", False),  # and filled in
     ]

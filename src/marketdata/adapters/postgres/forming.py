@@ -56,8 +56,9 @@ def forming_sql(shape: Shape) -> bytes:
     (whose bar may have become final), with the candle after them (whether the last is
     final); each row also says whether its bar is `complete` (final by its time, not by a
     later candle) and, last, whether the change `began` what follows that stored candle (no
-    candle after it but those the change wrote first: its bar became final by this change,
-    not by an earlier one), and every row carries the buckets of the first and last candles
+    candle after it but those its transaction wrote first, none it removed: its bar became
+    final by this change, not by an earlier one), and every row carries the buckets of the
+    first and last candles
     (one row of them when no bar is left)."""
     source = source_sql(msgspec.structs.replace(shape, keyset=False, table=CANDLES))
     formed = _FORMED.format(bucket=instant("local_start"), last=_last_close(shape))
@@ -71,7 +72,10 @@ CROSS JOIN LATERAL (
     ), began AS (
         SELECT NOT EXISTS (SELECT FROM candles WHERE ticker = q.ticker AND tf_min = %(source)s
                            AND ts > (SELECT ts FROM prev) AND xact <= q.xid
-                           AND (xact <> q.xid OR revision > 0){kept}) AS began
+                           AND (xact <> q.xid OR revision > 0){kept})
+           AND NOT EXISTS (SELECT FROM candle_changes WHERE xid = q.xid AND kind = 'removed'
+                           AND ticker = q.ticker AND tf_min = %(source)s
+                           AND last_ts > (SELECT ts FROM prev)) AS began
     ), span AS (
         SELECT {label("coalesce((SELECT ts FROM prev), q.first)")} AS lo,
                {instant(start("q.last") + " + %(stride)s")} AS hi
