@@ -259,6 +259,8 @@ def test_vendor_answers_are_gzip_as_the_vendors_servers_send_them(
     # binance-sdk-spot asks for br and cannot read it (no brotli decoder of its own)
     asked = {"Accept-Encoding": "gzip, deflate, br"}
     assert client.get(path, headers=asked).headers["content-encoding"] == "gzip"
+    only = client.get(path, headers={"Accept-Encoding": "br"})
+    assert "content-encoding" not in only.headers  # never brotli
     ours = client.get("/candles?ticker=BTCUSDT&tf_min=1&limit=100", headers=asked)
     assert ours.headers["content-encoding"] == "br"  # our own API: the smaller one
     made = client.post("/sessions", json={"start": "2022-08-02T00:00:00Z", "speed": 1})

@@ -334,6 +334,8 @@ def test_weeks_begin_sunday_and_from_goes_back_to_its_bar(client: Client, db_url
         sum(c.volume for c in hours if a <= c.ts < b)
         for a, b in zip(sundays, [*sundays[1:], datetime(2024, 3, 24, 4, tzinfo=UTC)], strict=True)
     ]
+    # from the year 1: its Sunday would be before it
+    assert client.get(f"{AGGS}/WK/range/1/week/0001-01-01/2024-03-20").status_code == 200
     # a `from` in milliseconds inside an hour: that hour comes first
     inside = ms("2024-03-06T10:30:00+00:00")
     first = aggs(client, f"{AGGS}/WK/range/1/hour/{inside}/2024-03-06")["results"][0]

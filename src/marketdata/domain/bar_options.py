@@ -146,8 +146,11 @@ def bar_close(ts: datetime, tf_min: int, options: BarOptions, resampled: bool) -
 
 def bucket_start(ts: datetime, tf_min: int, options: BarOptions) -> datetime:
     """When the bucket of `tf_min` that holds the instant `ts` starts, cut as `options`
-    say (buckets.label, in SQL)."""
-    return local_to_utc(_local_start(ts, tf_min, options), options.tz)
+    say (buckets.label, in SQL); `ts` itself where that start is before the year 1."""
+    try:
+        return local_to_utc(_local_start(ts, tf_min, options), options.tz)
+    except OverflowError:
+        return ts
 
 
 def _local_start(ts: datetime, tf_min: int, options: BarOptions) -> datetime:

@@ -3,8 +3,8 @@ how. One rule for REST, exports and replay (`serving`).
 
 Buckets are aligned with `date_bin` on an epoch origin (1970-01-01 00:00; for whole weeks
 1970-01-05, a Monday) in local time of a zone: `America/New_York` keeps a US session in one
-day. Rollups are kept in UTC buckets from the epoch, or, for whole days and weeks, in the
-local days of a zone (`1440@America/New_York`); a rollup serves a resampled timeframe only
+day. Rollups are kept in UTC buckets from the same origins, or, for whole days and weeks,
+in the local days of a zone (`1440@America/New_York`); a rollup serves a resampled timeframe only
 where each of its buckets falls whole into one bucket of that timeframe. Which rollups a
 ticker keeps, and how, is the database's rule (`candle_rollup_levels`, kept by the triggers
 of `candles` for every writer).
@@ -38,8 +38,9 @@ class Series(msgspec.Struct, frozen=True):
 
 
 class Rollup(msgspec.Struct, frozen=True, order=True):
-    """A rollup kept: buckets of `tf_min` minutes from the epoch in UTC, or in local time of
-    `tz` (whole days and weeks only: a zone's hours are the UTC hours or half hours)."""
+    """A rollup kept: buckets of `tf_min` minutes from the epoch (whole weeks: from a
+    Monday) in UTC, or in local time of `tz` (whole days and weeks only: a zone's hours are
+    the UTC hours or half hours)."""
 
     tf_min: int
     tz: str = "UTC"
@@ -204,7 +205,7 @@ def servable(
 
 
 def aligned(rollup: int, tz: str, first: datetime, last: datetime) -> bool:
-    """Whether every UTC bucket of `rollup` minutes (counted from the epoch) between `first`
+    """Whether every UTC bucket of `rollup` minutes (counted from its origin) between `first`
     and `last` starts on a whole multiple of the rollup in local time of `tz`: every UTC
     offset the zone uses then is a whole multiple of the rollup, and every change of offset
     happens on a rollup boundary."""

@@ -175,16 +175,18 @@ def create_app(settings: Settings, *providers: Provider) -> Litestar:
 
 
 class _VendorsGzip(CompressionMiddleware):
-    """Compression as configured, but gzip on a vendor's routes (`VENDOR_ROUTES`)."""
+    """Compression as configured, but on a vendor's routes (`VENDOR_ROUTES`) gzip where the
+    client takes it, else none."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
-        accepted = Headers.from_scope(scope).get("accept-encoding", "")
-        if handler is None or not handler.opt.get("gzip_only") or "gzip" not in accepted:
+        if handler is None or not handler.opt.get("gzip_only"):
             await super().__call__(scope, receive, send)
-            return
-        gzip = CompressionEncoding.GZIP
-        await self.app(scope, receive, self.create_compression_send_wrapper(send, gzip, scope))
+        elif "gzip" in Headers.from_scope(scope).get("accept-encoding", ""):
+            gzip = CompressionEncoding.GZIP
+            await self.app(scope, receive, self.create_compression_send_wrapper(send, gzip, scope))
+        else:
+            await self.app(scope, receive, send)
 
 
 def _unlinked_when_done(handler: ASGIApp) -> ASGIApp:

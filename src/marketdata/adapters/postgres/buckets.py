@@ -39,8 +39,6 @@ def label(at: str) -> str:
     return instant(start(at))
 
 
-LOCAL_LABEL = label("ts")
-
 # A candle as the Candle struct has it (the seed's columns may be numeric, openint NULL)
 COLUMNS = (
     "ticker, tf_min, ts, open::float8, high::float8, low::float8, close::float8,"
