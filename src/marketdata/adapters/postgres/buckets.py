@@ -28,7 +28,10 @@ def instant(local: str) -> str:
         f" - ({local})), {at}, interval '1 minute') gap_minute"
         f" WHERE gap_minute AT TIME ZONE %(tz)s >= ({local}))"
     )
-    return f"CASE WHEN {at} AT TIME ZONE %(tz)s = ({local}) THEN {at} ELSE {gap_end} END"
+    return (  # (UTC first: one conversion where it is the zone, as most reads are)
+        f"CASE WHEN %(tz)s = 'UTC' THEN {at} WHEN {at} AT TIME ZONE %(tz)s = ({local})"
+        f" THEN {at} ELSE {gap_end} END"
+    )
 
 
 def label(at: str) -> str:
