@@ -244,7 +244,7 @@ async def test_a_transaction_heard_over_two_deliveries_reaches_each_ticker_once(
     )
     xids = []
     with psycopg.connect(db_url) as conn:
-        for statements in ((("MA", 0), ("MB", 0)), (("MB", 1), ("MA", 1))):
+        for statements in ((("MA", 0), ("MB", 0)), (("MB", 1), ("MA", 1)), (("MA", 2), ("MB", 2))):
             for ticker, i in statements:
                 conn.execute(insert, row(ticker, i))
             xids.append(conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0])
@@ -255,19 +255,21 @@ async def test_a_transaction_heard_over_two_deliveries_reaches_each_ticker_once(
     wake = Wake()
     sub = feed.subscribe([Stream("MA", 5), Stream("MB", 5)], wake)
 
-    async def heard(*notes: tuple[int, str]) -> None:
-        for xid, ticker in notes:
-            await feed._notified(f'{{"x": {xid}, "v": 1, "t": ["{ticker}"]}}')
+    async def heard(*notes: tuple[int, str | None]) -> None:
+        for xid, ticker in notes:  # None: a notification too long to name its tickers
+            named = f', "t": ["{ticker}"]' if ticker else ""
+            await feed._notified(f'{{"x": {xid}, "v": 1{named}}}')
         queued = []
         while not feed._heard.empty():
             queued.append(feed._heard.get_nowait())
         await feed._deliver(queued)
 
-    a, b = xids
+    a, b, c = xids
     await heard((a, "MA"), (a, "MB"), (b, "MB"))
-    await heard((b, "MA"))
-    got = sorted((c.ticker, c.ts) for c in sub.take(100))
+    await heard((b, "MA"), (c, "MA"))
+    await heard((c, None))  # C's second statement named too many tickers: MB, not MA again
+    got = sorted((x.ticker, x.ts) for x in sub.take(100))
     await database.close()
     assert got == sorted(
-        (t, START + timedelta(minutes=5 * i)) for t in ("MA", "MB") for i in (0, 1)
+        (t, START + timedelta(minutes=5 * i)) for t in ("MA", "MB") for i in range(3)
     )

@@ -44,10 +44,11 @@ class Change(msgspec.Struct, frozen=True):
 
 class Heard(msgspec.Struct, frozen=True):
     """A notification: its transaction, and the tickers it changed (None: too many to name,
-    or all of them)."""
+    or all of them, but those `sent` already)."""
 
     xid: int
     tickers: frozenset[str] | None
+    sent: frozenset[str] = frozenset()
 
 
 def parse(payload: str) -> Heard:
@@ -69,9 +70,11 @@ class Delivered:
         before = self._tickers.get(heard.xid, frozenset())
         if before is None or (heard.tickers is not None and heard.tickers <= before):
             return None
-        new = heard.tickers - before if heard.tickers is not None else None
-        self._tickers[heard.xid] = before | new if new is not None else None
-        return Heard(heard.xid, new)
+        if heard.tickers is None:  # all of them: those not delivered yet
+            self._tickers[heard.xid] = None
+            return Heard(heard.xid, None, before)
+        self._tickers[heard.xid] = before | heard.tickers
+        return Heard(heard.xid, heard.tickers - before)
 
     def sent(self, change: Change) -> bool:
         if change.xid not in self._tickers:

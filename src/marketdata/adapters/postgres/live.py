@@ -274,13 +274,14 @@ class PostgresLiveFeed:
         # each transaction's changes to the tickers it was heard of here (another of its
         # notifications, heard before or after, delivers its other tickers)
         named_by = {(h.xid, t) for h in heard if h.tickers is not None for t in h.tickers}
-        whole = {h.xid for h in heard if h.tickers is None}
+        whole = {h.xid: h.sent for h in heard if h.tickers is None}
         read = [
             (change, candles)
             for change, candles in await changes.read_back(
                 self._db, [h.xid for h in heard], sorted(series)
             )
-            if change.xid in whole or (change.xid, change.ticker) in named_by
+            if (change.xid, change.ticker) in named_by
+            or change.ticker not in whole.get(change.xid, {change.ticker})
         ]
         out: dict[Subscription, list[LiveEvent]] = {}
         for change, candles in read:
