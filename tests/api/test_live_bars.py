@@ -253,3 +253,28 @@ def test_a_bar_ended_by_a_later_one_is_sent_final_once(
         ("2022-08-01T01:00:00Z", False),  # then with the candle inserted
         ("2022-08-01T01:00:00Z", False),  # and filled in
     ]
+
+
+def test_a_bar_s_last_version_holds_what_committed_before_it_whatever_the_xids(
+    client: Client, db_url: str, files: dict[str, list[Candle]]
+) -> None:
+    # A transaction takes its id at its first write, not at its commit: here the later id
+    # commits first. The bar sent last must hold both transactions' candles.
+    minutes = {c.ts.strftime("%H:%M"): c for c in files["BTCUSDT"][:120]}
+    write_in_chunks(db_url, [minutes["00:00"]], 1)
+    insert = (
+        "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+        " VALUES ('BTCUSDT', 1, %s, 1, 2, 0.5, 1.5, %s)"
+    )
+    with client.websocket_connect("/ws/live?ticker=BTCUSDT&tf_min=60") as ws:
+        assert json.loads(ws.receive_text(timeout=10))["message"] == "live"
+        with psycopg.connect(db_url) as first, psycopg.connect(db_url) as second:
+            first.execute("SELECT pg_current_xact_id()")  # the lower id, committed last
+            second.execute(insert, ("2022-08-01 00:05Z", 10))
+            second.commit()
+            first.execute(insert, ("2022-08-01 00:20Z", 100))
+            first.commit()
+        messages = drained(ws, quiet=1.5)
+    last = [m["candle"] for m in messages if m["type"] == "CANDLE"][-1]
+    rest = client.get("/candles", params={"ticker": "BTCUSDT", "tf_min": 60}).json()["data"]
+    assert last["volume"] == rest[0]["volume"] == minutes["00:00"].volume + 110

@@ -93,6 +93,13 @@ def in_session(local: str, shape: Shape) -> str:
     return f"({t} >= %(session_start)s AND {t} < %(session_end)s)"
 
 
+# Of a live change (`q`), whether a row's transaction committed before it: heard before it
+# by the listener (`q.before`, notifications come in commit order) or seen by its snapshot
+# (%(seen)s). Not `xact < q.xid`: a transaction takes its id at its first write, and one
+# that began later may commit first.
+COMMITTED_BEFORE = "(xact = ANY(q.before) OR pg_visible_in_snapshot(xact, %(seen)s::pg_snapshot))"
+
+
 def source_sql(shape: Shape) -> str:
     """The rows bars are made of, in no order."""
     rows = ROLLUP_ROWS if shape.table == ROLLUPS else CANDLE_ROWS
@@ -109,7 +116,7 @@ def source_sql(shape: Shape) -> str:
         bounds += " AND ts <= %(as_of)s::timestamptz - %(source_stride)s"
     ticker = "%(ticker)s"
     if shape.live:  # a change's series, as the change left it (not later transactions)
-        ticker, session = "q.ticker", f"{session} AND xact <= q.xid"
+        ticker, session = "q.ticker", f"{session} AND (xact = q.xid OR {COMMITTED_BEFORE})"
     return (
         f"SELECT {rows} FROM {shape.table}"
         f" WHERE ticker = {ticker} AND tf_min = %(source)s{kept}{bounds}{session}"

@@ -51,6 +51,16 @@ class Heard(msgspec.Struct, frozen=True):
     sent: frozenset[str] = frozenset()
 
 
+def named(heard: Sequence[Heard], change: Change) -> bool:
+    """Whether a delivery of `heard` sends `change`: its transaction was heard of its ticker
+    here (another of its notifications, heard before or after, sends its other tickers)."""
+    return any(
+        h.xid == change.xid
+        and (change.ticker in h.tickers if h.tickers is not None else change.ticker not in h.sent)
+        for h in heard
+    )
+
+
 def parse(payload: str) -> Heard:
     message = json.loads(payload)
     tickers = message.get("t")
@@ -75,6 +85,12 @@ class Delivered:
             return Heard(heard.xid, None, before)
         self._tickers[heard.xid] = before | heard.tickers
         return Heard(heard.xid, heard.tickers - before)
+
+    def before(self, xid: int) -> str:
+        """The transactions heard before `xid` (notifications come in commit order), as an
+        array of PostgreSQL's."""
+        heard = list(self._tickers)
+        return "{" + ",".join(map(str, heard[: heard.index(xid)] if xid in heard else heard)) + "}"
 
     def sent(self, change: Change) -> bool:
         if change.xid not in self._tickers:

@@ -8,7 +8,14 @@ import functools
 
 import msgspec
 
-from marketdata.adapters.postgres.bars import CANDLES, Shape, in_session, source_sql, whole_by
+from marketdata.adapters.postgres.bars import (
+    CANDLES,
+    COMMITTED_BEFORE,
+    Shape,
+    in_session,
+    source_sql,
+    whole_by,
+)
 from marketdata.adapters.postgres.buckets import instant, label, start
 
 
@@ -64,15 +71,17 @@ def forming_sql(shape: Shape) -> bytes:
     formed = _FORMED.format(bucket=instant("local_start"), last=_last_close(shape))
     kept = f" AND {in_session('ts AT TIME ZONE %(tz)s', shape)}" if shape.session else ""
     if shape.live:
-        return f"""SELECT q.i, f.* FROM unnest(%(tickers)s::text[], %(firsts)s::timestamptz[],
-    %(lasts)s::timestamptz[], %(xids)s::xid8[]) WITH ORDINALITY AS q(ticker, first, last, xid, i)
+        return f"""SELECT q.i, f.* FROM (
+    SELECT u.*, u.heard::xid8[] AS before FROM unnest(%(tickers)s::text[],
+        %(firsts)s::timestamptz[], %(lasts)s::timestamptz[], %(xids)s::xid8[], %(befores)s::text[])
+        WITH ORDINALITY AS u(ticker, first, last, xid, heard, i)) q
 CROSS JOIN LATERAL (
     WITH prev AS (
         SELECT max(ts) AS ts FROM ({source}) r WHERE ts < q.first
     ), began AS (
         SELECT NOT EXISTS (SELECT FROM candles WHERE ticker = q.ticker AND tf_min = %(source)s
-                           AND ts > (SELECT ts FROM prev) AND xact <= q.xid
-                           AND (xact <> q.xid OR revision > 0){kept})
+                           AND ts > (SELECT ts FROM prev)
+                           AND ({COMMITTED_BEFORE} OR (xact = q.xid AND revision > 0)){kept})
            AND NOT EXISTS (SELECT FROM candle_changes WHERE xid = q.xid AND kind = 'removed'
                            AND ticker = q.ticker AND tf_min = %(source)s
                            AND last_ts > (SELECT ts FROM prev)) AS began

@@ -271,18 +271,8 @@ class PostgresLiveFeed:
                         group = Built.of(stream)
                         built.setdefault(group, {}).setdefault(ticker, []).append(subscription)
                         series.add((ticker, group.reads))
-        # each transaction's changes to the tickers it was heard of here (another of its
-        # notifications, heard before or after, delivers its other tickers)
-        named_by = {(h.xid, t) for h in heard if h.tickers is not None for t in h.tickers}
-        whole = {h.xid: h.sent for h in heard if h.tickers is None}
-        read = [
-            (change, candles)
-            for change, candles in await changes.read_back(
-                self._db, [h.xid for h in heard], sorted(series)
-            )
-            if (change.xid, change.ticker) in named_by
-            or change.ticker not in whole.get(change.xid, {change.ticker})
-        ]
+        read = await changes.read_back(self._db, [h.xid for h in heard], sorted(series))
+        read = [(change, candles) for change, candles in read if changes.named(heard, change)]
         out: dict[Subscription, list[LiveEvent]] = {}
         for change, candles in read:
             for subscription in self._subscribers.get((change.ticker, change.tf_min), ()):
@@ -356,6 +346,9 @@ class PostgresLiveFeed:
                 "firsts": [c.first for c, _ in altered],
                 "lasts": [c.last for c, _ in altered],
                 "xids": [str(c.xid) for c, _ in altered],
+                # what committed before each: heard before it, or seen by the snapshot
+                "befores": [self._seen.before(c.xid) for c, _ in altered],
+                "seen": (self._snapshot or Snapshot(1, 1, frozenset())).text(),
             },
         )
         each: dict[int, list[tuple[Any, ...]]] = {}
