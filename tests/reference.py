@@ -190,7 +190,10 @@ def forming(spec: Spec, candles: list[Candle], ticker: str, source_tf: int) -> l
         bucket = spec.bucket(candle.ts)
         group = [c for c in kept[: i + 1] if spec.bucket(c.ts) == bucket]
         bar = aggregate(spec, group)[0]
-        later = i + 1 < len(kept) and spec.bucket(kept[i + 1].ts) != bucket
+        # a later candle in another bucket, and none later in this one (where clocks go
+        # back, a bucket holds two runs of candles an hour apart)
+        rest = [spec.bucket(c.ts) for c in kept[i + 1 :]]
+        later = bool(rest) and bucket not in rest
         complete = candle.ts + timedelta(minutes=source_tf) >= spec.last_close(bucket, source_tf)
         out.append({"candle": wire_bar(spec, ticker, bar), "final": later or complete})
     return out

@@ -4,6 +4,8 @@ read from the candles or from a rollup of those days (found comparing with
 tests/reference.py in zones the other tests do not visit)."""
 
 import asyncio
+import json
+import queue
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -13,7 +15,7 @@ from marketdata.adapters.postgres import rollups
 from marketdata.adapters.postgres.pool import DatabaseConfig
 from marketdata.domain.candles import Candle
 from marketdata.domain.timeframes import Rollup
-from tests.reference import Spec, bars, first_difference, same
+from tests.reference import Spec, bars, first_difference, forming, same
 from tests.support import AppFactory, insert
 
 LONDON = "Europe/London"
@@ -280,3 +282,62 @@ def test_a_bucket_that_starts_in_a_gap_of_local_time_holds_what_is_left_of_it(
     assert not any(b.get("filled") for b in got)  # no bucket is missing
     assert [b["ts_close"] for b in got[:-1]] == [b["ts"] for b in got[1:]]  # none overlaps
     assert same(got, expected), first_difference(got, expected)
+
+
+@pytest.mark.parametrize("tf_min", [15, 60])
+def test_forming_bars_of_a_repeated_local_hour_end_once_and_whole(
+    app_factory: AppFactory, db_url: str, tf_min: int
+) -> None:
+    # New York's 01:00-02:00 comes twice on 2024-11-03 (05:00Z-06:00Z EDT, then 06:00Z-07:00Z
+    # EST): a bucket of it holds two runs of candles an hour apart; as it forms, it is final
+    # at the end of its second run only, and holds both.
+    start = datetime(2024, 11, 3, 4, tzinfo=UTC)
+    candles = fives("FOLD", start, start + timedelta(hours=4), NONE)
+    insert(db_url, candles)
+    spec = Spec(tf_min, True, "America/New_York")
+    expected = forming(spec, candles, "FOLD", 5)
+    query = (
+        f"ticker=FOLD&tf_min={tf_min}&tz=America/New_York&forming=true&step_seconds=0"
+        f"&start={start.isoformat()}&end={(start + timedelta(hours=4)).isoformat()}"
+    )
+    with (
+        app_factory(ws_min_step_seconds=0) as client,
+        client.websocket_connect(f"/ws/replay?{query}".replace("+00:00", "Z")) as ws,
+    ):
+        sent = []
+        while (message := json.loads(ws.receive_text(timeout=30)))["type"] != "STATUS" or (
+            message["message"] != "replay_complete"
+        ):
+            if message["type"] == "CANDLE":
+                sent.append({"candle": message["candle"], "final": message["final"]})
+    assert [m["final"] for m in sent] == [e["final"] for e in expected]
+    assert same([m["candle"] for m in sent], [e["candle"] for e in expected])
+
+
+def test_live_bars_of_a_repeated_local_hour_end_as_history_does(
+    app_factory: AppFactory, db_url: str
+) -> None:
+    start = datetime(2024, 11, 3, 4, tzinfo=UTC)
+    candles = fives("LFOLD", start, start + timedelta(hours=4), NONE)
+    insert(db_url, candles[:24])  # up to 06:00Z: the first run of 01:00-02:00
+    with (
+        app_factory() as client,
+        client.websocket_connect("/ws/live?tickers=LFOLD&tf_min=15&tz=America/New_York") as ws,
+    ):
+        assert json.loads(ws.receive_text(timeout=10))["message"] == "live"
+        for candle in candles[24:]:  # the second run and after, a candle a statement
+            insert(db_url, [candle])
+        last: dict[str, dict[str, Any]] = {}
+        while True:
+            try:
+                message = json.loads(ws.receive_text(timeout=2))
+            except queue.Empty:
+                break
+            if message["type"] == "CANDLE":
+                last[message["candle"]["ts"]] = message["candle"]
+        asked = {"ticker": "LFOLD", "tf_min": 15, "tz": "America/New_York", "limit": 100}
+        rest = {b["ts"]: b for b in client.get("/candles", params=asked).json()["data"]}
+    assert last
+    assert all(same([bar], [rest[ts]]) for ts, bar in last.items()), [
+        (ts, bar["volume"], rest[ts]["volume"]) for ts, bar in last.items()
+    ]

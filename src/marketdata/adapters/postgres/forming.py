@@ -38,11 +38,16 @@ _FORMED = """formed AS (
     SELECT {bucket} AS bucket, ts, first_value(o) OVER b AS open, max(h) OVER b AS high,
            min(l) OVER b AS low, c AS close, sum(v) OVER b AS volume, oi AS openint,
            ts + %(source_stride)s AS closes,
-           coalesce(lead(local_start) OVER (ORDER BY ts) <> local_start, false) AS later,
+           lead(ts) OVER (ORDER BY ts) IS NOT NULL AND ts = max(ts) OVER whole AS later,
            ts + %(source_stride)s >= {last} AS complete
     FROM src WINDOW b AS (PARTITION BY local_start ORDER BY ts
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+                    whole AS (PARTITION BY local_start)
 )"""
+# Where clocks go back, a bucket holds two runs of candles an hour apart (up to two, in
+# zones that move two): a read that starts in it starts this much earlier, and a bar is
+# final after a later candle in another bucket only when none later is in its own.
+_FOLD = "CASE WHEN %(tz)s = 'UTC' THEN interval '0' ELSE interval '2 hours' END"
 
 
 @functools.lru_cache(maxsize=64)
@@ -86,7 +91,7 @@ CROSS JOIN LATERAL (
                            AND ticker = q.ticker AND tf_min = %(source)s
                            AND last_ts > (SELECT ts FROM prev)) AS began
     ), span AS (
-        SELECT {label("coalesce((SELECT ts FROM prev), q.first)")} AS lo,
+        SELECT {label("coalesce((SELECT ts FROM prev), q.first)")} - {_FOLD} AS lo,
                {instant(start("q.last") + " + %(stride)s")} AS hi
     ), src AS (
         SELECT r.*, {start("ts")} AS local_start FROM ({source}) r, span
@@ -106,7 +111,7 @@ ORDER BY q.i, f.ts""".encode()
     return f"""WITH src AS (
     SELECT r.*, {start("ts")} AS local_start FROM ({source}) r
     WHERE %(after_close)s::timestamptz IS NULL
-       OR ts >= {label("%(after_close)s::timestamptz - %(source_stride)s")}
+       OR ts >= {label("%(after_close)s::timestamptz - %(source_stride)s")} - {_FOLD}
     ORDER BY ts LIMIT %(rows)s
 ), {formed}
 SELECT bucket, open, high, low, close, volume, openint, closes, later OR complete
