@@ -96,3 +96,16 @@ def test_clients_read_the_database_s_json_as_the_service_s_own(
     assert (pd.DataFrame(parsed).dtypes == pd.DataFrame(was).dtypes).all()
     assert math.copysign(1, parsed[7]["open"]) == -1  # negative zero kept
     assert node_reads_the_same(body, old)
+
+
+def test_values_that_are_no_numbers_come_as_nulls_and_empty_fields(
+    client: Client, db_url: str
+) -> None:
+    # another program may write NaN or an infinity: JSON has no such numbers, a CSV reader
+    # would take "inf" for text
+    at = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+    insert(db_url, [Candle("NN", 5, at, 1.0, math.inf, -math.inf, math.nan, 2.0, 0)])
+    body = client.get("/candles?ticker=NN").json()["data"][0]
+    assert (body["high"], body["low"], body["close"]) == (None, None, None)
+    csv = client.get("/candles?ticker=NN&format=csv").text.splitlines()[1]
+    assert csv == "NN,5,2024-01-02T14:30:00Z,1.0,,,,2.0,0"

@@ -41,7 +41,8 @@ def _iso(ts: datetime | None) -> str:
 
 
 def _number(value: float) -> float | str:
-    return "" if math.isnan(value) else value  # a bar filled with nulls: empty fields
+    # a bar filled with nulls, or what another program wrote that is no number (JSON's null)
+    return value if math.isfinite(value) else ""
 
 
 async def _csv_lines(
