@@ -16,7 +16,7 @@ import structlog
 from litestar import Request
 from litestar.exceptions import HTTPException, ValidationException
 
-from marketdata.domain.bar_options import MINUTES_PER_DAY, PLAIN, BarOptions
+from marketdata.domain.bar_options import MINUTES_PER_DAY, PLAIN, BarOptions, bucket_start
 from marketdata.domain.candles import Candle, Order, TimeRange, ticker_of
 from marketdata.domain.errors import DomainError, InvalidParameter, NotFound, StoreUnavailable
 from marketdata.domain.queries import CandleQueries, CandleQuery
@@ -47,9 +47,8 @@ def decoded(kind: type[S], **values: str | None) -> S:
 
 
 def day_start(at: datetime, zone: str) -> datetime:
-    """Midnight of `at`'s day in `zone`, as UTC."""
-    local = at.astimezone(ZoneInfo(zone))
-    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    """When `at`'s day in `zone` starts (its local midnight: bar_options.bucket_start)."""
+    return bucket_start(at, MINUTES_PER_DAY, BarOptions(tz=zone))
 
 
 def bar_options_for(tf_min: int, day_zone: str) -> BarOptions:
