@@ -258,6 +258,41 @@ def test_a_database_of_0012_gets_its_utc_weeks_counted_from_a_monday(
         assert conn.execute(weeks).fetchall() == [("2024-03-04", 168), ("2024-03-11", 168)]
 
 
+def test_the_rollups_key_is_ordered_by_time_before_zone(
+    database_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    """Until 0014 the rollups' primary key was (ticker, tf_min, tz, ts): migrating orders it
+    (ticker, tf_min, ts, tz), the rows kept, and writes keep them after it."""
+    url = _migrated_before("0014", database_factory())
+    key = (
+        "SELECT array_agg(a.attname::text ORDER BY k.n) FROM pg_constraint c"
+        " CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY k(attnum, n)"
+        " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum"
+        " WHERE c.conrelid = 'candle_rollups'::regclass AND c.contype = 'p'"
+    )
+    hours = "SELECT tz, ts::text, candles FROM candle_rollups ORDER BY tz, ts"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO rollup_timeframes VALUES (60, 'UTC', true)")
+        conn.execute(
+            "INSERT INTO candles (ticker, tf_min, ts, open, high, low, close, volume)"
+            " SELECT 'K', 15, ts, 1, 2, 0.5, 1.5, 1 FROM generate_series("
+            " timestamptz '2024-03-04 00:00+00', '2024-03-04 01:45+00', '15 minutes') ts"
+        )
+        assert conn.execute(key).fetchone() == (["ticker", "tf_min", "tz", "ts"],)
+        before = conn.execute(hours).fetchall()
+    assert [r[2] for r in before] == [4, 4]
+    migrated = run(["migrate"], {"DATABASE_URL": url, "ROLLUP_TF_MINS": "60"}, tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(key).fetchone() == (["ticker", "tf_min", "ts", "tz"],)
+        assert conn.execute(hours).fetchall() == before
+        conn.execute("UPDATE candles SET volume = 3 WHERE ts = '2024-03-04 01:30+00'")
+        assert conn.execute("SELECT volume FROM candle_rollups ORDER BY ts").fetchall() == [
+            (4.0,),
+            (6.0,),
+        ]
+
+
 def test_an_older_timescaledb_is_named_not_drifted_past() -> None:
     """TimescaleDB is not installable here: the rule that start-up and `check` apply."""
     refused = timescale_message("2.17.2", hypertable=True)
