@@ -314,6 +314,38 @@ def test_forming_bars_of_a_repeated_local_hour_end_once_and_whole(
     assert same([m["candle"] for m in sent], [e["candle"] for e in expected])
 
 
+@pytest.mark.parametrize("page", [3, 4, 5, 6, 7])
+def test_a_replay_page_that_ends_between_the_two_runs_of_a_bucket_keeps_it_open(
+    app_factory: AppFactory, db_url: str, page: int
+) -> None:
+    # New York's 01:00-01:30 comes twice on 2024-11-03 (05:00Z-05:30Z, then 06:00Z-06:30Z):
+    # a page of the replay that ends after the first run (its candles read up to 05:40Z,
+    # say) must not call the bucket's bar final there; it is final at 06:25Z.
+    start = datetime(2024, 11, 3, 0, tzinfo=UTC)
+    candles = fives("PAGE", start, start + timedelta(hours=8), NONE)
+    insert(db_url, candles)
+    spec = Spec(30, True, "America/New_York")
+    expected = forming(spec, candles, "PAGE", 5)
+    query = (
+        "ticker=PAGE&tf_min=30&tz=America/New_York&forming=true&step_seconds=0"
+        f"&start={start.isoformat()}&end={(start + timedelta(hours=8)).isoformat()}"
+    )
+    with (
+        app_factory(ws_min_step_seconds=0, ws_page_size=page) as client,
+        client.websocket_connect(f"/ws/replay?{query}".replace("+00:00", "Z")) as ws,
+    ):
+        sent = []
+        while (message := json.loads(ws.receive_text(timeout=30)))["type"] != "STATUS" or (
+            message["message"] != "replay_complete"
+        ):
+            if message["type"] == "CANDLE":
+                sent.append({"candle": message["candle"], "final": message["final"]})
+    finals = [m["candle"]["ts"] for m in sent if m["final"]]
+    assert finals == [e["candle"]["ts"] for e in expected if e["final"]]
+    assert [m["final"] for m in sent] == [e["final"] for e in expected]
+    assert same([m["candle"] for m in sent], [e["candle"] for e in expected])
+
+
 def test_live_bars_of_a_repeated_local_hour_end_as_history_does(
     app_factory: AppFactory, db_url: str
 ) -> None:

@@ -311,8 +311,10 @@ def bars_params(
     if resample is not None and limit is not None:
         per_bucket = tf_min // (source_tf if forming else resample.read_tf)
         rows = limit + per_bucket + 2 if forming else (limit + 2) * per_bucket
-        if options.tz != "UTC" and forming:  # read from two hours before (forming._FOLD)
-            rows += 120 // source_tf
+        if options.tz != "UTC" and forming:  # read from two hours before (forming._FOLD),
+            # and two hours past the last bar sent: a bucket whose local time comes twice has
+            # a second run of candles up to that much later, and is final only after it
+            rows += 2 * (120 // source_tf)
         if options.tz != "UTC" and not forming:  # a local hour that comes twice, and its margin
             rows += 180 // resample.read_tf
         if after_close is not None and not forming:  # the rows read before the keyset
