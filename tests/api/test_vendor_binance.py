@@ -536,6 +536,20 @@ def test_a_stream_in_an_offset_of_minutes_cuts_its_bars_there(live: Client, db_u
     assert event["k"]["T"] == ms(START + timedelta(minutes=45)) - 1
 
 
+def test_a_combined_stream_s_offset_keeps_its_plus(live: Client, db_url: str) -> None:
+    # python-binance's multiplex socket puts the names in the query string as they are
+    # (`?streams=a@kline_1h@+05:45`), as Binance's documentation writes them: the `+` is the
+    # offset's, not a form's space
+    with live.websocket_connect("/binance/stream?streams=liveusdt@kline_1h@+05:45") as ws:
+        assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == ["liveusdt@kline_1h@+05:45"]
+        Writer(db_url, [[minute(1)]]).run()
+        event = receive(ws)
+        assert event["stream"] == "liveusdt@kline_1h@+05:45"
+        assert event["data"]["k"]["t"] == ms(START - timedelta(minutes=15))
+        request(ws, "UNSUBSCRIBE", ["liveusdt@kline_1h@+05:45"])
+        assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == []
+
+
 def test_stream_times_in_microseconds_when_asked(live: Client, db_url: str) -> None:
     with live.websocket_connect("/binance/ws/liveusdt@kline_1m?timeUnit=MICROSECOND") as ws:
         assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == ["liveusdt@kline_1m"]

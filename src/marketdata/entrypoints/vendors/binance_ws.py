@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any, cast
+from urllib.parse import unquote
 
 import msgspec
 import structlog
@@ -338,7 +339,7 @@ async def combined_streams(
     metrics: FromDishka[Metrics],
 ) -> None:
     """Combined streams, `?streams=<a>/<b>`: each event as `{"stream","data"}`."""
-    names = [part for part in socket.query_params.get("streams", "").split("/") if part]
+    names = [part for part in _query_value(socket, "streams").split("/") if part]
     await serve_streams(
         socket,
         names,
@@ -350,3 +351,14 @@ async def combined_streams(
         registry=registry,
         metrics=metrics,
     )
+
+
+def _query_value(socket: Socket, name: str) -> str:
+    """A parameter of the query string as Binance reads it: percent-decoded, a `+` itself
+    (the offset of `<symbol>@kline_1h@+08:00`, as clients send it unencoded), not a form's
+    space."""
+    for pair in socket.scope["query_string"].decode("latin-1").split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key) == name:
+            return unquote(value)
+    return ""
