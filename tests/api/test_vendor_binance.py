@@ -536,6 +536,29 @@ def test_a_stream_in_an_offset_of_minutes_cuts_its_bars_there(live: Client, db_u
     assert event["k"]["T"] == ms(START + timedelta(minutes=45)) - 1
 
 
+def test_a_sum_of_volumes_is_sent_to_eight_decimals_over_rest_and_streams(
+    live: Client, db_url: str
+) -> None:
+    # 0.1 + 0.2 is 0.30000000000000004 as floats: the 3-minute bar of 13:33 and 13:34 has
+    # the text Binance would send (its symbols' 8 decimals), the same over REST and the
+    # stream
+    rows = [
+        ("LIVEUSDT", 1, START + timedelta(minutes=i), 1.0, 1.0, 1.0, 1.0, v, 0)
+        for i, v in ((3, 0.1), (4, 0.2))
+    ]
+    with live.websocket_connect("/binance/ws/liveusdt@kline_3m") as ws:
+        assert request(ws, "LIST_SUBSCRIPTIONS")["result"] == ["liveusdt@kline_3m"]
+        Writer(db_url, [rows]).run()
+        sent = [receive(ws)["k"] for _ in range(3)]  # 13:30's bar final, then 13:33's twice
+    assert [(k["t"], k["v"]) for k in sent][1:] == [
+        (ms(START) + 3 * 60 * MS, v) for v in ("0.1", "0.3")
+    ]
+    rest = live.get(
+        "/binance/api/v3/klines", params={"symbol": "LIVEUSDT", "interval": "3m"}
+    ).json()
+    assert [row[5] for row in rest] == ["10.0", "0.3"]  # 13:30 (the fixture's), 13:33
+
+
 def test_a_combined_stream_s_offset_keeps_its_plus(live: Client, db_url: str) -> None:
     # python-binance's multiplex socket puts the names in the query string as they are
     # (`?streams=a@kline_1h@+05:45`), as Binance's documentation writes them: the `+` is the

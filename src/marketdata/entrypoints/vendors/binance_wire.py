@@ -67,27 +67,29 @@ def micro_unit(text: str | None, name: str) -> bool:
 
 
 def kline_rows(candles: list[Candle], tf_min: int, micro: bool = False) -> bytes:
-    """Bars as Binance's kline rows: [open time, "open", "high", "low", "close", "volume",
-    close time, "0" (quote volume), 0 (trades), "0" (taker buy base volume), "0" (taker buy
-    quote volume), "0"], times in ms (µs with `micro`). Built column by column, without a
+    """Bars as Binance's kline rows: [open time, "open", "high", "low", "close", "volume"
+    (to 8 decimals, as `number_text`), close time, "0" (quote volume), 0 (trades), "0"
+    (taker buy base volume), "0" (taker buy quote volume), "0"], times in ms (µs with
+    `micro`). Built column by column, without a
     Python loop over the bars nor a string per price: a third less than rows of `repr`s,
     though still about three times /candles' JSON for the same bars (bench/README.md)."""
     unit, per_ms = (_US, 1000) if micro else (_MS, 1)
+    eight = repeat(8)
     opens = list(map(floordiv, map(sub, map(_TS, candles), repeat(EPOCH)), repeat(unit)))
     closes = map(add, opens, repeat(tf_min * 60_000 * per_ms - 1))
     a, b, c = (repeat(marker) for marker, _, _ in _MARKED)
     rows = zip(
         opens,
         a,
-        map(_OPEN, candles),
+        map(round, map(_OPEN, candles), eight),
         b,
-        map(_HIGH, candles),
+        map(round, map(_HIGH, candles), eight),
         b,
-        map(_LOW, candles),
+        map(round, map(_LOW, candles), eight),
         b,
-        map(_CLOSE, candles),
+        map(round, map(_CLOSE, candles), eight),
         b,
-        map(_VOLUME, candles),
+        map(round, map(_VOLUME, candles), eight),
         c,
         closes,
         *(repeat(value) for value in ("0", 0, "0", "0", "0")),

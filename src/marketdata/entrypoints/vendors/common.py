@@ -77,9 +77,11 @@ def at_ms(ms: int) -> datetime:
 
 
 def number_text(value: float) -> str:
-    """A number as a vendor's string field ("23290.1"): as our JSON writes it, the shortest
-    text that reads back as the same float."""
-    return _encode(value).decode()
+    """A number as Binance's string field ("23290.1"): to its 8 decimals (the precision its
+    symbols declare in exchangeInfo), then the shortest text that reads back as that float. A sum
+    of floats (a resampled bar's volume) otherwise carried the noise of the order it was
+    added in: "652.8140000000001" for a bar one query, "652.814" another."""
+    return _encode(round(value, 8)).decode()
 
 
 _encode = msgspec.json.Encoder().encode
