@@ -386,6 +386,8 @@ def test_answers_are_as_of_the_present_provided(url: str) -> None:
     with TestClient(create_app(suite_settings(url), NoonPresent())) as client:
         server = client.get("/binance/api/v3/time").json()["serverTime"]
         assert server > ms(NOON)  # the time answer is the wall clock, whatever the present
+        info = client.get("/binance/api/v3/exchangeInfo").json()
+        assert info["serverTime"] >= server  # and exchangeInfo's server time too
         latest = klines(client, symbol="BTCUSDT", interval="1m", limit=2)
         assert [r[0] for r in latest] == [ms(NOON) - 60 * MS, ms(NOON)]  # none after it
         later = klines(client, symbol="BTCUSDT", interval="1h", startTime=ms(NOON))

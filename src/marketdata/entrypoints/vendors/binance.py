@@ -158,7 +158,6 @@ class BinanceRest(Controller):
         request: Request[Any, Any, Any],
         queries: NamedDependency[CandleQueries],
         settings: FromDishka[Settings],
-        present: NamedDependency[Present],
         symbol: Annotated[str | None, _param("symbol", "One symbol.", "BTCUSDT")] = None,
         symbols: Annotated[
             str | None, _param("symbols", "A JSON array of symbols.", '["BTCUSDT","ETHUSDT"]')
@@ -207,7 +206,7 @@ class BinanceRest(Controller):
             if binance_symbol(ticker) is not None:
                 pair = pair_of(ticker, assets)
                 listed.append(SymbolInfo(ticker, pair.base, pair.quote, permission_sets=sets))
-        return ExchangeInfo(time_of(present(), _micro(request)), listed)
+        return ExchangeInfo(time_of(wall_clock(), _micro(request)), listed)
 
     @get(
         ["/klines", "/uiKlines"],
