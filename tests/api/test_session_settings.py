@@ -61,6 +61,6 @@ def test_answers_do_not_follow_a_databases_own_session_defaults(
         csv = client.get("/candles", params={"ticker": "ZZ", "tf_min": 1, "format": "csv"})
         assert f"2024-03-01T10:00:00Z,{OPEN},1.5,0.25,0.75,{VOLUME},0" in csv.text
         klines = client.get("/binance/api/v3/klines", params={"symbol": "ZZ", "interval": "1m"})
-        assert klines.json()[0][:2] == [1709287200000, str(OPEN)]
+        assert klines.json()[0][:2] == [1709287200000, "0.3"]  # Binance's 8 decimals
         symbol = client.get("/symbols/ZZ").json()
         assert symbol["timeframes"][0]["first"] == "2024-03-01T10:00:00Z"

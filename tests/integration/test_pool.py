@@ -83,6 +83,35 @@ async def test_a_lease_whose_holder_ended_is_reclaimed_once(database: Database) 
     assert await database.fetch("SELECT 1", None) == [(1,)]
 
 
+async def test_a_lease_in_the_middle_of_an_operation_is_not_closed_under_it(
+    database: Database,
+) -> None:
+    """A generator whose reader ended is closed by the event loop in a task of its own; the
+    sweep must not close its connection while that task works on it (libpq then used a
+    freed connection: SIGSEGV). It takes the lease back once the operation is over."""
+    held: list[Connection] = []
+
+    async def holding() -> AsyncGenerator[int, None]:
+        async with database.connection() as conn:
+            held.append(conn)
+            yield 1
+            yield 2
+
+    abandoned = holding()
+
+    async def holder() -> None:
+        await anext(abandoned)
+
+    await asyncio.create_task(holder())
+    async with held[0].lock:  # as the connection's own operations hold it
+        assert await database.sweep() == 0
+        assert not held[0].closed
+    assert await database.sweep() == 1
+    assert held[0].closed
+    with contextlib.suppress(Exception):
+        await abandoned.aclose()
+
+
 async def test_a_live_holder_keeps_its_lease(database: Database) -> None:
     async with database.connection() as conn:
         assert await database.sweep() == 0

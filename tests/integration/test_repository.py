@@ -12,6 +12,7 @@ from marketdata.adapters.postgres.pool import Database, DatabaseConfig
 from marketdata.adapters.postgres.reads import PostgresCandleRepository
 from marketdata.domain.candles import Order, TimeRange
 from marketdata.domain.errors import StoreUnavailable
+from marketdata.domain.ports import Columnar
 from tests.factories import series
 from tests.proxy import TcpProxy
 from tests.support import insert, read_plan, through
@@ -37,6 +38,30 @@ async def test_candles_come_back_exactly_as_inserted(
     assert await repo.bars(read_plan("AMZN.US", 5, 3, Order.DESC)) == stored[::-1][:3]
     assert await repo.bars(read_plan("AMZN.US", 60, 3, Order.ASC)) == []
     assert await repo.bars(read_plan("amzn.us", 5, 3, Order.ASC)) == []
+
+
+@pytest.mark.parametrize("columnar", [False, True])
+async def test_an_export_left_early_gives_its_connection_back_at_once(
+    db_url: str, columnar: bool
+) -> None:
+    """A reader that stops an export early (a vendor's newest-first page: its limit reached)
+    and closes it gets the connection back in the pool before the close returns, in its
+    own task. It was left to the export's inner generator, closed later by the event loop
+    in a task of its own: the pool's sweep, seeing the request's task ended, closed the
+    connection while that task was still closing its cursor on it, and the server process
+    died (SIGSEGV, SIGABRT) under alpaca-py's and massive's repeated `sort=desc` pages."""
+    insert(db_url, series("EARLY", 20_000))
+    database = Database(DatabaseConfig(url=db_url, pool_min_size=1, command_timeout=5))
+    await database.open()
+    try:
+        repo = PostgresCandleRepository(database)
+        plan = read_plan("EARLY", 5, None, Order.DESC)
+        exported = repo.export_columns(Columnar.ARROW, plan) if columnar else repo.export(plan)
+        assert await anext(exported)
+        await exported.aclose()
+        assert database.stats()["leases"] == 0
+    finally:
+        await database.close()
 
 
 async def test_range_is_inclusive_ascending_and_limited(

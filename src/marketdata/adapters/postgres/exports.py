@@ -2,6 +2,7 @@
 from a server-side cursor, or encoded in a columnar format from chunks of binary columns."""
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -57,9 +58,10 @@ async def encoded(database: Database, output: Columnar, plan: Plan) -> AsyncGene
                 plain, plan.ticker, plan.tf_min, plan.time_range, plan.order, plan.limit
             )
         sent = False
-        async for chunk in chunks:
-            sent = True
-            yield encoder.add(chunk)
+        async with contextlib.aclosing(chunks):  # closed early: its cursor with it, here
+            async for chunk in chunks:
+                sent = True
+                yield encoder.add(chunk)
         if sent:
             yield encoder.finish()
 

@@ -287,9 +287,15 @@ class Database:
             await self.sweep()
 
     async def sweep(self) -> int:
-        """Take back connections whose holder has ended without giving them back; how many."""
+        """Take back connections whose holder has ended without giving them back; how many.
+        Not one in the middle of an operation (another task's: a generator the event loop
+        closes after its reader ended, closing its cursor): closing it under that task
+        left libpq working on a freed connection, and the process died. The next sweep
+        sees it again."""
         orphans = [
-            lease for lease in self._leases.values() if lease.owner is None or lease.owner.done()
+            lease
+            for lease in self._leases.values()
+            if (lease.owner is None or lease.owner.done()) and not lease.conn.lock.locked()
         ]
         for lease in orphans:
             del self._leases[id(lease.conn)]

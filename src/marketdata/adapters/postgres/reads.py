@@ -1,6 +1,7 @@
 """The read side: plain SQL returning Structs, resampling in SQL, exports (`exports`), and
 what is stored read from the series catalog rather than counted."""
 
+import contextlib
 import functools
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime, timedelta
@@ -145,19 +146,22 @@ class PostgresCandleRepository:
         self, stream: Callable[[Database], AsyncGenerator[T, None]]
     ) -> AsyncGenerator[T, None]:
         """An export, from where `reads` sends it; read again on the primary when it fails
-        on a replica before anything was sent."""
+        on a replica before anything was sent. Closed early, it closes its stream at once,
+        in the reader's task: the stream's connection goes back before the reader ends."""
         database = await self._reads.source()
         sent = False
         try:
-            async for item in stream(database):
-                sent = True
-                yield item
+            async with contextlib.aclosing(stream(database)) as items:
+                async for item in items:
+                    sent = True
+                    yield item
             return
         except StoreUnavailable as error:
             if sent or not self._reads.retry_on_primary(database, error):
                 raise
-        async for item in stream(self._reads.primary):
-            yield item
+        async with contextlib.aclosing(stream(self._reads.primary)) as items:
+            async for item in items:
+                yield item
 
 
 @functools.lru_cache(maxsize=128)
