@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import msgpack
 import psycopg
@@ -422,3 +423,37 @@ def test_a_day_of_25_hours_opening_just_before_end_is_served(db_url: str, client
         end="2024-11-03T04:30:00Z",
     )["bars"]
     assert [(b["t"], b["v"]) for b in got] == [("2024-11-03T04:00:00Z", 300.0)]
+
+
+def dailies(ticker: str, first: datetime, count: int) -> list[Candle]:
+    """A daily file's weekdays, each stamped at its UTC midnight (as Stooq's are), the
+    day's number its volume."""
+    days = [first + timedelta(days=i) for i in range(count)]
+    return [
+        Candle(ticker, 1440, d, 10.0 + i, 11.0 + i, 9.0 + i, 10.5 + i, float(i), 0)
+        for i, d in enumerate(d for d in days if d.weekday() < 5)
+    ]
+
+
+def test_weeks_of_stored_days_are_their_dates_weeks(client: Client, db_url: str) -> None:
+    # Stored days are dates: Monday's, stamped 00:00 UTC, is New York's Sunday evening, yet
+    # it opens its week, as Alpaca's weekly bar of those days does (from Monday, shown at
+    # New York's midnight)
+    days = dailies("DLY", datetime(2026, 2, 23, tzinfo=UTC), 26)  # Monday 02-23 to 03-20
+    insert(db_url, days)
+    got = bars(client, symbols="DLY", timeframe="1Week", start="2026-02-23", end="2026-03-20")[
+        "bars"
+    ]["DLY"]
+    weeks = [days[i : i + 5] for i in range(0, len(days), 5)]
+    assert [(b["t"], b["o"], b["c"], b["v"]) for b in got] == [
+        (
+            datetime.combine(w[0].ts.date(), datetime.min.time(), ZoneInfo("America/New_York"))
+            .astimezone(UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+            w[0].open,
+            w[-1].close,
+            sum(c.volume for c in w),
+        )
+        for w in weeks
+    ]

@@ -3,9 +3,10 @@ our own API's candles in Polygon's shapes; `next_url` followed as a browser foll
 as the massive client does; Polygon's errors; the stream's minute aggregates."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 from litestar.exceptions import WebSocketDisconnect
@@ -13,6 +14,7 @@ from litestar.exceptions import WebSocketDisconnect
 from marketdata.domain.candles import Candle
 from marketdata.entrypoints.websocket import ReplayRegistry
 from tests.alpaca_polygon_support import fixed_present, minute_bar, ms, ours, sessions
+from tests.api.test_vendor_alpaca import dailies
 from tests.support import AppFactory, Client, insert
 
 AGGS = "/polygon/v2/aggs/ticker"
@@ -340,3 +342,39 @@ def test_weeks_begin_sunday_and_from_goes_back_to_its_bar(client: Client, db_url
     inside = ms("2024-03-06T10:30:00+00:00")
     first = aggs(client, f"{AGGS}/WK/range/1/hour/{inside}/2024-03-06")["results"][0]
     assert first["t"] == ms("2024-03-06T10:00:00+00:00")
+
+
+@pytest.mark.parametrize(("multiplier", "timespan"), [(2, "day"), (1, "week")])
+def test_bars_of_stored_days_are_cut_by_their_dates(
+    client: Client, db_url: str, multiplier: int, timespan: str
+) -> None:
+    # Stored days are dates (stamped 00:00 UTC, New York's evening before): two-day bars
+    # counted from 1970-01-01 and weeks from Sunday hold the dates they name, shown at New
+    # York's midnight of their first date
+    days = dailies("DLY", datetime(2026, 2, 23, tzinfo=UTC), 26)
+    insert(db_url, days)
+    got = aggs(
+        client, f"/polygon/v2/aggs/ticker/DLY/range/{multiplier}/{timespan}/2026-03-09/2026-03-13"
+    )
+    epoch = date(1970, 1, 1)
+
+    def first_date(d: date) -> date:
+        if timespan == "day":
+            return epoch + timedelta(days=(d - epoch).days // 2 * 2)
+        return d - timedelta(days=(d.weekday() + 1) % 7)  # its Sunday
+
+    start = first_date(date(2026, 3, 9))
+    groups: dict[date, list[Candle]] = {}
+    for c in days:
+        if start <= c.ts.date() <= date(2026, 3, 13):
+            groups.setdefault(first_date(c.ts.date()), []).append(c)
+    new_york = ZoneInfo("America/New_York")
+    assert [(r["t"], r["o"], r["c"], r["v"]) for r in got["results"]] == [
+        (
+            int(datetime.combine(at, datetime.min.time(), new_york).timestamp() * 1000),
+            g[0].open,
+            g[-1].close,
+            sum(c.volume for c in g),
+        )
+        for at, g in groups.items()
+    ]

@@ -181,11 +181,12 @@ async def bars_page(
             raise InvalidParameter("page_token", "is not a token of this request")
         first = symbols.index(token.symbol)
         resume = from_microseconds(token.at) if token.at is not None else None
-    options = bar_options_for(tf_min, day_zone)
     found: dict[str, list[AlpacaBar]] = {}
     left = min(query.limit, settings.max_limit)
     for at, symbol in enumerate(symbols[first:], start=first):
-        span = window(start, end, now, tf_min, tf_min in held[symbol].tf_mins, day_zone)
+        days = held[symbol].of_days(tf_min)
+        options = bar_options_for(tf_min, day_zone, days)
+        span = window(start, end, now, tf_min, tf_min in held[symbol].tf_mins, day_zone, days)
         if span is None:
             continue
         if left == 0:

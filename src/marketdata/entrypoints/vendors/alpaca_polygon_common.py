@@ -51,11 +51,15 @@ def day_start(at: datetime, zone: str) -> datetime:
     return bucket_start(at, MINUTES_PER_DAY, BarOptions(tz=zone))
 
 
-def bar_options_for(tf_min: int, day_zone: str) -> BarOptions:
+def bar_options_for(tf_min: int, day_zone: str, days: bool = False) -> BarOptions:
     """Days and weeks made from finer candles are cut in `day_zone` (an equity's day is New
     York's, from its midnight, as both vendors stamp it); shorter bars on the UTC epoch.
-    Stored timeframes are served as stored either way."""
-    return BarOptions(tz=day_zone) if tf_min >= MINUTES_PER_DAY else PLAIN
+    Made of stored days (`days`: dates, each stamped at its UTC midnight or at its
+    market's), by their dates: weeks from Monday's, in UTC. Stored timeframes are served
+    as stored either way."""
+    if tf_min < MINUTES_PER_DAY:
+        return PLAIN
+    return BarOptions(tz="UTC" if days else day_zone)
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -79,15 +83,21 @@ def window(
     tf_min: int,
     stored: bool,
     day_zone: str = "UTC",
+    days: bool = False,
 ) -> Window | None:
     """The window of a vendor's [start, end] (start after end is the caller's error) for
-    bars of `tf_min`, stored or made of finer candles. None when nothing is left of it."""
+    bars of `tf_min`, stored or made of finer candles (`days`: made of stored days, read by
+    their dates as stored days are). None when nothing is left of it."""
     TimeRange(start, end)
     last = min(end, present)
     if start > last:
         return None
-    if stored and tf_min % MINUTES_PER_DAY == 0 and day_zone != "UTC":
-        return dated_days(start, last, day_zone)
+    if (days or (stored and tf_min % MINUTES_PER_DAY == 0)) and day_zone != "UTC":
+        span = dated_days(start, last, day_zone)
+        if span is None or stored:
+            return span
+        # a bar of days opening on the last date: read its whole bucket
+        return msgspec.structs.replace(span, reads_to=span.end + timedelta(minutes=tf_min))
     if stored or end >= present:
         return Window(start, last, last)
     # a bucket past `end`, and an hour more: a local day may last 25 hours
@@ -144,6 +154,12 @@ class Held(msgspec.Struct, frozen=True):
 
     ticker: str
     tf_mins: frozenset[int]
+
+    def of_days(self, tf_min: int) -> bool:
+        """Whether bars of `tf_min` are stored days, or made of them (the finest stored
+        timeframe that divides it is whole days): dates, cut by their dates."""
+        sources = [s for s in self.tf_mins if tf_min % s == 0]
+        return bool(sources) and min(sources) % MINUTES_PER_DAY == 0
 
 
 async def resolved(queries: CandleQueries, symbol: str, candidates: Sequence[str]) -> Held:

@@ -154,11 +154,12 @@ def bound(text: str, name: str, zone: str, *, end: bool) -> datetime:
     return midnight - MICROSECOND if end else midnight
 
 
-def polygon_options(tf_min: int, zone: str) -> BarOptions:
+def polygon_options(tf_min: int, zone: str, days: bool = False) -> BarOptions:
     """Bars cut as Polygon cuts them: days in `zone` from its midnight, weeks from Sunday's
     ("weekly bars begin Sunday at 12:00:00 AM EST", Polygon's knowledge base: their origin
-    a day before the Monday ours count from), shorter bars on the UTC epoch."""
-    options = bar_options_for(tf_min, zone)
+    a day before the Monday ours count from), shorter bars on the UTC epoch; made of
+    stored days (`days`), by their dates (`bar_options_for`)."""
+    options = bar_options_for(tf_min, zone, days)
     if tf_min % MINUTES_PER_WEEK == 0:
         return msgspec.structs.replace(options, day_start=-MINUTES_PER_DAY)
     return options
@@ -213,10 +214,11 @@ async def answer(
     candidates, zone = tickers_of(path.ticker)
     start, end = bound(path.start, "from", zone, end=False), bound(path.end, "to", zone, end=True)
     held = await resolved(queries, path.ticker, candidates)
-    options = polygon_options(tf_min, zone)
+    days = held.of_days(tf_min)
+    options = polygon_options(tf_min, zone, days)
     # `from` is taken back to the start of the bar it falls in, as Polygon does
     start = bucket_start(start, tf_min, options)
-    span = window(start, end, now, tf_min, tf_min in held.tf_mins, zone)
+    span = window(start, end, now, tf_min, tf_min in held.tf_mins, zone, days)
     found: list[Candle] = []
     more: datetime | None = None
     # A page holds what `limit` asks: get_aggs of Polygon's clients does not follow
