@@ -284,6 +284,17 @@ def test_a_bucket_that_starts_in_a_gap_of_local_time_holds_what_is_left_of_it(
     assert same(got, expected), first_difference(got, expected)
 
 
+def forming_messages(ws: Any) -> list[dict[str, Any]]:
+    """A forming replay's bars as sent, each with its `final`, to `replay_complete`."""
+    sent = []
+    while (message := json.loads(ws.receive_text(timeout=30)))["type"] != "STATUS" or (
+        message["message"] != "replay_complete"
+    ):
+        if message["type"] == "CANDLE":
+            sent.append({"candle": message["candle"], "final": message["final"]})
+    return sent
+
+
 @pytest.mark.parametrize("tf_min", [15, 60])
 def test_forming_bars_of_a_repeated_local_hour_end_once_and_whole(
     app_factory: AppFactory, db_url: str, tf_min: int
@@ -304,12 +315,7 @@ def test_forming_bars_of_a_repeated_local_hour_end_once_and_whole(
         app_factory(ws_min_step_seconds=0) as client,
         client.websocket_connect(f"/ws/replay?{query}".replace("+00:00", "Z")) as ws,
     ):
-        sent = []
-        while (message := json.loads(ws.receive_text(timeout=30)))["type"] != "STATUS" or (
-            message["message"] != "replay_complete"
-        ):
-            if message["type"] == "CANDLE":
-                sent.append({"candle": message["candle"], "final": message["final"]})
+        sent = forming_messages(ws)
     assert [m["final"] for m in sent] == [e["final"] for e in expected]
     assert same([m["candle"] for m in sent], [e["candle"] for e in expected])
 
@@ -334,12 +340,7 @@ def test_a_replay_page_that_ends_between_the_two_runs_of_a_bucket_keeps_it_open(
         app_factory(ws_min_step_seconds=0, ws_page_size=page) as client,
         client.websocket_connect(f"/ws/replay?{query}".replace("+00:00", "Z")) as ws,
     ):
-        sent = []
-        while (message := json.loads(ws.receive_text(timeout=30)))["type"] != "STATUS" or (
-            message["message"] != "replay_complete"
-        ):
-            if message["type"] == "CANDLE":
-                sent.append({"candle": message["candle"], "final": message["final"]})
+        sent = forming_messages(ws)
     finals = [m["candle"]["ts"] for m in sent if m["final"]]
     assert finals == [e["candle"]["ts"] for e in expected if e["final"]]
     assert [m["final"] for m in sent] == [e["final"] for e in expected]

@@ -54,7 +54,11 @@ async def test_callers_cancelled_anywhere_lose_no_connection(database: Database)
     assert await database.fetch("SELECT 1", None) == [(1,)]
 
 
-async def test_a_lease_whose_holder_ended_is_reclaimed_once(database: Database) -> None:
+async def _abandoned_lease(
+    database: Database,
+) -> tuple[list[Connection], AsyncGenerator[int, None]]:
+    """A lease taken by a generator in a task that then ends without closing it: the
+    connection it holds, and the generator."""
     held: list[Connection] = []
 
     async def holding() -> AsyncGenerator[int, None]:
@@ -69,6 +73,11 @@ async def test_a_lease_whose_holder_ended_is_reclaimed_once(database: Database) 
         await anext(abandoned)  # takes the lease, then this task ends without closing it
 
     await asyncio.create_task(holder())
+    return held, abandoned
+
+
+async def test_a_lease_whose_holder_ended_is_reclaimed_once(database: Database) -> None:
+    held, abandoned = await _abandoned_lease(database)
     assert database.stats()["leases"] == 1
     assert await database.sweep() == 1
     assert await database.sweep() == 0
@@ -89,20 +98,7 @@ async def test_a_lease_in_the_middle_of_an_operation_is_not_closed_under_it(
     """A generator whose reader ended is closed by the event loop in a task of its own; the
     sweep must not close its connection while that task works on it (libpq then used a
     freed connection: SIGSEGV). It takes the lease back once the operation is over."""
-    held: list[Connection] = []
-
-    async def holding() -> AsyncGenerator[int, None]:
-        async with database.connection() as conn:
-            held.append(conn)
-            yield 1
-            yield 2
-
-    abandoned = holding()
-
-    async def holder() -> None:
-        await anext(abandoned)
-
-    await asyncio.create_task(holder())
+    held, abandoned = await _abandoned_lease(database)
     async with held[0].lock:  # as the connection's own operations hold it
         assert await database.sweep() == 0
         assert not held[0].closed
